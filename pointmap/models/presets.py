@@ -1,0 +1,57 @@
+"""The 3D presets and the one builder they call."""
+from typing import Optional, Sequence
+
+from torch import nn
+
+from .classifier import Classifier
+from .hybrid_encoder import HybridEncoder
+from .partseg import PartSegmenter
+from .registry import register_model
+
+
+def build_point_model(num_classes: Optional[int] = None, *, num_parts: Optional[int] = None,
+                      num_categories: int = 16, cls_token: bool = False, global_pool: str = "max_mean",
+                      head_hidden: Sequence[int] = (256, 256), head_dropout: float = 0.5,
+                      encoder_cls=HybridEncoder, **encoder_kwargs) -> nn.Module:
+    """Encoder alone (``num_classes=None``), with a classification head (``num_classes``), or with the
+    part-segmentation head (``num_parts``, ``num_categories``)."""
+    if num_classes is not None and num_parts is not None:
+        raise ValueError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
+    encoder = encoder_cls(**encoder_kwargs)
+    if num_parts is not None:
+        return PartSegmenter(encoder, num_parts=num_parts, num_categories=num_categories)
+    if num_classes is None:
+        return encoder
+    return Classifier(encoder, num_classes, cls_token=cls_token, global_pool=global_pool,
+                      head_hidden=head_hidden, head_dropout=head_dropout)
+
+
+def _build(defaults: dict, num_classes: Optional[int], overrides: dict) -> nn.Module:
+    return build_point_model(num_classes, **{**defaults, **overrides})
+
+
+@register_model
+def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+    """HybridNet-S: C=384, layout MMMTMMMTMMMT, hilbert order; head on [cls; max + mean]."""
+    cfg = dict(embed_dim=384, layout="MMMTMMMTMMMT", num_heads=6, num_group=64, group_size=32,
+               order="hilbert", drop_path_rate=0.1, cls_token=True, global_pool="cls_maxmean")
+    return _build(cfg, num_classes, kwargs)
+
+
+@register_model
+def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+    """Point-MAE's encoder and finetuning model: 12 Transformer blocks (6 heads, no qkv bias), FPS
+    order, head on [cls; max]. ``num_classes=40``: 22,099,752 parameters, as Point-MAE's."""
+    cfg = dict(embed_dim=384, layout="T" * 12, num_heads=6, qkv_bias=False, num_group=64, group_size=32,
+               order="none", drop_path_rate=0.1, cls_token=True, global_pool="cls_max")
+    return _build(cfg, num_classes, kwargs)
+
+
+@register_model
+def pointmamba(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+    """PointMamba: 12 Mamba blocks over the hilbert then the hilbert-trans token sequence (2G tokens)
+    with order indicators; head on the mean token."""
+    cfg = dict(embed_dim=384, layout="M" * 12, num_group=64, group_size=32,
+               order=("hilbert", "hilbert-trans"), order_indicator=True, drop_path_rate=0.1,
+               cls_token=False, global_pool="mean")
+    return _build(cfg, num_classes, kwargs)

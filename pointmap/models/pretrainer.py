@@ -1,0 +1,222 @@
+"""The MAP objective (and its MAE / AR special cases) around any token encoder, points or images."""
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from pointmap.layers import PosMLP, linear_rates, TokenContext, transformer_block
+from pointmap.ops import chamfer
+
+from .hybrid_encoder import init_weights
+from .registry import create_model
+
+_LOSSES = {"cdl2", "cdl1", "mse"}
+
+
+@dataclass
+class PretrainOutput:
+    """What the pretrainer returns; all the tensors a visualization needs.
+
+    Sequence order is the encoder's serialization order (images: raster order). M = int(mask_ratio·G).
+
+    Attributes:
+        loss: () the objective, averaged over masked patches.
+        pred: reconstructed masked patches in sequence order: points (B, M, K, 3) in absolute
+            coordinates; images (B, M, p·p·C) normalized pixels.
+        target: the ground truth of the same patches, same shape as ``pred``.
+        mask: (B, G) bool, True = masked, in sequence order; ``pred[b]`` are the positions
+            ``mask[b].nonzero()`` in ascending order.
+        centers: (B, G, 3) patch centers in sequence order (images: (B, G, 2) grid coordinates).
+        patches: all ground-truth patches in sequence order: points (B, G, K, 3) absolute; images
+            (B, G, p·p·C). The visible ones are ``patches[~mask]``.
+        order: (B, G) long, the grouped (FPS) index of each sequence position.
+    """
+
+    loss: torch.Tensor
+    pred: torch.Tensor
+    target: torch.Tensor
+    mask: torch.Tensor
+    centers: torch.Tensor
+    patches: torch.Tensor
+    order: torch.Tensor
+
+
+def random_mask(batch: int, num_tokens: int, ratio: float, generator: Optional[torch.Generator] = None,
+                device=None) -> torch.Tensor:
+    """(B, G) bool with exactly int(ratio·G) True (masked) per row, uniformly at random, on ``device``."""
+    num_masked = int(ratio * num_tokens)
+    noise = torch.rand(batch, num_tokens, generator=generator, device=device)
+    idx = noise.argsort(dim=1)[:, :num_masked]
+    return torch.zeros(batch, num_tokens, dtype=torch.bool, device=device).scatter_(1, idx, True)
+
+
+def row_attention_mask(length: int, row_size: int, device=None) -> Optional[torch.Tensor]:
+    """(L, L) bool: token i may attend to j iff row(j) ≤ row(i), rows of ``row_size`` consecutive tokens.
+    None when one row holds the whole sequence (full attention)."""
+    if row_size >= length:
+        return None
+    row = torch.arange(length, device=device) // row_size
+    return row.unsqueeze(0) <= row.unsqueeze(1)
+
+
+def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, natural: Optional[int],
+                     decoder_order: str) -> int:
+    """The row length: ``mae`` → G, ``ar`` → 1, ``map`` → ``row_size`` or the modality's own row length
+    (image rows) or √G (points; ``concat``: √ of the decoder length, which is G as well)."""
+    g = num_tokens
+    if objective == "mae":
+        row_size = g
+    elif objective == "ar":
+        row_size = 1
+    elif objective != "map":
+        raise ValueError(f"objective must be 'map', 'mae' or 'ar'; got {objective!r}")
+    elif row_size is None:
+        if natural is not None and decoder_order == "inplace":
+            row_size = natural
+        else:
+            root = math.isqrt(g)
+            if root * root != g:
+                what = ("decoder_order='concat' cuts the decoder sequence" if decoder_order == "concat"
+                        else "objective='map' without row_size cuts the sequence")
+                raise ValueError(f"{what} of length {g} into rows of √{g} tokens, but {g} is not a perfect "
+                                 f"square (√{g} ≈ {math.sqrt(g):.2f}); pass row_size or use G = {root * root} "
+                                 f"or {(root + 1) ** 2}")
+            row_size = root
+    if row_size < 1 or g % row_size:
+        raise ValueError(f"the number of tokens G={g} is not divisible by row_size={row_size}")
+    return row_size
+
+
+class MAPDecoder(nn.Module):
+    """Transformer decoder: positional embedding added at every block, final norm.
+    x, pos: (B, L, C), attn_mask: (L, L) bool or None → (B, L, C)."""
+
+    def __init__(self, dim: int, depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0,
+                 drop_path_rate: float = 0.1, norm_layer=nn.LayerNorm):
+        super().__init__()
+        rates = linear_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList(transformer_block(dim, num_heads, mlp_ratio, qkv_bias=False, drop_path=r,
+                                                      norm_layer=norm_layer) for r in rates)
+        self.norm = norm_layer(dim)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        ctx = TokenContext(attn_mask=attn_mask)
+        for blk in self.blocks:
+            x = blk(x + pos, ctx)
+        return self.norm(x)
+
+
+class MAPPretrainer(nn.Module):
+    """Masked autoregressive pretraining around ``encoder`` (a HybridEncoder or ImageEncoder).
+
+    Masks int(mask_ratio·G) patches per sample, encodes the visible tokens in sequence order, and
+    decodes the full sequence with a Transformer whose attention is bidirectional inside a row of
+    ``row_size`` tokens and causal across rows; masked outputs → Linear(C, T) → reconstruction.
+
+    Args:
+        encoder: the token encoder to pretrain.
+        mask_ratio: fraction of patches masked.
+        objective: ``map`` (rows of ``row_size``, default √G / image rows), ``mae`` (one row of G),
+            ``ar`` (rows of 1).
+        row_size: the row length for ``map``.
+        decoder_order: ``inplace`` keeps every token at its sequence position; ``concat`` reproduces
+            the released code's [visible; masked] decoder sequence.
+        loss: ``cdl2`` / ``cdl1`` (Chamfer L2 / L1, points) or ``mse`` (images); None picks by modality.
+        decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate: decoder settings.
+    """
+
+    def __init__(self, encoder: nn.Module, mask_ratio: float = 0.5, objective: str = "map",
+                 row_size: Optional[int] = None, decoder_order: str = "inplace", loss: Optional[str] = None,
+                 decoder_depth: int = 4, decoder_heads: int = 6, decoder_mlp_ratio: float = 4.0,
+                 decoder_drop_path_rate: float = 0.1):
+        super().__init__()
+        if not hasattr(encoder, "tokenize"):
+            raise TypeError(f"create_pretrainer needs an encoder (create_model(name) with num_classes=None), "
+                            f"got {type(encoder).__name__}")
+        if decoder_order not in ("inplace", "concat"):
+            raise ValueError(f"decoder_order must be 'inplace' or 'concat'; got {decoder_order!r}")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
+        modality = encoder.modality
+        loss = loss or ("mse" if modality == "image" else "cdl2")
+        if loss not in _LOSSES or (modality == "image") != (loss == "mse"):
+            raise ValueError(f"loss {loss!r} does not fit a {modality} encoder "
+                             f"({'mse' if modality == 'image' else 'cdl2 or cdl1'})")
+        dim, g = encoder.embed_dim, encoder.num_tokens
+        self.encoder = encoder
+        self.mask_ratio = mask_ratio
+        self.objective = objective
+        self.decoder_order = decoder_order
+        self.loss_name = loss
+        self.row_size = resolve_row_size(objective, row_size, g, encoder.natural_row_size(), decoder_order)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder_pos_embed = PosMLP(dim, encoder.pos_embed[0].in_features)
+        self.decoder = MAPDecoder(dim, decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate)
+        self.predictor = nn.Linear(dim, encoder.target_dim)
+        for m in (self.decoder_pos_embed, self.decoder, self.predictor):
+            init_weights(m)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def decoder_mask(self, device=None) -> Optional[torch.Tensor]:
+        """(G, G) bool attention mask of the decoder (None for ``mae``)."""
+        return row_attention_mask(self.encoder.num_tokens, self.row_size, device)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            return (pred.float() - target.float()).pow(2).mean()
+        return chamfer(pred.reshape(-1, pred.shape[-1] // 3, 3).float(),
+                       target.reshape(-1, target.shape[-1] // 3, 3).float(), norm=2 if self.loss_name == "cdl2" else 1)
+
+    def forward(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PretrainOutput:
+        """inputs: points (B, N, 3) or images (B, C, H, W) → :class:`PretrainOutput`.
+
+        generator: draws the mask (on the inputs' device); None uses the global RNG.
+        """
+        enc = self.encoder
+        pt = enc.tokenize(inputs)
+        b, g, c = pt.tokens.shape
+        mask = random_mask(b, g, self.mask_ratio, generator, inputs.device)
+        m = int(self.mask_ratio * g)
+        v = g - m
+        vis_coords = pt.coords[~mask].reshape(b, v, -1)
+        feats = enc.encode(pt.tokens[~mask].reshape(b, v, c), vis_coords, pt.order[~mask].reshape(b, v)).tokens
+        dec_pos = self.decoder_pos_embed(pt.coords)                        # (B, G, C)
+        if self.decoder_order == "inplace":
+            x = self.mask_token.to(feats.dtype).expand(b, g, c).clone()
+            x[~mask] = feats.reshape(-1, c)
+            out = self.decoder(x, dec_pos, self.decoder_mask(inputs.device))[mask].reshape(b, m, c)
+        else:
+            x = torch.cat([feats, self.mask_token.to(feats.dtype).expand(b, m, c)], dim=1)
+            pos = torch.cat([dec_pos[~mask].reshape(b, v, c), dec_pos[mask].reshape(b, m, c)], dim=1)
+            out = self.decoder(x, pos, self.decoder_mask(inputs.device))[:, v:]
+        pred = self.predictor(out)                                          # (B, M, T)
+        target = pt.target[mask].reshape(b, m, -1)
+        loss = self._loss(pred, target)
+        patches = pt.target
+        if enc.modality == "points":
+            k = pt.target.shape[-1] // 3
+            masked_centers = pt.coords[mask].reshape(b, m, 1, 3)
+            pred = pred.reshape(b, m, k, 3) + masked_centers
+            target = target.reshape(b, m, k, 3) + masked_centers
+            patches = pt.target.reshape(b, g, k, 3) + pt.coords.unsqueeze(2)
+        return PretrainOutput(loss=loss, pred=pred, target=target, mask=mask, centers=pt.coords,
+                              patches=patches, order=pt.order)
+
+
+def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective: str = "map",
+                      mask_ratio: float = 0.5, row_size: Optional[int] = None, decoder_order: str = "inplace",
+                      loss: Optional[str] = None, decoder_depth: int = 4, decoder_heads: int = 6,
+                      decoder_mlp_ratio: float = 4.0, decoder_drop_path_rate: float = 0.1,
+                      **encoder_overrides) -> MAPPretrainer:
+    """Builds a :class:`MAPPretrainer`; ``encoder`` is a preset name (built with ``encoder_overrides``)
+    or an encoder module."""
+    if isinstance(encoder, str):
+        encoder = create_model(encoder, **encoder_overrides)
+    elif encoder_overrides:
+        raise TypeError(f"encoder overrides {sorted(encoder_overrides)} need a preset name, not a module")
+    return MAPPretrainer(encoder, mask_ratio=mask_ratio, objective=objective, row_size=row_size,
+                         decoder_order=decoder_order, loss=loss, decoder_depth=decoder_depth,
+                         decoder_heads=decoder_heads, decoder_mlp_ratio=decoder_mlp_ratio,
+                         decoder_drop_path_rate=decoder_drop_path_rate)
