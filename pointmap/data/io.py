@@ -1,0 +1,164 @@
+"""File access shared by the data sets: locating a data set under a data root, reading the peers'
+formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays.
+
+Every error is one line naming the file (and key, shape or index) at fault; a missing file is named by
+its full expected path with a pointer to ``data/README.md``.
+"""
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+README_HINT = "see data/README.md for the expected layout"
+
+
+def missing(path: PathLike, what: str = "file") -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found: {Path(path).absolute()} ({README_HINT})")
+
+
+def require(path: PathLike, what: str = "file") -> Path:
+    """Return ``path`` as a Path, or raise FileNotFoundError naming its full path."""
+    path = Path(path)
+    if not path.exists():
+        raise missing(path, what)
+    return path
+
+
+def find_dir(root: Optional[PathLike], rel: str, marker: str) -> Optional[Path]:
+    """A data set's folder: ``root/rel`` (root is the ``data/`` folder), ``root/<last part of rel>`` or
+    ``root`` itself (root is the data set's own folder), whichever holds ``marker``; None if none does."""
+    if root is None:
+        return None
+    root, rel_path = Path(root), Path(rel)
+    for cand in (root / rel_path, root / rel_path.name, root):
+        if (cand / marker).exists():
+            return cand
+    return None
+
+
+def resolve_dir(root: Optional[PathLike], rel: str, marker: str) -> Path:
+    """:func:`find_dir`, raising FileNotFoundError naming ``root/rel/marker`` when nothing is found."""
+    if root is None:
+        raise ValueError(f"this data set needs a root folder ({README_HINT})")
+    if not Path(root).is_dir():
+        raise missing(root, "data root")
+    found = find_dir(root, rel, marker)
+    if found is None:
+        raise missing(Path(root) / rel / marker)
+    return found
+
+
+def check_split(split: str, valid: Sequence[str], name: str) -> str:
+    if split not in valid:
+        raise ValueError(f"{name}: unknown split {split!r}; valid splits: {', '.join(valid)}")
+    return split
+
+
+def read_lines(path: PathLike) -> list:
+    """Non-empty stripped lines of a text file."""
+    with open(require(path)) as f:
+        return [ln.strip() for ln in f if ln.strip()]
+
+
+def read_json(path: PathLike):
+    try:
+        with open(require(path)) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupted json file {path}: {e}") from e
+
+
+def load_npy(path: PathLike) -> np.ndarray:
+    try:
+        return np.load(require(path), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"corrupted or truncated npy file {path}: {e}") from e
+
+
+def load_pickle(path: PathLike):
+    try:
+        with open(require(path), "rb") as f:
+            return pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as e:
+        raise ValueError(f"corrupted or truncated pickle file {path}: {type(e).__name__}: {e}") from e
+
+
+def load_h5(path: PathLike, keys: Iterable[str], optional: Iterable[str] = ()) -> dict:
+    """Read whole datasets ``keys`` (required) and ``optional`` from an h5 file into numpy arrays."""
+    import h5py
+
+    path = require(path)
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for key in keys:
+                if key not in f:
+                    raise ValueError(f"h5 file {path} has no key {key!r} (keys: {', '.join(f.keys())})")
+                out[key] = f[key][()]
+            for key in optional:
+                if key in f:
+                    out[key] = f[key][()]
+    except OSError as e:
+        raise ValueError(f"corrupted or truncated h5 file {path}: {e}") from e
+    return out
+
+
+def load_text_points(path: PathLike, delimiter: Optional[str] = None) -> np.ndarray:
+    """A (N, C) float32 array from a comma- (``delimiter=","``) or space-separated text file."""
+    try:
+        arr = np.loadtxt(require(path), delimiter=delimiter, dtype=np.float32, ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"unreadable point text file {path}: {e}") from e
+    return arr
+
+
+def check_points(arr, path: PathLike, min_cols: int = 3, ndim: int = 2, num_points: Optional[int] = None):
+    """Validate a point array: shape ``(..., N, C>=min_cols)`` with ``ndim`` dims and finite values.
+    Returns it as float32. ``path`` names the source in errors (file, or file plus key)."""
+    arr = np.asarray(arr)
+    if (arr.ndim != ndim or arr.shape[-1] < min_cols or arr.shape[-2] == 0
+            or (num_points is not None and arr.shape[-2] != num_points)):
+        want = ("(M, " if ndim == 3 else "(") + f"{num_points or 'N'}, >={min_cols})"
+        raise ValueError(f"{path}: point array has shape {tuple(arr.shape)}, expected {want}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{path}: point array has non-numeric dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr).all(axis=-1)
+    if not finite.all():
+        idx = tuple(int(i) for i in np.argwhere(~finite)[0])
+        where = f"point {idx[-1]}" if len(idx) == 1 else f"cloud {idx[0]}, point {idx[1]}"
+        raise ValueError(f"{path}: non-finite coordinates at {where}")
+    return arr
+
+
+def check_labels(labels, path: PathLike, count: int, num_classes: Optional[int] = None) -> np.ndarray:
+    """Labels as a (count,) int64 array; shapes (count,) and (count, 1) are accepted."""
+    labels = np.asarray(labels)
+    if labels.size != count or (labels.ndim == 2 and labels.shape[1] != 1) or labels.ndim > 2:
+        raise ValueError(f"{path}: label array has shape {tuple(labels.shape)}, expected ({count},) or ({count}, 1)")
+    labels = labels.reshape(-1).astype(np.int64)
+    if num_classes is not None and count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{path}: labels span [{labels.min()}, {labels.max()}], expected [0, {num_classes - 1}]")
+    return labels
+
+
+def atomic_pickle(obj, path: PathLike) -> None:
+    """Write a pickle via a temporary file in the same folder and a rename, so a failed or interrupted
+    write never leaves a truncated file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=4)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

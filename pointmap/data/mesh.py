@@ -1,0 +1,70 @@
+"""Your own meshes (.obj, .ply, .off, .stl, .glb): surface-sampled with trimesh.
+
+``load_mesh_points(path, num_points)`` samples one file. The ``meshes`` data set reads a folder:
+``root/<split>/`` when that exists, else ``root/`` for every split; a file in a subfolder takes the
+subfolder's name as its class (``root/chair/a.obj`` → ``chair``), a file directly in the folder is its
+own class (its stem), so a flat folder such as ``pybullet_data`` works as is. Sampling is seeded per
+file and kept in memory.
+"""
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from .io import check_points, missing
+from .registry import PointDataset, register_dataset
+
+logger = logging.getLogger(__name__)
+
+MESH_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".glb")
+
+
+def load_mesh_points(path, num_points: int = 1024, seed: int = 0) -> Dict[str, np.ndarray]:
+    """``{"points", "normals"}`` (num_points, 3) float32 sampled uniformly on the mesh surface."""
+    import trimesh
+
+    path = Path(path)
+    if not path.exists():
+        raise missing(path, "mesh file")
+    try:
+        mesh = trimesh.load(path, force="mesh")
+    except Exception as e:  # trimesh raises many types for unreadable files; name the file, keep the cause
+        raise ValueError(f"unreadable mesh file {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or mesh.area <= 0:
+        raise ValueError(f"mesh file {path} has no surface to sample (no faces or zero area)")
+    pts, face = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    return {"points": check_points(pts, path), "normals": np.asarray(mesh.face_normals[face], dtype=np.float32)}
+
+
+class MeshFolder(PointDataset):
+    def __init__(self, root, split: str = "train", num_points: int = 1024, seed: int = 0,
+                 use_normals: bool = False, extensions=MESH_EXTENSIONS, transform=None):
+        super().__init__(transform)
+        if root is None or not Path(root).is_dir():
+            raise missing(root if root is not None else "<None>", "mesh folder")
+        base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+        exts = tuple(e.lower() for e in extensions)
+        self.files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        if not self.files:
+            raise FileNotFoundError(f"no mesh files ({', '.join(exts)}) under {base.absolute()}")
+        names = [p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else p.stem for p in self.files]
+        self.classes = sorted(set(names))
+        self.labels = np.array([self.classes.index(n) for n in names], dtype=np.int64)
+        self.num_points, self.seed, self.use_normals = num_points, seed, use_normals
+        self._cache: Dict[int, dict] = {}
+
+    def __len__(self):
+        return len(self.files)
+
+    def load(self, index):
+        item: Optional[dict] = self._cache.get(index)
+        if item is None:
+            item = self._cache[index] = load_mesh_points(self.files[index], self.num_points, self.seed + index)
+        return {"points": item["points"], "normals": item["normals"] if self.use_normals else None,
+                "label": self.labels[index]}
+
+
+@register_dataset("meshes")
+def _build_meshes(root, split, **options):
+    return MeshFolder(root, split, **options)

@@ -1,0 +1,93 @@
+"""Data set registry and the base class every point data set derives from.
+
+``build_dataset(name, root, split, **options)`` looks the name up and calls the registered builder;
+``transform=`` may be a callable or a list of transform config entries (see :mod:`.transforms`).
+"""
+import logging
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+_DATASETS: Dict[str, Callable] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``."""
+    def deco(fn):
+        if name in _DATASETS:
+            raise ValueError(f"data set {name!r} is registered twice")
+        _DATASETS[name] = fn
+        return fn
+    return deco
+
+
+def list_datasets() -> List[str]:
+    return sorted(_DATASETS)
+
+
+def build_dataset(name: str, root=None, split: str = "train", **options) -> Dataset:
+    """Build a registered data set, e.g. ``build_dataset("scanobjectnn", "data", "test", variant="hardest")``.
+
+    ``root`` is the ``data/`` folder (or the data set's own folder); generated data sets ignore it.
+    """
+    if name not in _DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(list_datasets())}")
+    transform = options.pop("transform", None)
+    if isinstance(transform, (list, tuple)):
+        from .transforms import build_transforms
+        transform = build_transforms(transform)
+    ds = _DATASETS[name](root, split, transform=transform, **options)
+    logger.info("built data set %s/%s: %d items", name, split, len(ds))
+    return ds
+
+
+def _tensor(x, dtype):
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)
+
+
+class PointDataset(Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load(index)`` returning numpy arrays under
+    the keys ``points`` (N, 3), ``label`` (int) and optionally ``normals`` (N, 3), ``seg`` (N,),
+    ``category`` (int). Items come out as tensors (float32 / long), then through ``transform``."""
+
+    classes: List[str] = []
+
+    def __init__(self, transform: Optional[Callable] = None):
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {len(self)}")
+        raw = self.load(int(index) % len(self))
+        item = {"points": _tensor(raw["points"], torch.float32), "label": torch.tensor(int(raw["label"]))}
+        if raw.get("normals") is not None:
+            item["normals"] = _tensor(raw["normals"], torch.float32)
+        if raw.get("seg") is not None:
+            item["seg"] = _tensor(raw["seg"], torch.long)
+        if raw.get("category") is not None:
+            item["category"] = torch.tensor(int(raw["category"]))
+        if self.transform is not None:
+            item = self.transform(item)
+        return item
+
+
+def split_points(arr: np.ndarray, use_normals: bool, source: str) -> dict:
+    """``{"points": arr[:, :3], "normals": arr[:, 3:6] or None}``; asking for normals a source does not
+    have is an error naming it."""
+    normals = None
+    if use_normals:
+        if arr.shape[-1] < 6:
+            raise ValueError(f"{source}: normals asked for but the points have shape {arr.shape} (no normal columns)")
+        normals = arr[..., 3:6]
+    return {"points": arr[..., :3], "normals": normals}

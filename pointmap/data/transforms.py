@@ -1,0 +1,207 @@
+"""Point-cloud transforms: small composable objects, buildable from config entries.
+
+Each transform takes an item dict (``points`` (..., N, 3), optional ``normals`` (..., N, 3) and ``seg``
+(..., N)) or a bare points tensor, and returns the same kind. Leading batch dimensions are allowed, so
+the same objects augment a batch on the device inside a training step. Randomness comes from torch's
+generator (seeded per DataLoader worker by torch), never from numpy's global state.
+
+    build_transforms([{"name": "sample", "num_points": 1024, "method": "fps"},
+                      {"name": "normalize"}, {"name": "scale_translate"}])
+"""
+import math
+from typing import Callable, Dict, List, Sequence, Union
+
+import torch
+
+Item = Union[dict, torch.Tensor]
+
+
+class Transform:
+    """Base class: subclasses implement ``apply(item: dict) -> dict``."""
+
+    def __call__(self, item: Item) -> Item:
+        if isinstance(item, dict):
+            return self.apply(dict(item))
+        return self.apply({"points": torch.as_tensor(item)})["points"]
+
+    def apply(self, item: dict) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+def _rand(shape, like: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    return torch.rand(shape, dtype=like.dtype, device=like.device) * (high - low) + low
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor, point_dim: int) -> torch.Tensor:
+    """Select points: ``idx`` is (n,) shared by every cloud, or (..., n) per cloud."""
+    if idx.dim() == 1:
+        return x.index_select(point_dim % x.dim(), idx.to(x.device))
+    if point_dim == -2:
+        return torch.gather(x, -2, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
+    return torch.gather(x, -1, idx)
+
+
+def _take_all(item: dict, idx: torch.Tensor) -> dict:
+    for key, dim in (("points", -2), ("normals", -2), ("seg", -1)):
+        if key in item:
+            item[key] = _take(item[key], idx, dim)
+    return item
+
+
+class Sample(Transform):
+    """Pick ``num_points`` points: ``random`` (without replacement, padded with repeats when the cloud
+    is smaller), ``fps`` (farthest point sampling from :func:`pointmap.ops.fps`) or ``first``."""
+
+    METHODS = ("random", "fps", "first")
+
+    def __init__(self, num_points: int, method: str = "random"):
+        if method not in self.METHODS:
+            raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(self.METHODS)}")
+        self.num_points, self.method = int(num_points), method
+
+    def apply(self, item):
+        pts = item["points"]
+        n_in, n = pts.shape[-2], self.num_points
+        if self.method == "fps" and n_in > n:
+            from pointmap.ops import fps  # data → ops is allowed; imported late to keep import light
+
+            flat = pts.reshape(-1, n_in, 3)
+            idx = fps(flat, n)
+            idx = idx[0] if pts.dim() == 2 else idx.reshape(*pts.shape[:-2], n)
+        elif self.method == "first" and n_in >= n:
+            idx = torch.arange(n, device=pts.device)
+        else:
+            idx = torch.randperm(n_in, device=pts.device)[:n]
+            if n_in < n:
+                idx = torch.cat([idx, torch.randint(n_in, (n - n_in,), device=pts.device)])
+        return _take_all(item, idx)
+
+
+class Normalize(Transform):
+    """Center on the centroid and scale into the unit sphere (max distance to the center = 1)."""
+
+    def apply(self, item):
+        pts = item["points"]
+        pts = pts - pts.mean(dim=-2, keepdim=True)
+        radius = pts.norm(dim=-1).amax(dim=-1, keepdim=True).clamp_min(1e-12)
+        item["points"] = pts / radius.unsqueeze(-1)
+        return item
+
+
+class ScaleTranslate(Transform):
+    """Random scale in ``[scale_low, scale_high]`` (per axis when ``anisotropic``) and translation in
+    ``[-translate, translate]`` per axis; normals follow the inverse scale and are renormalized."""
+
+    def __init__(self, scale_low: float = 2.0 / 3.0, scale_high: float = 1.5, translate: float = 0.2,
+                 anisotropic: bool = True):
+        self.scale_low, self.scale_high = float(scale_low), float(scale_high)
+        self.translate, self.anisotropic = float(translate), bool(anisotropic)
+
+    def apply(self, item):
+        pts = item["points"]
+        lead = pts.shape[:-2]
+        scale = _rand((*lead, 1, 3 if self.anisotropic else 1), pts, self.scale_low, self.scale_high)
+        shift = _rand((*lead, 1, 3), pts, -self.translate, self.translate)
+        item["points"] = pts * scale + shift
+        if "normals" in item:
+            nrm = item["normals"] / scale
+            item["normals"] = nrm / nrm.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return item
+
+
+class Rotate(Transform):
+    """Rotation about one axis (``y``, the up axis of ShapeNet and ModelNet, by default) by an angle
+    uniform in ``[-max_angle, max_angle]`` degrees; applied to normals too."""
+
+    AXES = {"x": 0, "y": 1, "z": 2}
+
+    def __init__(self, axis: str = "y", max_angle: float = 180.0):
+        if axis not in self.AXES:
+            raise ValueError(f"rotate: unknown axis {axis!r}; valid: x, y, z")
+        self.axis, self.max_angle = axis, float(max_angle)
+
+    def apply(self, item):
+        pts = item["points"]
+        lim = math.radians(self.max_angle)
+        theta = _rand(pts.shape[:-2], pts, -lim, lim)
+        c, s = torch.cos(theta), torch.sin(theta)
+        a = self.AXES[self.axis]
+        i, j = [k for k in range(3) if k != a]
+        rot = torch.zeros(*theta.shape, 3, 3, dtype=pts.dtype, device=pts.device)
+        rot[..., a, a] = 1.0
+        rot[..., i, i], rot[..., i, j], rot[..., j, i], rot[..., j, j] = c, -s, s, c
+        for key in ("points", "normals"):
+            if key in item:
+                item[key] = item[key] @ rot.transpose(-1, -2)
+        return item
+
+
+class Jitter(Transform):
+    """Add Gaussian noise of std ``sigma``, clipped to ``[-clip, clip]``."""
+
+    def __init__(self, sigma: float = 0.01, clip: float = 0.05):
+        self.sigma, self.clip = float(sigma), float(clip)
+
+    def apply(self, item):
+        pts = item["points"]
+        item["points"] = pts + (torch.randn_like(pts) * self.sigma).clamp(-self.clip, self.clip)
+        return item
+
+
+class Dropout(Transform):
+    """Random point dropout: drop a fraction uniform in ``[0, max_ratio]`` of the points, replacing each
+    dropped point (and its normal / part label) by the first point, so N stays fixed."""
+
+    def __init__(self, max_ratio: float = 0.875):
+        self.max_ratio = float(max_ratio)
+
+    def apply(self, item):
+        pts = item["points"]
+        n = pts.shape[-2]
+        ratio = _rand((*pts.shape[:-2], 1), pts, 0.0, self.max_ratio)
+        drop = _rand((*pts.shape[:-2], n), pts) < ratio
+        idx = torch.arange(n, device=pts.device).expand_as(drop).masked_fill(drop, 0)
+        return _take_all(item, idx)
+
+
+class Compose(Transform):
+    def __init__(self, transforms: Sequence[Callable]):
+        self.transforms = list(transforms)
+
+    def __call__(self, item: Item) -> Item:
+        for t in self.transforms:
+            item = t(item)
+        return item
+
+    def __repr__(self):
+        return f"Compose({self.transforms!r})"
+
+
+TRANSFORMS: Dict[str, type] = {
+    "sample": Sample,
+    "normalize": Normalize,
+    "scale_translate": ScaleTranslate,
+    "rotate": Rotate,
+    "jitter": Jitter,
+    "dropout": Dropout,
+}
+
+
+def build_transform(cfg: dict) -> Transform:
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}; valid names: {', '.join(sorted(TRANSFORMS))}")
+    try:
+        return TRANSFORMS[name](**cfg)
+    except TypeError as e:
+        raise ValueError(f"transform {name!r}: bad options {sorted(cfg)}: {e}") from e
+
+
+def build_transforms(cfgs: List[dict]) -> Compose:
+    """A :class:`Compose` from config entries ``[{"name": ..., **options}, ...]``."""
+    return Compose([build_transform(c) for c in cfgs or []])
