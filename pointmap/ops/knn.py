@@ -1,0 +1,84 @@
+"""k nearest neighbours by squared Euclidean distance, ascending, ties to the lowest index.
+
+Distances are computed from coordinate differences (not the |a|²+|b|²-2ab expansion), so they are exact
+to rounding and the same on every device. The queries are processed in chunks so that the (M, N)
+distance block never exceeds ``max_elems`` elements per chunk.
+"""
+import torch
+
+from ._backend import Backend, register_backend, resolve
+from ._check import check_count, check_points, check_same_batch
+
+MAX_ELEMS = 1 << 25  # elements of one chunk's (B, m, N) distance block: 128 MiB in float32
+
+
+def _sq_dist(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3), (B, N, 3) -> (B, M, N) squared distances, dx*dx + dy*dy + dz*dz."""
+    d = query[:, :, None, 0] - points[:, None, :, 0]
+    out = d * d
+    for a in (1, 2):
+        d = query[:, :, None, a] - points[:, None, :, a]
+        out = out + d * d
+    return out
+
+
+def knn_ref(query: torch.Tensor, points: torch.Tensor, k: int):
+    """Reference: all distances at once, stable sort (ties to the lowest index).
+
+    query: (B, M, 3), points: (B, N, 3) -> dist2: (B, M, k), idx: (B, M, k) long
+    """
+    d = _sq_dist(query, points)
+    dist, idx = torch.sort(d, dim=-1, stable=True)
+    return dist[..., :k], idx[..., :k]
+
+
+def _topk_lowest_index(d: torch.Tensor, k: int):
+    """k smallest of the last dim, ascending, ties to the lowest index, via topk (cheaper than a sort)."""
+    N = d.shape[-1]
+    kk = min(k + 1, N)
+    val, idx = torch.topk(d, kk, dim=-1, largest=False, sorted=True)
+    # topk does not promise an order among equal values: order by (value, index) inside the k + 1.
+    o = idx.argsort(dim=-1)
+    val, idx = val.gather(-1, o), idx.gather(-1, o)
+    o = val.argsort(dim=-1, stable=True)
+    val, idx = val.gather(-1, o), idx.gather(-1, o)
+    if kk > k:
+        # A tie across the k-th place may leave a lower index outside the k + 1 kept: redo those rows.
+        tied = val[..., k - 1] == val[..., k]
+        if bool(tied.any()):
+            rows = tied.nonzero(as_tuple=True)
+            full_val, full_idx = torch.sort(d[rows], dim=-1, stable=True)
+            val, idx = val.clone(), idx.clone()
+            val[rows] = full_val[..., :kk]
+            idx[rows] = full_idx[..., :kk]
+    return val[..., :k], idx[..., :k]
+
+
+def knn_torch(query: torch.Tensor, points: torch.Tensor, k: int, max_elems: int = MAX_ELEMS):
+    B, M, _ = query.shape
+    N = points.shape[1]
+    step = max(1, max_elems // max(1, B * N))
+    if step >= M:
+        return _topk_lowest_index(_sq_dist(query, points), k)
+    dists, idxs = [], []
+    for m0 in range(0, M, step):
+        d, i = _topk_lowest_index(_sq_dist(query[:, m0:m0 + step], points), k)
+        dists.append(d)
+        idxs.append(i)
+    return torch.cat(dists, dim=1), torch.cat(idxs, dim=1)
+
+
+register_backend("knn", Backend("torch", knn_torch, available=lambda: True))
+
+
+def knn(query: torch.Tensor, points: torch.Tensor, k: int, backend: str = "auto"):
+    """The k nearest ``points`` of every query point.
+
+    query: (B, M, 3) float, points: (B, N, 3) float -> dist2: (B, M, k), idx: (B, M, k) long, ascending.
+    Differentiable in dist2 with respect to both inputs.
+    """
+    check_points("query", query)
+    check_points("points", points)
+    check_same_batch("query", query, "points", points)
+    check_count("k", k, points.shape[1], "N (number of points)")
+    return resolve("knn", backend, query, points)(query, points, k)

@@ -1,0 +1,108 @@
+"""Token orders along space-filling curves (PointMamba / Point Transformer V3 style serialization).
+
+The centers of each cloud are quantized on a 2^bits grid spanning that cloud's bounding box (the same
+scale on every axis), encoded along the curve, and sorted (stable, so equal codes keep FPS order).
+
+orders: ``hilbert``, ``hilbert-trans`` (axes permuted to y, x, z), ``z`` (Morton), ``z-trans``,
+``xyz`` (lexicographic sort by x, then y, then z), ``none`` (the FPS order, identity).
+"""
+import torch
+
+from ._check import check_points
+
+ORDERS = ("hilbert", "hilbert-trans", "z", "z-trans", "xyz", "none")
+_TRANS = (1, 0, 2)
+
+
+def quantize(center: torch.Tensor, bits: int) -> torch.Tensor:
+    """(B, G, 3) float -> (B, G, 3) long grid coordinates in [0, 2^bits)."""
+    lo = center.amin(dim=1, keepdim=True)
+    extent = (center.amax(dim=1, keepdim=True) - lo).amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    cells = (1 << bits)
+    q = ((center - lo) / extent * cells).floor().long()
+    return q.clamp_(0, cells - 1)
+
+
+def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Morton code with x the most significant of each bit triple."""
+    code = torch.zeros_like(x)
+    for b in range(bits - 1, -1, -1):
+        code = (code << 3) | (((x >> b) & 1) << 2) | (((y >> b) & 1) << 1) | ((z >> b) & 1)
+    return code
+
+
+def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Hilbert index of integer coordinates (..., 3) in [0, 2^bits) (Skilling's transpose algorithm).
+
+    Consecutive indices are neighbouring grid cells (one step along one axis).
+    """
+    x = [q[..., 0].clone(), q[..., 1].clone(), q[..., 2].clone()]
+    m = 1 << (bits - 1)
+    # Inverse undo: turn the coordinates into the transposed Hilbert index.
+    qbit = m
+    while qbit > 1:
+        p = qbit - 1
+        for i in range(3):
+            hit = (x[i] & qbit) != 0
+            t = (x[0] ^ x[i]) & p
+            x0_hit = x[0] ^ p
+            new_x0 = torch.where(hit, x0_hit, x[0] ^ t)
+            if i != 0:
+                x[i] = torch.where(hit, x[i], x[i] ^ t)
+            x[0] = new_x0
+        qbit >>= 1
+    # Gray encode.
+    x[1] = x[1] ^ x[0]
+    x[2] = x[2] ^ x[1]
+    t = torch.zeros_like(x[0])
+    qbit = m
+    while qbit > 1:
+        t = torch.where((x[2] & qbit) != 0, t ^ (qbit - 1), t)
+        qbit >>= 1
+    x = [xi ^ t for xi in x]
+    return _interleave(x[0], x[1], x[2], bits)
+
+
+def encode(center: torch.Tensor, order: str, bits: int = 10) -> torch.Tensor:
+    """(B, G, 3) -> (B, G) long curve codes for ``order`` (not for ``none``)."""
+    if order == "xyz":
+        q = quantize(center, 20)
+        return (q[..., 0] << 40) | (q[..., 1] << 20) | q[..., 2]
+    q = quantize(center, bits)
+    if order.endswith("-trans"):
+        q = q[..., list(_TRANS)]
+    if order.startswith("hilbert"):
+        return hilbert_encode(q, bits)
+    return _interleave(q[..., 0], q[..., 1], q[..., 2], bits)
+
+
+def _check(center, order, bits):
+    check_points("center", center)
+    if order not in ORDERS:
+        raise ValueError(f"unknown serialization order {order!r}; choose one of {list(ORDERS)}")
+    if not 1 <= bits <= 20:
+        raise ValueError(f"bits must be in [1, 20], got {bits}")
+
+
+def serialize(center: torch.Tensor, order: str = "hilbert", bits: int = 10) -> torch.Tensor:
+    """A permutation of the G tokens along a space-filling curve.
+
+    center: (B, G, 3) float -> perm: (B, G) long; ``center.gather(1, perm[..., None].expand(-1, -1, 3))``
+    lists the centers in curve order.
+    """
+    _check(center, order, bits)
+    B, G, _ = center.shape
+    if order == "none":
+        return torch.arange(G, device=center.device).expand(B, G).clone()
+    return torch.sort(encode(center, order, bits), dim=1, stable=True).indices
+
+
+def serialize_ref(center: torch.Tensor, order: str = "hilbert", bits: int = 10) -> torch.Tensor:
+    """Reference: sort each cloud's tokens in Python by their curve code, then by index."""
+    _check(center, order, bits)
+    B, G, _ = center.shape
+    if order == "none":
+        return torch.arange(G, device=center.device).expand(B, G).clone()
+    codes = encode(center, order, bits).tolist()
+    perm = [sorted(range(G), key=lambda g: (row[g], g)) for row in codes]
+    return torch.tensor(perm, dtype=torch.long, device=center.device)

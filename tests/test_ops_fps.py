@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from pointmap.ops import available_backends, fps, fps_ref
+from tests.helpers import cloud_with_duplicates, random_cloud
+
+CPU_BACKENDS = [b for b in available_backends("fps") if b in ("cpu", "torch")]
+SHAPES = [(1, 1, 1), (1, 7, 7), (2, 100, 100), (3, 1000, 37), (2, 2048, 512), (4, 333, 64)]
+
+
+def fps_numpy(pts: np.ndarray, n: int) -> list:
+    """An independent oracle: the textbook algorithm on one cloud, in numpy float arithmetic."""
+    dist = np.full(len(pts), np.inf, dtype=pts.dtype)
+    out, far = [0], 0
+    for _ in range(1, n):
+        d = pts - pts[far]
+        dd = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]
+        dist = np.minimum(dist, dd)
+        far = int(np.argmax(dist))
+        out.append(far)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reference_matches_textbook(dtype):
+    xyz = random_cloud(3, 300, dtype)
+    idx = fps_ref(xyz, 50)
+    for b in range(3):
+        assert idx[b].tolist() == fps_numpy(xyz[b].numpy(), 50)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B,N,n", SHAPES)
+def test_backends_equal_reference(backend, dtype, B, N, n):
+    xyz = random_cloud(B, N, dtype, seed=N)
+    idx = fps(xyz, n, backend=backend)
+    assert idx.dtype == torch.long and idx.shape == (B, n)
+    assert torch.equal(idx, fps_ref(xyz, n))
+    assert (idx[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_duplicates_and_n_equal_N(backend):
+    xyz = cloud_with_duplicates(3, 200)
+    for n in (10, 64, 200):
+        assert torch.equal(fps(xyz, n, backend=backend), fps_ref(xyz, n))
+
+
+def test_all_distinct_picks_every_point_once():
+    xyz = random_cloud(2, 97)
+    idx = fps(xyz, 97)
+    assert all(sorted(row) == list(range(97)) for row in idx.tolist())
+
+
+def test_ties_go_to_lowest_index():
+    # corners of a square, then its center: after index 0 the opposite corner (3) is farthest;
+    # then corners 1 and 2 tie and 1 must win.
+    xyz = torch.tensor([[[0., 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0.5, 0.5, 0]]])
+    for backend in CPU_BACKENDS:
+        assert fps(xyz, 4, backend=backend).tolist() == [[0, 3, 1, 2]]
+
+
+def test_matches_fpsample_package():
+    fpsample = pytest.importorskip("fpsample")
+    xyz = random_cloud(2, 1000)
+    idx = fps(xyz, 100)
+    for b in range(2):
+        ref = fpsample.fps_sampling(xyz[b].numpy(), 100, start_idx=0)
+        assert sorted(ref.tolist()) == sorted(idx[b].tolist())
+
+
+def test_half_precision_input_is_accepted():
+    xyz = random_cloud(1, 64).to(torch.bfloat16)
+    assert fps(xyz, 8).shape == (1, 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["auto", "cuda", "torch", "pointnet2_ops"])
+@pytest.mark.parametrize("B,N,n", SHAPES + [(128, 1024, 64), (32, 8192, 512)])
+def test_gpu_equals_cpu_reference(backend, B, N, n):
+    if backend != "auto" and backend not in available_backends("fps"):
+        pytest.skip(f"{backend} not available")
+    xyz = random_cloud(B, N, seed=N)
+    # pointnet2_ops never picks points within 1e-3 of the origin: keep clouds away from it
+    if backend == "pointnet2_ops":
+        xyz = xyz + 3.0
+    idx = fps(xyz.cuda(), n, backend=backend).cpu()
+    assert torch.equal(idx, fps_ref(xyz, n))

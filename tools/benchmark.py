@@ -1,0 +1,171 @@
+"""Benchmarks: every op on every backend here, as times and ratios measured in one run.
+
+    python tools/benchmark.py --ops [--json FILE] [--quick]
+    python tools/benchmark.py --env
+
+Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
+synchronized. Ratios are "reference time / backend time" from the same process.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pointmap import env as pm_env  # noqa: E402
+from pointmap.ops import (available_backends, chamfer, chamfer_ref, fps, fps_ref, group, group_ref,  # noqa: E402
+                          knn, knn_ref, selective_scan, selective_scan_ref, serialize, serialize_ref)
+from tests.helpers import random_cloud, scan_inputs  # noqa: E402
+
+
+def timeit(fn, device, repeat=5, warmup=1, budget_s=20.0):
+    """Median seconds of fn() over up to ``repeat`` runs (fewer if one run takes long)."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, start = [], time.perf_counter()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s:
+            break
+    return statistics.median(times)
+
+
+def _rows(op, shape, candidates, ref_name, device, repeat):
+    """Time every candidate; ratio = reference time / candidate time."""
+    times = {}
+    for name, fn in candidates.items():
+        try:
+            times[name] = timeit(fn, device, repeat=1 if name == ref_name and device.type == "cpu" else repeat)
+        except RuntimeError as e:
+            times[name] = None
+            print(f"  {op} {name}: {e}", file=sys.stderr)
+    ref = times.get(ref_name)
+    rows = []
+    for name, t in times.items():
+        rows.append({"op": op, "shape": shape, "backend": name, "ms": None if t is None else round(t * 1e3, 3),
+                     "speedup_vs_ref": None if (t is None or ref is None) else round(ref / t, 2)})
+    return rows
+
+
+def bench_ops(device, quick=False, repeat=5):
+    rows = []
+    gpu = device.type == "cuda"
+    fps_shapes = [(128, 1024, 64), (32, 8192, 512)]
+    for B, N, n in fps_shapes:
+        xyz = random_cloud(B, N, device=device)
+        cands = {"reference": lambda: fps_ref(xyz, n)}
+        for b in available_backends("fps"):
+            if b != "torch":
+                try:
+                    fps(xyz[:1, :8], 2, backend=b)
+                except RuntimeError:
+                    continue
+                cands[b] = (lambda b=b: fps(xyz, n, backend=b))
+        if not gpu:
+            try:
+                import fpsample
+                pts = xyz.numpy()
+                cands["fpsample.fps_sampling"] = lambda: [fpsample.fps_sampling(p, n, start_idx=0) for p in pts]
+                cands["fpsample.bucket_fps_kdline"] = lambda: [
+                    fpsample.bucket_fps_kdline_sampling(p, n, h=7 if N > 2048 else 5, start_idx=0) for p in pts]
+            except ImportError:
+                pass
+        rows += _rows("fps", f"B={B} N={N} n={n}", cands, "reference", device, repeat)
+
+    q = random_cloud(128, 64, device=device, seed=1)
+    p = random_cloud(128, 1024, device=device, seed=2)
+    rows += _rows("knn", "B=128 M=64 N=1024 k=32", {"reference": lambda: knn_ref(q, p, 32),
+                                                     "torch": lambda: knn(q, p, 32)}, "reference", device, repeat)
+    xyz = random_cloud(128, 1024, device=device)
+    rows += _rows("group", "B=128 N=1024 G=64 K=32", {"reference": lambda: group_ref(xyz, 64, 32),
+                                                       "auto": lambda: group(xyz, 64, 32)}, "reference", device, repeat)
+    c = random_cloud(128, 64, device=device)
+    rows += _rows("serialize", "B=128 G=64 hilbert", {"reference": lambda: serialize_ref(c, "hilbert"),
+                                                      "torch": lambda: serialize(c, "hilbert")}, "reference", device, repeat)
+
+    P = 2048 if (quick and not gpu) else 8192
+    a = random_cloud(P, 32, device=device, seed=3).requires_grad_()
+    b = random_cloud(P, 32, device=device, seed=4)
+
+    def cd(fn):
+        def run():
+            a.grad = None
+            fn(a, b).backward()
+        return run
+    rows += _rows("chamfer fwd+bwd", f"{P} patches x 32 points", {
+        "reference": cd(lambda x, y: chamfer_ref(x, y)),
+        "torch": cd(lambda x, y: chamfer(x, y, backend="torch")),
+        "cdist": cd(lambda x, y: torch.cdist(x, y).pow(2).min(2).values.mean() + torch.cdist(x, y).pow(2).min(1).values.mean()),
+    }, "reference", device, repeat)
+
+    shape = (128, 768, 64, 16) if gpu else (8, 768, 128, 16)
+    if quick and not gpu:
+        shape = (2, 768, 128, 16)
+    t = scan_inputs(*shape, device=device)
+    args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]
+
+    def ss(fn):
+        def run():
+            for v in t.values():
+                v.grad = None
+            fn(*args, delta_bias=t["delta_bias"], delta_softplus=True).sum().backward()
+        return run
+    cands = {"reference": ss(selective_scan_ref)}
+    for bk in available_backends("selective_scan"):
+        if bk != "reference" and (bk != "mamba_ssm" or gpu):
+            cands[bk] = ss(lambda *x, bk=bk, **k: selective_scan(*x, backend=bk, **k))
+    rows += _rows("selective_scan fwd+bwd", "B={} D={} L={} N={}".format(*shape), cands, "reference", device,
+                  repeat)
+    return rows
+
+
+def print_rows(rows, device):
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# ops on {name} (torch {torch.__version__})")
+    print(f"{'op':24s} {'shape':28s} {'backend':28s} {'ms':>10s} {'x vs ref':>9s}")
+    for r in rows:
+        ms = "n/a" if r["ms"] is None else f"{r['ms']:.3f}"
+        sp = "" if r["speedup_vs_ref"] is None else f"{r['speedup_vs_ref']:.2f}"
+        print(f"{r['op']:24s} {r['shape']:28s} {r['backend']:28s} {ms:>10s} {sp:>9s}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ops", action="store_true", help="time every op on every backend available here")
+    ap.add_argument("--env", action="store_true", help="print the backends each op can use here")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="smaller CPU shapes (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    if not (args.ops or args.env):
+        ap.error("choose --ops and/or --env")
+    out = {"env": pm_env.report()}
+    if args.env:
+        print(pm_env.format_report(dict(out["env"], ops={k: dict(v) for k, v in out["env"]["ops"].items()})))
+    if args.ops:
+        device = torch.device(args.device)
+        out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+        out["ops"] = bench_ops(device, quick=args.quick, repeat=args.repeat)
+        print_rows(out["ops"], device)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()
