@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import _data_fixtures as fx
 from pointmap.data import build_dataset, list_datasets, write_modelnet_cache, write_modelnet_fewshot
+from tests import _data_fixtures as fx
 
 
 def _check_items(ds, n_points, num_classes):

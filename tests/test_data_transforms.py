@@ -1,0 +1,90 @@
+"""Point-cloud transforms: semantics of each, keys that follow the points, batches, config building."""
+import math
+
+import pytest
+import torch
+
+from pointmap.data import build_dataset, build_transforms
+from pointmap.data.transforms import Dropout, Jitter, Normalize, Rotate, Sample, ScaleTranslate
+
+
+def _item(n=100):
+    pts = torch.randn(n, 3)
+    nrm = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
+    return {"points": pts, "normals": nrm, "seg": torch.arange(n), "label": torch.tensor(3)}
+
+
+@pytest.mark.parametrize("method", ["random", "fps", "first"])
+def test_sample_keeps_keys_aligned(method):
+    item = _item()
+    out = Sample(32, method)(item)
+    assert out["points"].shape == (32, 3) and out["normals"].shape == (32, 3) and out["seg"].shape == (32,)
+    torch.testing.assert_close(out["points"], item["points"][out["seg"]])  # seg = original index
+    torch.testing.assert_close(out["normals"], item["normals"][out["seg"]])
+    assert out["label"] == 3
+    if method != "random":
+        assert out["seg"][0] == 0  # first and FPS both start at index 0
+    if method == "random":
+        assert len(set(out["seg"].tolist())) == 32  # without replacement
+
+
+def test_sample_fps_matches_ops_and_pads_small_clouds():
+    from pointmap.ops import fps
+
+    pts = torch.randn(64, 3)
+    assert torch.equal(Sample(16, "fps")(pts), pts[fps(pts[None], 16)[0]])
+    small = Sample(50, "random")(_item(20))
+    assert small["points"].shape == (50, 3) and set(small["seg"].tolist()) == set(range(20))
+
+
+def test_normalize_unit_sphere():
+    out = Normalize()(torch.randn(200, 3) * 5 + 3)
+    torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    assert abs(float(out.norm(dim=1).max()) - 1.0) < 1e-5
+
+
+def test_rotate_about_up_axis_keeps_height_and_norms():
+    item = _item()
+    out = Rotate("y", 180)(item)
+    torch.testing.assert_close(out["points"][:, 1], item["points"][:, 1])
+    torch.testing.assert_close(out["points"].norm(dim=1), item["points"].norm(dim=1))
+    torch.testing.assert_close(out["normals"].norm(dim=1), torch.ones(100))
+    dots = (out["points"] * item["points"]).sum(1)  # a rotation: points move, the same for all
+    assert not torch.allclose(out["points"], item["points"]) and torch.isfinite(dots).all()
+
+
+def test_scale_translate_ranges_and_normals():
+    pts = torch.ones(10, 3)
+    out = ScaleTranslate(0.5, 2.0, 0.1)({"points": pts, "normals": pts / math.sqrt(3)})
+    assert ((out["points"] >= 0.4) & (out["points"] <= 2.1)).all()
+    assert torch.allclose(out["points"], out["points"][0].expand(10, 3))  # one scale per cloud
+    torch.testing.assert_close(out["normals"].norm(dim=1), torch.ones(10))
+
+
+def test_jitter_is_clipped_and_dropout_keeps_n():
+    pts = torch.zeros(500, 3)
+    assert Jitter(sigma=1.0, clip=0.05)(pts).abs().max() <= 0.05
+    item = _item(500)
+    out = Dropout(0.875)(item)
+    assert out["points"].shape == (500, 3)
+    dropped = out["seg"] == 0
+    torch.testing.assert_close(out["points"][dropped], item["points"][0].expand(int(dropped.sum()), 3))
+
+
+def test_batched_transforms_are_per_cloud():
+    batch = torch.randn(4, 64, 3)
+    out = build_transforms([{"name": "rotate"}, {"name": "scale_translate"}, {"name": "jitter"},
+                            {"name": "dropout"}, {"name": "sample", "num_points": 16, "method": "fps"},
+                            {"name": "normalize"}])(batch)
+    assert out.shape == (4, 16, 3)
+    torch.testing.assert_close(out.norm(dim=-1).amax(dim=-1), torch.ones(4))
+    rot = Rotate()(torch.ones(4, 1, 3))
+    assert len({round(float(x), 4) for x in rot[:, 0, 0]}) == 4  # each cloud its own angle
+
+
+def test_transform_option_on_a_dataset():
+    cfg = [{"name": "sample", "num_points": 256, "method": "fps"}, {"name": "normalize"}]
+    ds = build_dataset("synthetic", None, "val", transform=cfg, use_normals=True)
+    item = ds[0]
+    assert item["points"].shape == (256, 3) and item["normals"].shape == (256, 3)
+    assert abs(float(item["points"].norm(dim=1).max()) - 1.0) < 1e-5
