@@ -21,11 +21,26 @@ _lock = threading.Lock()
 _state = {"module": None, "tried": False, "error": None}
 
 
+def _cpp_extension():
+    """torch.utils.cpp_extension, without its import-time warning that a CPU machine has no CUDA runtime."""
+    import warnings
+
+    cpp_log = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_log.level
+    cpp_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils import cpp_extension
+    finally:
+        cpp_log.setLevel(level)
+    return cpp_extension
+
+
 def _want_cuda() -> bool:
     if not torch.cuda.is_available() or torch.version.cuda is None:
         return False
-    from torch.utils.cpp_extension import CUDA_HOME
-    return CUDA_HOME is not None
+    return _cpp_extension().CUDA_HOME is not None
 
 
 def sources(with_cuda: bool):
@@ -37,7 +52,7 @@ def sources(with_cuda: bool):
 
 def build(with_cuda: bool, verbose: bool = False):
     """Compile the extension now (JIT, cached); returns the module."""
-    from torch.utils.cpp_extension import load
+    load = _cpp_extension().load
 
     if not os.path.isdir(SRC_DIR):
         raise RuntimeError(f"extension sources not found at {SRC_DIR}; reinstall pointmap from a source "

@@ -1,8 +1,11 @@
 """k nearest neighbours by squared Euclidean distance, ascending, ties to the lowest index.
 
-Distances are computed from coordinate differences (not the |a|²+|b|²-2ab expansion), so they are exact
-to rounding and the same on every device. The queries are processed in chunks so that the (M, N)
-distance block never exceeds ``max_elems`` elements per chunk.
+The returned distances are computed from coordinate differences (dx*dx + dy*dy + dz*dz), exact to
+rounding and the same on every device. The fast path finds candidates with one batched matmul
+(|q|² + |p|² - 2 q·p, cheap but inexact), recomputes the candidates' distances exactly, and proves per
+row that no point outside the candidates could be closer (a bound on the matmul's rounding error); rows
+it cannot prove are redone exactly. Queries are processed in chunks so that a (B, m, N) distance block
+never exceeds ``max_elems`` elements.
 """
 import torch
 
@@ -54,15 +57,49 @@ def _topk_lowest_index(d: torch.Tensor, k: int):
     return val[..., :k], idx[..., :k]
 
 
+MARGIN = 8  # extra candidates beyond k taken from the matmul distances
+
+
+def _knn_block(query: torch.Tensor, points: torch.Tensor, k: int, pp: torch.Tensor):
+    N = points.shape[1]
+    kk = min(N, k + MARGIN)
+    qq = (query * query).sum(-1, keepdim=True)
+    approx = torch.baddbmm(qq + pp[:, None, :], query, points.transpose(1, 2), alpha=-2)
+    av, cand = torch.topk(approx, kk, dim=-1, largest=False, sorted=True)
+    pts = points.gather(1, cand.reshape(cand.shape[0], -1, 1).expand(-1, -1, 3)).reshape(*cand.shape, 3)
+    diff = query[:, :, None, :] - pts
+    exact = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+    # order the candidates by (exact distance, index)
+    o = cand.argsort(dim=-1)
+    exact, cand = exact.gather(-1, o), cand.gather(-1, o)
+    o = exact.argsort(dim=-1, stable=True)
+    exact, cand = exact.gather(-1, o), cand.gather(-1, o)
+    if kk < N:
+        # Points outside the candidates have matmul distance >= av[..., -1]; their exact distance is at
+        # least that minus the rounding error of the expansion. Strictly beyond the k-th exact distance
+        # they cannot belong in the answer (not even by a tie).
+        eps = torch.finfo(query.dtype).eps
+        err = 16 * eps * (qq[..., 0] + pp.amax(dim=1, keepdim=True) + 1)
+        unsure = av[..., -1] - err <= exact[..., k - 1]
+        if bool(unsure.any()):
+            rows = unsure.nonzero(as_tuple=True)
+            d_full = _sq_dist(query[rows[0], rows[1]][:, None], points[rows[0]])[:, 0]
+            fv, fi = _topk_lowest_index(d_full, k)
+            exact, cand = exact[..., :k].clone(), cand[..., :k].clone()
+            exact[rows], cand[rows] = fv, fi
+    return exact[..., :k], cand[..., :k]
+
+
 def knn_torch(query: torch.Tensor, points: torch.Tensor, k: int, max_elems: int = MAX_ELEMS):
     B, M, _ = query.shape
     N = points.shape[1]
+    pp = (points * points).sum(-1)
     step = max(1, max_elems // max(1, B * N))
     if step >= M:
-        return _topk_lowest_index(_sq_dist(query, points), k)
+        return _knn_block(query, points, k, pp)
     dists, idxs = [], []
     for m0 in range(0, M, step):
-        d, i = _topk_lowest_index(_sq_dist(query[:, m0:m0 + step], points), k)
+        d, i = _knn_block(query[:, m0:m0 + step], points, k, pp)
         dists.append(d)
         idxs.append(i)
     return torch.cat(dists, dim=1), torch.cat(idxs, dim=1)
