@@ -127,15 +127,16 @@ class TokenEncoder(nn.Module):
                        return_layers: Optional[Sequence[int]] = None):
         """Runs the blocks, adding ``pos`` at every block's input.
 
-        x, pos: (B, L, C) → (final-normed (B, L, C), list of (B, L, C) after the blocks in ``return_layers``).
+        x, pos: (B, L, C) → (final-normed (B, L, C), list of (B, L, C) after the blocks in ``return_layers``,
+        in that order; negative indices count from the end).
         """
-        hidden = []
-        wanted = set(i % len(self.blocks) for i in (return_layers or ()))
+        wanted = [i % len(self.blocks) for i in (return_layers or ())]
+        kept = {}
         for i, blk in enumerate(self.blocks):
             x = blk(x + pos, ctx)
             if i in wanted:
-                hidden.append(x)
-        return self.norm(x), hidden
+                kept[i] = x
+        return self.norm(x), [kept[i] for i in wanted]
 
     def encode(self, x: torch.Tensor, coords: torch.Tensor, order: torch.Tensor,
                prefix: Optional[torch.Tensor] = None, prefix_pos: Optional[torch.Tensor] = None,

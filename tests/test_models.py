@@ -1,0 +1,121 @@
+"""Registry, presets (shapes for every name, parameter counts), heads."""
+import pytest
+import torch
+
+import pointmap
+from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder
+
+TINY_POINTS = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8)
+TINY_IMAGE = dict(embed_dim=32, num_heads=2, img_size=32, patch_size=8)
+
+
+def tiny_input(name):
+    if "image" in name:
+        return TINY_IMAGE, torch.randn(2, 3, 32, 32)
+    return TINY_POINTS, torch.randn(2, 256, 3)
+
+
+def n_params(name, **kw):
+    with torch.device("meta"):
+        model = pointmap.create_model(name, **kw)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", pointmap.list_models())
+def test_every_registered_model_runs(name):
+    kw, x = tiny_input(name)
+    clf = pointmap.create_model(name, num_classes=7, **kw).eval()
+    out = clf.encoder(x)
+    n_orders = 2 if name == "pointmamba" else 1
+    assert out.tokens.shape == (2, 16 * n_orders, 32)
+    assert out.order.shape == (2, 16 * n_orders) and out.order.dtype == torch.long
+    assert out.centers.shape[:2] == (2, 16 * n_orders)
+    assert isinstance(clf, Classifier)
+    assert isinstance(pointmap.create_model(name, **{**kw, "layout": "T"}), TokenEncoder)   # num_classes=None
+    assert clf(x).shape == (2, 7)
+    assert clf.forward_features(x).shape == (2, clf.num_features)
+
+
+@pytest.mark.parametrize("name", [n for n in pointmap.list_models() if "image" not in n])
+def test_part_segmentation_head(name):
+    seg = pointmap.create_model(name, num_parts=50, num_categories=16, layout="MT", **TINY_POINTS).eval()
+    assert isinstance(seg, PartSegmenter)
+    pts = torch.randn(2, 256, 3)
+    logits = seg(pts, torch.tensor([0, 15]))
+    assert logits.shape == (2, 256, 50)
+    assert torch.allclose(logits, seg(pts, torch.eye(16)[[0, 15]]))
+
+
+def test_classifier_readme_example():
+    model = pointmap.create_model("hybridnet_s", num_classes=40, **TINY_POINTS).eval()
+    assert model(torch.randn(3, 256, 3)).shape == (3, 40)
+    assert isinstance(pointmap.create_model("hybridnet_s"), HybridEncoder)
+
+
+def test_pointmae_parameter_counts_are_point_mae_s():
+    assert n_params("pointmae", num_classes=40) == 22_099_752
+    assert n_params("pointmae", num_classes=15) == 22_093_327
+    assert n_params("pointmae") == 21_825_024          # Point-MAE's MAE_encoder
+
+
+def test_other_parameter_counts():
+    assert abs(n_params("pointmamba", num_classes=40) / 12.3e6 - 1) < 0.03   # PointMamba's 12.3M
+    assert abs(n_params("map3d_official", num_classes=15) / 25.22e6 - 1) < 0.001
+    # the README table
+    assert n_params("pointmamba", num_classes=40) == 12_297_768
+    assert n_params("map3d_official", num_classes=15) == 25_220_623
+    assert n_params("hybridnet_s", num_classes=40) == 14_821_416
+    assert n_params("hybridnet_s") == 14_546_688
+    assert n_params("hybridnet_image_s") == 14_347_392
+
+
+def test_pointmae_matches_point_mae_module_names():
+    model = pointmap.create_model("pointmae", num_classes=40, **TINY_POINTS)
+    names = set(model.state_dict())
+    assert "encoder.tokenizer.first_conv.1.running_mean" in names
+    assert "encoder.blocks.11.mixer.qkv.weight" in names and "encoder.blocks.0.mixer.qkv.bias" not in names
+    assert {"cls_token", "cls_pos", "head.8.weight", "encoder.norm.bias"} <= names
+
+
+def test_unknown_model_lists_registered_names():
+    with pytest.raises(ValueError) as err:
+        pointmap.create_model("hybridnet_xxl")
+    for name in pointmap.list_models():
+        assert name in str(err.value)
+
+
+def test_bad_layout_letter():
+    with pytest.raises(ValueError, match="'X' at position 2"):
+        pointmap.create_model("hybridnet_s", layout="MTX", **TINY_POINTS)
+
+
+def test_layout_and_drop_path():
+    enc = pointmap.create_model("hybridnet_s", layout="MTM", drop_path_rate=0.2, **TINY_POINTS)
+    kinds = [type(b.mixer).__name__ for b in enc.blocks]
+    assert kinds == ["MambaMixer", "Attention", "MambaMixer"]
+    rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in enc.blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2])
+    rms = pointmap.create_model("hybridnet_s", layout="MT", norm_layer="rmsnorm", **TINY_POINTS)
+    assert isinstance(rms.norm, torch.nn.RMSNorm)
+
+
+def test_serialization_order_is_returned_and_used():
+    pts = torch.randn(2, 256, 3)
+    enc = pointmap.create_model("hybridnet_s", layout="T", **TINY_POINTS).eval()
+    out = enc(pts)
+    assert torch.equal(out.order.sort(dim=1).values, torch.arange(16).expand(2, -1))
+    _, centers = enc.group(pts)
+    assert torch.allclose(out.centers, torch.gather(centers, 1, out.order[..., None].expand(-1, -1, 3)))
+    assert torch.equal(pointmap.create_model("pointmae", **TINY_POINTS)(pts).order, torch.arange(16).expand(2, -1))
+
+
+def test_return_layers_in_order_with_repeats():
+    enc = pointmap.create_model("hybridnet_s", layout="MT", **TINY_POINTS).eval()
+    out = enc(torch.randn(1, 256, 3), return_layers=[0, 0, -1])
+    assert len(out.hidden) == 3 and torch.equal(out.hidden[0], out.hidden[1])
+    assert torch.allclose(enc.norm(out.hidden[2]), out.tokens)
+
+
+def test_register_model_rejects_duplicates():
+    with pytest.raises(ValueError, match="twice"):
+        pointmap.register_model(pointmap.models.presets.hybridnet_s)
