@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pointmap
-from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder
+from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder, no_weight_decay
 
 TINY_POINTS = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8)
 TINY_IMAGE = dict(embed_dim=32, num_heads=2, img_size=32, patch_size=8)
@@ -119,3 +119,21 @@ def test_return_layers_in_order_with_repeats():
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="twice"):
         pointmap.register_model(pointmap.models.presets.hybridnet_s)
+
+
+@pytest.mark.parametrize("name", ["hybridnet_s", "pointmamba", "map3d_official"])
+def test_every_parameter_gets_a_gradient(name):
+    """No unused parameters, so DDP needs no find_unused_parameters."""
+    pts = torch.randn(2, 256, 3)
+    for model, args in ((pointmap.create_model(name, num_classes=3, layout="MT", **TINY_POINTS), (pts,)),
+                        (pointmap.create_model(name, num_parts=5, num_categories=2, layout="MT", **TINY_POINTS),
+                         (pts, torch.tensor([0, 1])))):
+        model(*args).sum().backward()
+        assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_no_weight_decay_names():
+    names = no_weight_decay(pointmap.create_model("hybridnet_s", num_classes=3, layout="MT", **TINY_POINTS))
+    assert {"cls_token", "cls_pos", "encoder.blocks.0.mixer.A_log", "encoder.blocks.0.mixer.D",
+            "encoder.blocks.1.norm1.weight", "head.0.bias"} <= names
+    assert "encoder.blocks.1.mixer.qkv.weight" not in names and "encoder.blocks.0.mixer.in_proj.weight" not in names

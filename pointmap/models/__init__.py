@@ -1,7 +1,7 @@
 """Models: HybridEncoder, heads, the MAP pretrainer, the image adapter, the registry, checkpoint import."""
 from .checkpoint import LoadResult, load_checkpoint, point_mae_to_pointmap
 from .classifier import Classifier, mlp_head, pool_tokens
-from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder
+from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder, no_weight_decay
 from .image import ImageEncoder, patchify
 from .partseg import PartSegmenter
 from .presets import build_point_model
@@ -13,6 +13,6 @@ from . import map3d  # noqa: F401  (registers map3d_official)
 __all__ = [
     "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "MAPPretrainer", "PartSegmenter", "PatchTokens", "PretrainOutput", "TokenEncoder", "build_point_model",
-    "create_model", "create_pretrainer", "list_models", "load_checkpoint", "mlp_head", "patchify",
+    "create_model", "create_pretrainer", "list_models", "load_checkpoint", "mlp_head", "no_weight_decay", "patchify",
     "point_mae_to_pointmap", "pool_tokens", "random_mask", "register_model", "row_attention_mask",
 ]

@@ -6,8 +6,8 @@ from typing import Dict, List, NamedTuple, Tuple
 import torch
 from torch import nn
 
-from .classifier import Classifier
 from .hybrid_encoder import TokenEncoder
+from .partseg import PartSegmenter
 from .pretrainer import MAPPretrainer
 
 _logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module):
     ignored = []
     if isinstance(model, MAPPretrainer):
         other = _FINETUNE_ONLY
-    elif isinstance(model, TokenEncoder):
+    elif isinstance(model, (TokenEncoder, PartSegmenter)):
         other = re.compile(_FINETUNE_ONLY.pattern + "|" + _PRETRAIN_ONLY.pattern)
     else:
         other = _PRETRAIN_ONLY
@@ -87,7 +87,7 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module):
 
 
 def load_checkpoint(model: nn.Module, path: str, source: str = "auto", weights_only: bool = True) -> LoadResult:
-    """Loads weights into ``model`` (an encoder, a :class:`Classifier` or a :class:`MAPPretrainer`).
+    """Loads weights into ``model``: an encoder, a classifier, a part segmenter or a :class:`MAPPretrainer`.
 
     Args:
         model: the target; its keys decide what is taken from the checkpoint.

@@ -76,6 +76,16 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def no_weight_decay(model: nn.Module) -> set:
+    """Names of the parameters to keep out of weight decay: 1-D ones (norms, biases), learned tokens
+    (cls / mask tokens and their positions) and those marked ``_no_weight_decay`` (Mamba's A_log, D)."""
+    return {name for name, p in model.named_parameters()
+            if p.ndim <= 1 or getattr(p, "_no_weight_decay", False) or name.split(".")[-1] in _TOKENS}
+
+
+_TOKENS = {"cls_token", "cls_pos", "mask_token"}
+
+
 class TokenEncoder(nn.Module):
     """The modality-independent core: positional MLP, blocks from a layout string, final norm.
 

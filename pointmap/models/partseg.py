@@ -38,8 +38,8 @@ def interpolate_idw(points: torch.Tensor, centers: torch.Tensor, feats: torch.Te
 class PartSegmenter(nn.Module):
     """Encoder + part-segmentation head: points (B, N, 3), category (B,) → logits (B, N, num_parts).
 
-    The patch-token features after three evenly spaced blocks (``layers``) are concatenated (3C),
-    layer-normed, averaged over token orders back onto their patches, and interpolated to all N points
+    The patch-token features after three evenly spaced blocks (``layers``), each through the encoder's
+    final norm, are concatenated (3C), averaged over token orders back onto their patches, and interpolated to all N points
     from the 3 nearest patch centers (inverse squared distance). Each point's feature is that, the
     cloud's max-pooled patch feature (3C) and the one-hot shape category, through a per-point MLP.
 
@@ -61,7 +61,6 @@ class PartSegmenter(nn.Module):
         self.layers = list(layers) if layers is not None else even_depths(len(encoder.blocks))
         self.k = k
         feat_dim = len(self.layers) * encoder.embed_dim
-        self.feat_norm = nn.LayerNorm(feat_dim)
         in_dim, mlp = 2 * feat_dim + num_categories, []
         for i, h in enumerate(hidden):
             mlp += [nn.Conv1d(in_dim, h, 1), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
@@ -73,7 +72,7 @@ class PartSegmenter(nn.Module):
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """points: (B, N, 3), category: (B,) long or (B, num_categories) one-hot → (B, N, num_parts)."""
         out = self.encoder(points, return_layers=self.layers)
-        feats = self.feat_norm(torch.cat(out.hidden, dim=-1))              # (B, S, 3C)
+        feats = torch.cat([self.encoder.norm(h) for h in out.hidden], dim=-1)   # (B, S, 3C)
         g = self.encoder.num_tokens
         feats = to_patch_order(feats, out.order, g)
         centers = to_patch_order(out.centers, out.order, g)
