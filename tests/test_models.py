@@ -56,6 +56,9 @@ def test_pointmae_parameter_counts_are_point_mae_s():
     assert n_params("pointmae", num_classes=40) == 22_099_752
     assert n_params("pointmae", num_classes=15) == 22_093_327
     assert n_params("pointmae") == 21_825_024          # Point-MAE's MAE_encoder
+    with torch.device("meta"):
+        pre = pointmap.create_pretrainer("pointmae", objective="mae", mask_ratio=0.6)
+    assert sum(p.numel() for p in pre.parameters()) == 29_006_432   # Point-MAE's Point_MAE
 
 
 def test_other_parameter_counts():
@@ -66,7 +69,9 @@ def test_other_parameter_counts():
     assert n_params("map3d_official", num_classes=15) == 25_220_623
     assert n_params("hybridnet_s", num_classes=40) == 14_821_416
     assert n_params("hybridnet_s") == 14_546_688
-    assert n_params("hybridnet_image_s") == 14_347_392
+    assert n_params("pointmamba") == 12_122_112
+    assert n_params("map3d_official") == 24_952_320
+    assert [n_params(f"hybridnet_image_{v}") for v in "tsb"] == [3_773_184, 14_347_392, 55_900_032]
 
 
 def test_pointmae_matches_point_mae_module_names():
