@@ -8,9 +8,9 @@ u, delta, z: (B, D, L); A: (D, N) real; B, C: (D, N) (constant), (B, N, L) or (B
 channels); D, delta_bias: (D,). Returns out (B, D, L) [, last_state (B, D, N)].
 
 Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``torch``
-(a chunked scan: a short loop inside chunks of ~√L steps, every chunk at once, then a short loop over
-chunks to carry states across; its backward is the same scan run in reverse, so nothing but the states
-is stored), ``reference`` (step by step, the oracle).
+(a chunked scan in time-major layout: short loops inside chunks of ~√L steps, all chunks at once, and
+across chunks; its backward recomputes the states and runs the same scan in reverse, so nothing of size
+(B, D, L, N) is stored), ``reference`` (step by step, the oracle).
 """
 import importlib.util
 import math
@@ -76,71 +76,96 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, h) if return_last_state else out
 
 
-def _chunk_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """h_t = a_t * h_{t-1} + b_t along dim 2 of (B, D, L, N) tensors, h_{-1} = 0. No autograd.
+def _chunk_len(L: int) -> int:
+    """Chunk length near √L, a divisor of L when one is close (no padding needed)."""
+    root = max(1, math.isqrt(L))
+    for T in sorted(range(max(1, root // 2), 2 * root + 1), key=lambda t: abs(t - root)):
+        if L % T == 0:
+            return T
+    return root
 
-    Chunks of T ~ √L steps: a loop over the T positions updates every chunk at once, then a loop over
-    the chunks carries each chunk's final state into the next (scaled by the running product of a).
+
+def _chunk_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """h_t = a_t * h_{t-1} + b_t along dim 0 (time-major tensors (L, ...)), h_{-1} = 0; with ``reverse``,
+    h_t = a_t * h_{t+1} + b_t, h_L = 0. Overwrites and returns ``b``. No autograd.
+
+    Chunks of T ~ √L steps: a loop over the T positions updates every chunk at once (each slice is
+    contiguous), a loop over the chunks carries the state across chunk borders, and a last loop over the
+    T positions adds the carried state, decayed, inside every chunk.
     """
-    Bsz, Dd, L, N = a.shape
-    T = math.isqrt(L - 1) + 1 if L > 1 else 1
+    L = a.shape[0]
+    T = _chunk_len(L)
     nc = -(-L // T)
     pad = nc * T - L
     if pad:
-        a = F.pad(a, (0, 0, 0, pad), value=1.0)
-        b = F.pad(b, (0, 0, 0, pad))
-    a = a.reshape(Bsz, Dd, nc, T, N)
-    h = b.reshape(Bsz, Dd, nc, T, N).clone()
-    for t in range(1, T):  # inside every chunk at once
-        h[:, :, :, t].addcmul_(a[:, :, :, t], h[:, :, :, t - 1])
+        a = torch.cat([a, a.new_ones((pad,) + a.shape[1:])]) if not reverse else torch.cat([a.new_ones((pad,) + a.shape[1:]), a])
+        b = torch.cat([b, b.new_zeros((pad,) + b.shape[1:])]) if not reverse else torch.cat([b.new_zeros((pad,) + b.shape[1:]), b])
+    rest = a.shape[1:]
+    a = a.reshape(nc, T, *rest)
+    h = b.reshape(nc, T, *rest)
+    steps = range(1, T) if not reverse else range(T - 2, -1, -1)
+    prev = -1 if not reverse else 1
+    for t in steps:  # inside every chunk at once
+        h[:, t].addcmul_(a[:, t], h[:, t + prev])
     if nc > 1:
-        P = torch.cumprod(a, dim=3)  # decay from each chunk's start
-        carry = torch.zeros_like(h[:, :, :, 0])  # (B, D, nc, N): the state entering each chunk
-        for c in range(1, nc):  # across chunks
-            carry[:, :, c] = torch.addcmul(h[:, :, c - 1, T - 1], P[:, :, c - 1, T - 1], carry[:, :, c - 1])
-        h.addcmul_(P, carry[:, :, :, None])
-    h = h.reshape(Bsz, Dd, nc * T, N)
-    return h[:, :, :L] if pad else h
-
-
-def _shift_prev(x: torch.Tensor) -> torch.Tensor:
-    """x_{t-1} along dim 2 (zero at t = 0)."""
-    return F.pad(x[:, :, :-1], (0, 0, 1, 0))
+        decay = a[:, 0].clone()  # product of a over each chunk
+        for t in range(1, T):
+            decay.mul_(a[:, t])
+        last = T - 1 if not reverse else 0
+        carry = torch.zeros_like(h[:, 0])  # the state entering each chunk
+        chunks = range(1, nc) if not reverse else range(nc - 2, -1, -1)
+        for c in chunks:
+            p = c - 1 if not reverse else c + 1
+            torch.addcmul(h[p, last], decay[p], carry[p], out=carry[c])
+        x = carry
+        for t in (range(T) if not reverse else range(T - 1, -1, -1)):
+            x = a[:, t] * x
+            h[:, t].add_(x)
+    h = h.reshape(nc * T, *rest)
+    if pad:
+        h = h[:L] if not reverse else h[pad:]
+    return h
 
 
 def _block_size(Bsz: int, dim: int, L: int, N: int, device: torch.device) -> int:
-    """Channels per block: on the CPU, (B, Db, L, N) blocks of ~1M elements stay in cache."""
+    """Channels per block: on the CPU, (L, B, Db, N) blocks of ~1M elements stay in cache."""
     if device.type != "cpu":
         return dim
     return max(1, min(dim, (1 << 20) // max(1, Bsz * L * N)))
 
 
 def _bc_block(X: torch.Tensor, d0: int, d1: int) -> torch.Tensor:
-    """Slice the channel dim of an expanded B or C (constant-over-batch/time forms broadcast)."""
-    return X if X.shape[1] == 1 else X[:, d0:d1]
+    """The channel block of a time-major B or C (forms constant over channels broadcast)."""
+    return X if X.shape[2] == 1 else X[:, :, d0:d1]
+
+
+def _states(dl, uu, Ab, Bb):
+    """exp(delta A) and the states h, both (L, B, Db, N), for one channel block."""
+    dA = torch.exp(dl[..., None] * Ab)
+    h = _chunk_scan(dA, (dl * uu)[..., None] * Bb)
+    return dA, h
 
 
 class _SelectiveScanFn(torch.autograd.Function):
-    """y_t = <h_t, C_t> with h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, in channel blocks.
+    """y_t = <h_t, C_t> with h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, time-major, in channel blocks.
 
-    Nothing of size (B, D, L, N) is kept for backward: each block's states are recomputed there, and
-    the state gradient is the same scan run backwards in time.
+    u, delta: (L, B, D); A: (D, N); B, C: (L or 1, B or 1, D or 1, N). Nothing of size (L, B, D, N) is
+    kept for backward: each block's states are recomputed there, and the state gradient is the same
+    scan run backwards in time.
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, Bx, Cx):
-        Bsz, dim, L = u.shape
+        L, Bsz, dim = u.shape
         N = A.shape[1]
-        y = u.new_empty(Bsz, dim, L)
+        y = u.new_empty(L, Bsz, dim)
         last = u.new_empty(Bsz, dim, N)
         step = _block_size(Bsz, dim, L, N, u.device)
         for d0 in range(0, dim, step):
             d1 = min(dim, d0 + step)
-            dA = torch.exp(delta[:, d0:d1, :, None] * A[None, d0:d1, None, :])
-            dBu = (delta[:, d0:d1] * u[:, d0:d1])[..., None] * _bc_block(Bx, d0, d1)
-            h = _chunk_scan(dA, dBu)
-            y[:, d0:d1] = (h * _bc_block(Cx, d0, d1)).sum(-1)
-            last[:, d0:d1] = h[:, :, -1]
+            _, h = _states(delta[:, :, d0:d1], u[:, :, d0:d1], A[d0:d1], _bc_block(Bx, d0, d1))
+            y[:, :, d0:d1] = (h * _bc_block(Cx, d0, d1)).sum(-1)
+            last[:, d0:d1] = h[-1]
         ctx.save_for_backward(u, delta, A, Bx, Cx)
         ctx.mark_non_differentiable(last)
         return y, last
@@ -148,7 +173,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, _glast):
         u, delta, A, Bx, Cx = ctx.saved_tensors
-        Bsz, dim, L = u.shape
+        L, Bsz, dim = u.shape
         N = A.shape[1]
         gu, gdelta, gA = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A)
         gB = torch.zeros_like(Bx) if ctx.needs_input_grad[3] else None
@@ -156,53 +181,68 @@ class _SelectiveScanFn(torch.autograd.Function):
         step = _block_size(Bsz, dim, L, N, u.device)
         for d0 in range(0, dim, step):
             d1 = min(dim, d0 + step)
-            dl, uu, Ab = delta[:, d0:d1], u[:, d0:d1], A[d0:d1]
+            dl, uu, Ab = delta[:, :, d0:d1], u[:, :, d0:d1], A[d0:d1]
             Bb, Cb = _bc_block(Bx, d0, d1), _bc_block(Cx, d0, d1)
-            dA = torch.exp(dl[..., None] * Ab[None, :, None, :])
-            du = dl * uu
-            h = _chunk_scan(dA, du[..., None] * Bb)
-            g = gy[:, d0:d1, :, None]
-            # dh_t = g_t C_t + a_{t+1} dh_{t+1}: the scan backwards in time.
-            a_next = F.pad(dA[:, :, 1:], (0, 0, 0, 1)).flip(2)
-            dh = _chunk_scan(a_next, (g * Cb).flip(2)).flip(2)
+            dA, h = _states(dl, uu, Ab, Bb)
+            g = gy[:, :, d0:d1, None]
             if gC is not None:
                 _accumulate(gC, d0, d1, g * h)
-            gdA = dh * _shift_prev(h) * dA  # gradient of delta*A
-            gA[d0:d1] = torch.einsum("bdln,bdl->dn", gdA, dl)
+            # dh_t = g_t C_t + a_{t+1} dh_{t+1}: the scan backwards in time with a shifted by one.
+            a_next = torch.empty_like(dA)
+            a_next[:-1] = dA[1:]
+            a_next[-1] = 0
+            dh = _chunk_scan(a_next, g * Cb, reverse=True)
+            gdA = torch.empty_like(dh)  # gradient of delta*A: dh_t h_{t-1} exp(delta_t A)
+            gdA[0] = 0
+            torch.mul(dh[1:], h[:-1], out=gdA[1:])
+            gdA.mul_(dA)
+            gA[d0:d1] = torch.einsum("lbdn,lbd->dn", gdA, dl)
             dhB = (dh * Bb).sum(-1)  # gradient of delta*u
-            gdelta[:, d0:d1] = torch.einsum("bdln,dn->bdl", gdA, Ab) + dhB * uu
-            gu[:, d0:d1] = dhB * dl
+            gdelta[:, :, d0:d1] = torch.einsum("lbdn,dn->lbd", gdA, Ab) + dhB * uu
+            gu[:, :, d0:d1] = dhB * dl
             if gB is not None:
-                _accumulate(gB, d0, d1, dh * du[..., None])
+                dh.mul_((dl * uu)[..., None])
+                _accumulate(gB, d0, d1, dh)
         return gu, gdelta, gA, gB, gC
 
 
 def _accumulate(gX: torch.Tensor, d0: int, d1: int, g: torch.Tensor) -> None:
-    """Add a block's (B, Db, L, N) gradient into an expanded B/C gradient of any broadcast shape."""
-    red = [i for i in (0, 2) if gX.shape[i] == 1]
-    if gX.shape[1] == 1:
-        gX += g.sum(dim=[1] + red, keepdim=True)
+    """Add a block's (L, B, Db, N) gradient into a time-major B/C gradient of any broadcast shape."""
+    red = [i for i in (0, 1) if gX.shape[i] == 1]
+    if gX.shape[2] == 1:
+        gX += g.sum(dim=red + [2], keepdim=True)
     else:
-        gX[:, d0:d1] += g.sum(dim=red, keepdim=True) if red else g
+        gX[:, :, d0:d1] += g.sum(dim=red, keepdim=True) if red else g
 
 
-class _ExpandBC(torch.autograd.Function):
-    """_expand_bc, contiguous, with a gradient that folds the broadcast back to B's or C's own shape."""
+def _time_major_bc(X: torch.Tensor, dim: int, dtype) -> torch.Tensor:
+    """B or C as a time-major tensor broadcastable to (L, B, D, N)."""
+    X = X.to(dtype)
+    if X.dim() == 2:  # (D, N)
+        return X[None, None]
+    if X.dim() == 3:  # (B, N, L)
+        return X.permute(2, 0, 1)[:, :, None, :]
+    G = X.shape[1]  # (B, G, N, L)
+    return X.repeat_interleave(dim // G, dim=1).permute(3, 0, 1, 2)
+
+
+class _TimeMajorBC(torch.autograd.Function):
+    """_time_major_bc, contiguous, with a gradient folded back to B's or C's own shape and dtype."""
 
     @staticmethod
     def forward(ctx, X, dim, dtype):
         ctx.shape, ctx.dim, ctx.dtype_in = X.shape, dim, X.dtype
-        return _expand_bc(X, dim, dtype).contiguous()
+        return _time_major_bc(X, dim, dtype).contiguous()
 
     @staticmethod
     def backward(ctx, g):
-        if len(ctx.shape) == 2:  # (1, D, 1, N) -> (D, N)
-            r = g[0, :, 0]
-        elif len(ctx.shape) == 3:  # (B, 1, L, N) -> (B, N, L)
-            r = g[:, 0].transpose(1, 2)
-        else:  # (B, D, L, N) -> (B, G, N, L)
+        if len(ctx.shape) == 2:  # (1, 1, D, N) -> (D, N)
+            r = g[0, 0]
+        elif len(ctx.shape) == 3:  # (L, B, 1, N) -> (B, N, L)
+            r = g[:, :, 0].permute(1, 2, 0)
+        else:  # (L, B, D, N) -> (B, G, N, L)
             G = ctx.shape[1]
-            gg = g.transpose(2, 3)
+            gg = g.permute(1, 2, 3, 0)
             r = gg.reshape(gg.shape[0], G, ctx.dim // G, *gg.shape[2:]).sum(2)
         return r.to(ctx.dtype_in), None, None
 
@@ -212,9 +252,9 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     dtype_in = u.dtype
     dtype, delta = _prepare(u, delta, A, delta_bias, delta_softplus)
     dim = u.shape[1]
-    y, last = _SelectiveScanFn.apply(u.to(dtype).contiguous(), delta.contiguous(), A.to(dtype),
-                                     _ExpandBC.apply(B, dim, dtype), _ExpandBC.apply(C, dim, dtype))
-    out = _finish(y, u, D, z, dtype, dtype_in)
+    y, last = _SelectiveScanFn.apply(u.to(dtype).permute(2, 0, 1), delta.permute(2, 0, 1), A.to(dtype),
+                                     _TimeMajorBC.apply(B, dim, dtype), _TimeMajorBC.apply(C, dim, dtype))
+    out = _finish(y.permute(1, 2, 0), u, D, z, dtype, dtype_in)
     return (out, last) if return_last_state else out
 
 
