@@ -87,7 +87,8 @@ def write_scanobjectnn(root: Path) -> Path:
     for sub, suffix in (("main_split", ""), ("main_split_nobg", ""), ("main_split", "_augmentedrot_scale75")):
         (base / sub).mkdir(parents=True, exist_ok=True)
         for split, m in SOO_COUNTS.items():
-            with h5py.File(base / sub / f"{'training' if split == 'train' else 'test'}_objectdataset{suffix}.h5", "w") as f:
+            name = f"{'training' if split == 'train' else 'test'}_objectdataset{suffix}.h5"
+            with h5py.File(base / sub / name, "w") as f:
                 f["data"] = rng.normal(size=(m, SOO_POINTS, 3)).astype(np.float32)
                 f["label"] = (np.arange(m) * 4 % 15).astype(np.int64)
     return base

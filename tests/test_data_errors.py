@@ -35,8 +35,7 @@ def test_missing_split_file(tmp_path):
     (base / "ShapeNet-55" / "test.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"ShapeNet55-34/ShapeNet-55/test\.txt"):
         build_dataset("shapenet55", tmp_path, "test")
-    fx.write_shapenetpart(tmp_path)
-    split = tmp_path / "shapenetcore_partanno_segmentation_benchmark_v0_normal/train_test_split/shuffled_val_file_list.json"
+    split = fx.write_shapenetpart(tmp_path) / "train_test_split" / "shuffled_val_file_list.json"
     split.unlink()
     with pytest.raises(FileNotFoundError, match="shuffled_val_file_list.json"):
         build_dataset("shapenetpart", tmp_path, "trainval")
@@ -115,7 +114,8 @@ def test_non_finite_points_name_file_and_index(tmp_path):
         data = f["data"][()]
         data[1, 3, 0] = np.inf
         f["data"][...] = data
-    with pytest.raises(ValueError, match=r"augmentedrot_scale75\.h5 \[data\]: non-finite coordinates at cloud 1, point 3"):
+    msg = r"augmentedrot_scale75\.h5 \[data\]: non-finite coordinates at cloud 1, point 3"
+    with pytest.raises(ValueError, match=msg):
         build_dataset("scanobjectnn", tmp_path, "test", variant="hardest")
 
 
