@@ -123,3 +123,26 @@ def test_local_norm_pool_keeps_prefix():
     assert ("knn", 4) in ctx.cache
     with pytest.raises(ValueError, match="centers"):
         lnp(x, None)
+
+
+def test_local_norm_pool_with_only_itself():
+    """k = 1: the only neighbour is the token itself, so the pooled feature is α·[0; x] + β."""
+    lnp = LocalNormPool(8, k=1)
+    with torch.no_grad():
+        lnp.alpha.uniform_(0.5, 1.5)
+        lnp.beta.uniform_(-0.1, 0.1)
+    x = torch.randn(2, 5, 8)
+    y = lnp(x, TokenContext(centers=torch.randn(2, 5, 3)))
+    feat = torch.cat([torch.zeros_like(x), x], dim=-1) * lnp.alpha + lnp.beta
+    assert torch.allclose(y, lnp.act(lnp.proj(lnp.norm(feat))), atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_weights_move_to_mamba_ssm_and_back():
+    mamba_ssm = pytest.importorskip("mamba_ssm")
+    ours = MambaMixer(384).cuda()
+    theirs = mamba_ssm.Mamba(d_model=384).cuda()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 64, 384, device="cuda")
+    assert torch.allclose(ours(x), theirs(x), atol=1e-3, rtol=1e-3)
+    ours.load_state_dict(theirs.state_dict())
