@@ -1,6 +1,7 @@
-"""Benchmarks: every op on every backend here, as times and ratios measured in one run.
+"""Benchmarks: every op on every backend here, and the pretraining step, as ratios measured in one run.
 
     python tools/benchmark.py --ops [--json FILE] [--quick]
+    python tools/benchmark.py --step [--cfg cfgs/map_demo.yaml] [--batch B] [--points N] [--json FILE]
     python tools/benchmark.py --env
 
 Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
@@ -131,6 +132,93 @@ def bench_ops(device, quick=False, repeat=5):
     return rows
 
 
+def _step_variants(device):
+    """(name, model kind, autocast dtype or None, compile, selective_scan backend, fps backend)."""
+    scans = ["torch"] + (["mamba_ssm"] if device.type == "cuda" and "mamba_ssm" in available_backends("selective_scan") else [])
+    out = [("baseline: Point-MAE-sized MAE, fp32, unfused attention, PyTorch FPS", "baseline", None, False, "torch", "torch")]
+    dtypes = [None, torch.bfloat16] if device.type == "cuda" else [None]
+    for scan in scans:
+        for dt in dtypes:
+            for comp in ([False, True] if device.type == "cuda" else [False]):
+                name = f"MAP {'bf16' if dt else 'fp32'}{' compiled' if comp else ''}, scan={scan}"
+                out.append((name, "map", dt, comp, scan, "auto"))
+    return out
+
+
+def _build_step_model(kind, cfg_path):
+    from pointmap import create_pretrainer
+    from pointmap.layers.attention import Attention
+
+    if kind == "baseline":
+        model = create_pretrainer("pointmae", objective="mae", mask_ratio=0.6)
+        for m in model.modules():
+            if isinstance(m, Attention):
+                m.fused_attn = False
+        return model
+    if cfg_path:
+        from pointmap.config import load_config
+        from pointmap.engine.tasks import build_task
+
+        return build_task(load_config(cfg_path)).build_model({})
+    return create_pretrainer("hybridnet_s", objective="map", mask_ratio=0.5)
+
+
+def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_baseline=True):
+    """Samples/s of one optimizer step (grouping on the device, encoder, decoder, loss, backward, AdamW)."""
+    from pointmap.ops import set_backend
+
+    x = random_cloud(batch, points, device=device)
+    rows, base = [], None
+    for name, kind, dt, comp, scan, fps_backend in _step_variants(device):
+        if kind == "baseline" and not include_baseline:
+            continue
+        set_backend("selective_scan", scan)
+        set_backend("fps", fps_backend)
+        try:
+            model = _build_step_model(kind, cfg_path).to(device).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            fwd = torch.compile(model) if comp else model
+
+            def step():
+                with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
+                    loss = fwd(x).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t = timeit(step, device, repeat=steps, warmup=3 if comp else 1, budget_s=60)
+            row = {"variant": name, "batch": batch, "points": points, "ms_per_step": round(t * 1e3, 2),
+                   "samples_per_s": round(batch / t, 1),
+                   "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+            if device.type == "cuda":
+                row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+        except Exception as e:  # report a failing variant (e.g. torch.compile without a compiler) and go on
+            row = {"variant": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        finally:
+            set_backend("selective_scan", None)
+            set_backend("fps", None)
+        if kind == "baseline" and "samples_per_s" in row:
+            base = row["samples_per_s"]
+        if base and "samples_per_s" in row:
+            row["x_vs_baseline"] = round(row["samples_per_s"] / base, 2)
+        rows.append(row)
+    return rows
+
+
+def print_step_rows(rows, device):
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# pretraining step on {name} (torch {torch.__version__})")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['variant']:72s} failed: {r['error']}")
+            continue
+        extra = f"  peak {r['peak_mem_GiB']} GiB" if "peak_mem_GiB" in r else ""
+        ratio = f"  x{r['x_vs_baseline']:.2f} vs baseline" if "x_vs_baseline" in r else ""
+        print(f"{r['variant']:72s} B={r['batch']} N={r['points']} {r['ms_per_step']:9.2f} ms "
+              f"{r['samples_per_s']:9.1f} samples/s  {r['params_M']}M params{extra}{ratio}")
+
+
 def print_rows(rows, device):
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# ops on {name} (torch {torch.__version__})")
@@ -145,13 +233,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", action="store_true", help="time every op on every backend available here")
     ap.add_argument("--env", action="store_true", help="print the backends each op can use here")
+    ap.add_argument("--step", action="store_true", help="time the MAP pretraining step against the baseline step")
+    ap.add_argument("--cfg", help="--step: build the pretrainer from this config (default: hybridnet_s)")
+    ap.add_argument("--batch", type=int, default=None, help="--step batch size (default 128, or the config's)")
+    ap.add_argument("--points", type=int, default=None, help="--step points per cloud (default 1024, or the config's)")
+    ap.add_argument("--steps", type=int, default=10, help="--step: timed steps per variant")
+    ap.add_argument("--no-baseline", action="store_true", help="--step: skip the Point-MAE-sized baseline")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller CPU shapes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
-    if not (args.ops or args.env):
-        ap.error("choose --ops and/or --env")
+    if not (args.ops or args.env or args.step):
+        ap.error("choose --ops, --step and/or --env")
     out = {"env": pm_env.report()}
     if args.env:
         print(pm_env.format_report(dict(out["env"], ops={k: dict(v) for k, v in out["env"]["ops"].items()})))
@@ -160,6 +254,18 @@ def main(argv=None):
         out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
         out["ops"] = bench_ops(device, quick=args.quick, repeat=args.repeat)
         print_rows(out["ops"], device)
+    if args.step:
+        device = torch.device(args.device)
+        batch, points = args.batch or 128, args.points or 1024
+        if args.cfg:
+            from pointmap.config import load_config
+            cfg = load_config(args.cfg)
+            batch = args.batch or cfg.data.batch_size
+            points = args.points or int(cfg.data.options.get("num_points", 1024))
+        out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+        out["step"] = bench_step(device, args.cfg, batch, points, steps=args.steps,
+                                 include_baseline=not args.no_baseline)
+        print_step_rows(out["step"], device)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
