@@ -1,0 +1,34 @@
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import benchmark  # noqa: E402
+
+
+def test_step_benchmark_reports_samples_per_second():
+    rows = benchmark.bench_step(torch.device("cpu"), os.path.join(ROOT, "cfgs", "map_demo.yaml"), batch=2,
+                                points=256, steps=1, include_baseline=False)
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    assert rows[0]["samples_per_s"] > 0 and rows[0]["params_M"] > 0
+
+
+def test_rows_give_ratio_to_reference():
+    rows = benchmark._rows("op", "s", {"reference": lambda: sum(range(20000)), "fast": lambda: None}, "reference",
+                           torch.device("cpu"), repeat=2)
+    by = {r["backend"]: r for r in rows}
+    assert by["reference"]["speedup_vs_ref"] == 1.0 and by["fast"]["speedup_vs_ref"] > 1.0
+
+
+def test_cli_env_json(tmp_path):
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "tools/benchmark.py", "--env", "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data["env"]["ops"]) >= {"fps", "knn", "chamfer", "selective_scan"}
