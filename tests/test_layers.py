@@ -1,4 +1,5 @@
 """Layers: Mamba mixer (mamba_ssm's names, shapes, init, causality), attention, block, tokenizer, LNP."""
+import copy
 import math
 
 import pytest
@@ -146,3 +147,24 @@ def test_weights_move_to_mamba_ssm_and_back():
     x = torch.randn(2, 64, 384, device="cuda")
     assert torch.allclose(ours(x), theirs(x), atol=1e-3, rtol=1e-3)
     ours.load_state_dict(theirs.state_dict())
+
+
+def test_tokenizer_channels_last_equals_convolutions():
+    from pointmap.layers.tokenizer import MiniPointNet
+
+    tok = MiniPointNet(32)
+    x = torch.randn(2, 5, 8, 3)
+    for train in (True, False):
+        tok.train(train)
+        outs, grads, stats = [], [], []
+        for fast in (True, False):
+            t = copy.deepcopy(tok)
+            t.channels_last = fast
+            y = t(x)
+            y.square().sum().backward()
+            outs.append(y)
+            grads.append(t.first_conv[0].weight.grad)
+            stats.append(t.second_conv[1].running_mean)
+        assert torch.allclose(outs[0], outs[1], atol=1e-5)
+        assert torch.allclose(grads[0], grads[1], atol=1e-4)
+        assert torch.allclose(stats[0], stats[1], atol=1e-6)
