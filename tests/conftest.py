@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Tests use tiny tensors: one intra-op thread avoids thread hand-off costs that dominate such ops
+# (and that explode when the machine is shared), and keeps timings stable.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
