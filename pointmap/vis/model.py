@@ -1,0 +1,44 @@
+"""A pretrainer with trained weights, from a config and a checkpoint, the way the engine builds it."""
+from __future__ import annotations
+
+import pickle
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from pointmap.config import Config, config_from_dict
+
+__all__ = ["load_pretrainer"]
+
+
+def load_pretrainer(ckpt: str, cfg: Optional[Config] = None, device: str = "cpu") -> Tuple[nn.Module, Config]:
+    """(model in eval mode on ``device``, config). ``cfg`` None: the config saved in the checkpoint.
+
+    Every tensor of the model must come from the checkpoint (a pointmap run's ``ckpt-*.pth`` or a
+    Point-MAE pretraining checkpoint): a picture of a half-initialized decoder would be a lie.
+    """
+    from pointmap.engine import build_task, load_file
+    from pointmap.models import load_checkpoint
+
+    if cfg is None:
+        saved = load_file(ckpt).get("config")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{ckpt} holds no config (not written by pointmap's Trainer): pass --cfg")
+        cfg = config_from_dict(saved)
+    if cfg.task != "pretrain":
+        raise ValueError(f"config {cfg.name or '?'} is a {cfg.task!r} config; reconstructions need a pretraining "
+                         f"config (task: pretrain)")
+    model = build_task(cfg).build_model({})
+    try:
+        report = load_checkpoint(model, ckpt, source="auto")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"cannot read checkpoint {ckpt}: {' '.join(str(e).split())[:200]}") from None
+    if report.missing_keys or report.unexpected_keys:
+        key = (report.missing_keys or report.unexpected_keys)[0]
+        what = "is not in the checkpoint" if report.missing_keys else "has no place in the model"
+        raise ValueError(f"{ckpt} does not fit the config's {cfg.model.name} pretrainer: {key!r} {what} "
+                         f"({len(report.missing_keys)} missing, {len(report.unexpected_keys)} unexpected keys)")
+    return model.to(torch.device(device)).eval(), cfg
