@@ -1,0 +1,298 @@
+"""Experiment configs: yaml files with ``_base_``, validated against dataclasses, ``a.b=value`` overrides.
+
+A config file may name one or more bases (``_base_: base.yaml`` or a list); each base path is resolved
+relative to the file that names it, never to the working directory. Bases are merged first, in order,
+then the file itself on top: mappings merge key by key, everything else (lists included) is replaced.
+The merged mapping is checked against :class:`Config`: an unknown key is an error that names the
+nearest valid key, a value of the wrong type is an error that names the key and the expected type.
+
+    cfg = load_config("cfgs/map_shapenet.yaml", ["optim.lr=5e-4", "data.batch_size=64"])
+    save_config(cfg, "experiments/map_shapenet/default/config.yaml")
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+import yaml
+
+__all__ = [
+    "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
+    "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: unreadable, unknown key, wrong type. The message is one line."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "hybridnet_s"
+    args: Dict[str, Any] = field(default_factory=dict)  # passed to pointmap.create_model as overrides
+
+
+@dataclass
+class ObjectiveConfig:
+    """Pretraining objective, passed to ``pointmap.create_pretrainer`` (ignored by finetuning tasks)."""
+    name: Literal["map", "mae", "ar"] = "map"
+    mask_ratio: float = 0.5
+    row_size: Optional[int] = None  # None: sqrt(num_group)
+    decoder_order: Literal["inplace", "concat"] = "inplace"
+    loss: Optional[Literal["cdl2", "cdl1", "mse"]] = None  # None: cdl2 for points, mse for images
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    args: Dict[str, Any] = field(default_factory=dict)  # any other create_pretrainer argument
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: Optional[str] = None
+    options: Dict[str, Any] = field(default_factory=dict)  # passed to pointmap.data.build_dataset
+    train_split: str = "train"
+    test_split: Optional[str] = "test"  # None: no test set (pretraining)
+    train_transforms: List[Dict[str, Any]] = field(default_factory=list)
+    test_transforms: List[Dict[str, Any]] = field(default_factory=list)
+    batch_size: int = 32  # total over all processes; each gets batch_size / world_size
+    eval_batch_size: Optional[int] = None  # None: batch_size
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    epochs: int = 300
+    warmup_epochs: int = 10
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-6
+    grad_clip: Optional[float] = None  # max global grad norm; None: no clipping
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    compile: bool = False
+    deterministic: bool = False
+    output_dir: str = "experiments"
+    progress: bool = True  # tqdm bar on rank 0
+    eval_every: int = 1
+    overwrite: bool = False  # start afresh over an existing run instead of refusing
+    find_unused_parameters: bool = False  # DDP
+
+
+@dataclass
+class EvalConfig:
+    protocol: Literal["clean", "peer"] = "clean"
+    val_fraction: float = 0.1  # clean: stratified, seeded hold-out of train that picks the checkpoint
+    split_seed: int = 0  # seeds the hold-out, independent of train.seed: all seeds share one split
+    vote: int = 1  # views averaged at the final test pass (1: no voting)
+
+
+@dataclass
+class Config:
+    task: str = "pretrain"  # a name in pointmap.engine.TASKS
+    task_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the task object
+    name: str = ""  # the config's name (file stem by default): experiments/<name>/<exp_name>/
+    exp_name: str = "default"
+    pretrained: Optional[str] = None  # weights to start from (--ckpt): a pointmap or Point-MAE checkpoint
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ops: Dict[str, str] = field(default_factory=dict)  # op -> backend, see pointmap.ops.set_backend
+    hooks: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **args}], see engine.hooks
+
+
+# ----------------------------------------------------------------------------- yaml + _base_
+
+def load_yaml(path: str, _seen: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read one yaml file with its ``_base_`` chain resolved and merged (bases relative to ``path``)."""
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise ConfigError(f"config {path}: _base_ cycle through {' -> '.join(_seen)}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from e
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config {path}: _base_ must be a path or a list of paths")
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        merged = deep_merge(merged, load_yaml(base_path, tuple(_seen) + (path,)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    """``update`` over ``base``: mappings merge recursively, any other value replaces. Inputs untouched."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``a.b=value`` strings (value parsed as yaml: ``1e-3``, ``[1, 2]``, ``null``, ``true``)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"bad override {item!r}: expected key.subkey=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part, {}), dict):
+                raise ConfigError(f"bad override {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is Union:
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return origin.__name__
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` (int -> float, '1e-3' -> float) or raise ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, arg, key)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in args:
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            return [_check(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): _check(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):  # yaml reads 1e-3 as a string
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(prefix, str(key), cls)}")
+        kwargs[key] = _check(value, hints[key], prefix + key)
+    return cls(**{k: v for k, v in kwargs.items() if k in names})
+
+
+def _all_keys(cls: type, prefix: str = "") -> List[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, prefix + f.name + ".")
+    return keys
+
+
+def _suggest(prefix: str, key: str, cls: type) -> str:
+    local = [f.name for f in dataclasses.fields(cls)]
+    match = difflib.get_close_matches(key, local, n=1, cutoff=0.5)
+    if match:
+        return f"; did you mean '{prefix}{match[0]}'?"
+    match = difflib.get_close_matches(prefix + key, _all_keys(Config), n=1, cutoff=0.6)
+    if match:
+        return f"; did you mean '{match[0]}'?"
+    return f"; valid keys here: {', '.join(prefix + n for n in local)}"
+
+
+def config_from_dict(data: Dict[str, Any]) -> Config:
+    """Validate a plain mapping (merged yaml) into a :class:`Config`."""
+    return _build(Config, data)
+
+
+def config_to_dict(cfg: Config) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
+    """Load ``path`` (with its ``_base_`` chain), apply ``a.b=value`` overrides, validate."""
+    data = apply_overrides(load_yaml(path), overrides)
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if not cfg.name:
+        cfg.name = os.path.splitext(os.path.basename(path))[0]
+    return cfg
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the merged, validated config as yaml (loadable again with :func:`load_config`)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
