@@ -1,0 +1,81 @@
+"""Run logging: the ``pointmap`` logger to the console and ``log.txt``, TensorBoard scalars, metrics.json.
+
+Only rank 0 writes files; other ranks log warnings and errors to the console.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, Optional
+
+__all__ = ["setup_logging", "RunWriter", "format_metrics"]
+
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup_logging(log_file: Optional[str] = None, main_process: bool = True) -> logging.Logger:
+    """Configure the ``pointmap`` logger once per run: INFO to stdout (and ``log_file``, appended) on the
+    main process, WARNING elsewhere. Handlers from an earlier run in the same process are replaced."""
+    logger = logging.getLogger("pointmap")
+    for h in list(logger.handlers):
+        if getattr(h, "_pointmap_run", False):
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    logger.propagate = False
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file and main_process:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        h._pointmap_run = True
+        logger.addHandler(h)
+    return logger
+
+
+def format_metrics(metrics: Dict[str, Any], prefix: str = "") -> str:
+    """``{"acc": 91.234, "loss": 0.00123}`` -> ``acc 91.23 loss 0.00123``."""
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            v = f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}"
+        parts.append(f"{prefix}{k} {v}")
+    return " ".join(parts)
+
+
+class RunWriter:
+    """TensorBoard scalars under ``<work_dir>/tb`` and ``<work_dir>/metrics.json``; a no-op off rank 0."""
+
+    def __init__(self, work_dir: str, enabled: bool = True):
+        self.work_dir = work_dir
+        self.enabled = enabled
+        self._tb = None  # opened on the first scalar, so a writer used only for json leaves no tb/
+
+    def scalars(self, values: Dict[str, float], step: int, prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+            self._tb = SummaryWriter(os.path.join(self.work_dir, "tb"))
+        for k, v in values.items():
+            if isinstance(v, (int, float)):
+                self._tb.add_scalar(f"{prefix}{k}", v, step)
+
+    def write_json(self, data: Dict[str, Any], name: str = "metrics.json") -> None:
+        if not self.enabled:
+            return
+        path = os.path.join(self.work_dir, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+            self._tb = None

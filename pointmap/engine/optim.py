@@ -1,0 +1,56 @@
+"""AdamW with no weight decay on biases, norms and tokens; timm's cosine schedule with warmup."""
+from __future__ import annotations
+
+from typing import Dict, List, Set
+
+import torch
+import torch.nn as nn
+from timm.scheduler import CosineLRScheduler
+
+from ..config import OptimConfig
+
+__all__ = ["param_groups", "build_optimizer", "build_scheduler"]
+
+
+def _no_decay_names(model: nn.Module) -> Set[str]:
+    """Names a model (or any submodule) lists in timm's ``no_weight_decay()`` convention."""
+    names: Set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            names.update(f"{prefix}.{n}" if prefix else n for n in fn())
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    """Two groups: decayed matrices/kernels, and undecayed 1-D parameters (biases, norm weights, A_log, D)
+    plus whatever the model names in ``no_weight_decay()`` (cls tokens, mask tokens)."""
+    skip = _no_decay_names(model)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                             eps=cfg.eps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """Cosine from ``lr`` to ``min_lr`` over all epochs, the first ``warmup_epochs`` replaced by a linear
+    ramp from ``warmup_lr`` (timm's ``warmup_prefix=False``, as the peers' recipes run it). Updated every
+    step (``scheduler.step_update(global_step)``) so short runs warm up smoothly too."""
+    steps = max(1, steps_per_epoch)
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, cfg.epochs * steps),
+        lr_min=cfg.min_lr,
+        warmup_t=cfg.warmup_epochs * steps,
+        warmup_lr_init=cfg.warmup_lr,
+        warmup_prefix=False,
+        cycle_limit=1,
+        t_in_epochs=False,
+    )

@@ -1,0 +1,233 @@
+"""Task objects: what differs between pretraining, classification, segmentation, few-shot.
+
+The :class:`~pointmap.engine.Trainer` owns the loop, optimizer, protocol, checkpoints and logs; a task
+supplies the data sets, the model, the loss of one training step and the metrics of evaluation. A new
+task is a subclass registered by name, switched on with ``task: <name>`` in a config::
+
+    @register_task("segmentation")
+    class SegmentationTask(Task):
+        monitor, monitor_mode = "ins_miou", "max"
+        def build_datasets(self): ...            # {"train": ..., "val": ..., "test": ...}
+        def build_model(self, datasets): ...
+        def train_step(self, model, batch): ...  # (loss, {"acc": ...})
+        def eval_step(self, model, batch, views=1): ...  # sums, e.g. {"iou_sum": ..., "count": ...}
+        def summarize(self, sums): ...           # {"ins_miou": ..., "cls_miou": ...}
+
+Evaluation works on *sums*: ``eval_step`` returns tensors that add up over batches and processes
+(counts, loss × batch size, a confusion matrix), ``summarize`` turns the totals into metrics. That makes
+DDP evaluation exact without padding.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..config import Config
+from .datasets import SplitView, dataset_labels, stratified_split
+from .metrics import classification_metrics, confusion_matrix
+
+__all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task", "build_task", "model_inputs"]
+
+logger = logging.getLogger(__name__)
+
+TASKS: Dict[str, Type["Task"]] = {}
+
+
+def register_task(name: str) -> Callable[[Type["Task"]], Type["Task"]]:
+    def wrap(cls: Type["Task"]) -> Type["Task"]:
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+    return wrap
+
+
+def build_task(cfg: Config) -> "Task":
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; registered tasks: {', '.join(sorted(TASKS))}")
+    try:
+        return TASKS[cfg.task](cfg, **cfg.task_args)
+    except TypeError as e:
+        raise ValueError(f"task {cfg.task!r}: bad task_args {cfg.task_args}: {e}") from None
+
+
+def model_inputs(batch: Dict[str, Any]) -> torch.Tensor:
+    """The model input of a batch: ``points`` (B, N, 3) for point clouds, ``image`` (B, C, H, W) for images."""
+    return batch["points"] if "points" in batch else batch["image"]
+
+
+def _transform(entries):
+    if not entries:
+        return None
+    from ..data import build_transforms
+
+    return build_transforms(entries)
+
+
+class Task:
+    """Base class. ``monitor`` (a key of :meth:`summarize`'s result, or of the train metrics when there is
+    no validation split) picks ``ckpt-best.pth``; ``monitor_mode`` says whether higher is better."""
+
+    name = "task"
+    monitor = "loss"
+    monitor_mode = "min"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    # data + model
+    def build_base(self, split: str) -> Dataset:
+        """The configured data set's ``split`` without transforms (views add them, see :class:`SplitView`)."""
+        from ..data import build_dataset
+
+        d = self.cfg.data
+        return build_dataset(d.name, d.root, split, **d.options)
+
+    def build_datasets(self) -> Dict[str, Dataset]:
+        raise NotImplementedError
+
+    def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
+        raise NotImplementedError
+
+    def load_pretrained(self, model: nn.Module, path: str):
+        """Load ``--ckpt`` weights (a pointmap or Point-MAE checkpoint) into ``model``; a shape mismatch
+        is a ValueError naming the first bad key."""
+        from ..models import load_checkpoint
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--ckpt {path}: file not found")
+        try:
+            report = load_checkpoint(model, path, source="auto")
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise ValueError(f"--ckpt {path}: not a readable checkpoint ({' '.join(str(e).split())[:200]})") from None
+        if report.unexpected_keys:
+            raise ValueError(f"--ckpt {path} does not fit {self.cfg.model.name}: checkpoint key "
+                             f"{report.unexpected_keys[0]!r} has no place in the model "
+                             f"({len(report.unexpected_keys)} such keys)")
+        core = [k for k in report.missing_keys if k.startswith("encoder.")]
+        if core:
+            raise ValueError(f"--ckpt {path} does not fit {self.cfg.model.name}: model key {core[0]!r} is not in "
+                             f"the checkpoint ({len(core)} encoder keys missing)")
+        return report
+
+    # steps
+    def train_step(self, model: nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Forward one batch in train mode: (scalar loss to backpropagate, extra scalars to log)."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, batch: Dict[str, Any], views: int = 1) -> Dict[str, torch.Tensor]:
+        """Forward one batch in eval mode (no grad): tensors that add up over batches and processes."""
+        raise NotImplementedError
+
+    def summarize(self, sums: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        raise NotImplementedError
+
+
+@register_task("pretrain")
+class PretrainTask(Task):
+    """Self-supervised pretraining (MAP / MAE / AR): the model's output carries its own ``.loss``.
+
+    No labels are used. With ``data.test_split`` set, that split's loss picks ckpt-best; otherwise the
+    epoch's mean train loss does."""
+
+    monitor, monitor_mode = "loss", "min"
+
+    def build_datasets(self) -> Dict[str, Dataset]:
+        d = self.cfg.data
+        out = {"train": SplitView(self.build_base(d.train_split), None, _transform(d.train_transforms))}
+        if d.test_split:
+            out["val"] = SplitView(self.build_base(d.test_split), None, _transform(d.test_transforms))
+        return out
+
+    def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
+        from ..models import create_pretrainer
+
+        m, o = self.cfg.model, self.cfg.objective
+        return create_pretrainer(m.name, objective=o.name, mask_ratio=o.mask_ratio, row_size=o.row_size,
+                                 decoder_order=o.decoder_order, loss=o.loss, decoder_depth=o.decoder_depth,
+                                 decoder_heads=o.decoder_heads, **o.args, **m.args)
+
+    def train_step(self, model, batch):
+        return model(model_inputs(batch)).loss, {}
+
+    def eval_step(self, model, batch, views=1):
+        x = model_inputs(batch)
+        loss = model(x).loss.float()
+        return {"loss_sum": loss * x.shape[0], "count": torch.tensor(x.shape[0])}
+
+    def summarize(self, sums):
+        return {"loss": (sums["loss_sum"] / sums["count"].clamp_min(1)).item()}
+
+
+@register_task("classification")
+class ClassificationTask(Task):
+    """Shape classification with cross-entropy (``label_smoothing`` via ``task_args``).
+
+    Splits follow ``eval.protocol``: ``clean`` holds a stratified, seeded ``eval.val_fraction`` of train
+    out as the validation split that picks the checkpoint; ``peer`` selects on the test set. Voting
+    (``views`` > 1) is one pass of N views, each with a random scale and translation, logits averaged."""
+
+    monitor, monitor_mode = "acc", "max"
+
+    def __init__(self, cfg: Config, label_smoothing: float = 0.0, vote_scale: Tuple[float, float] = (2 / 3, 1.5),
+                 vote_translate: float = 0.2):
+        super().__init__(cfg)
+        self.label_smoothing = float(label_smoothing)
+        self.vote_scale, self.vote_translate = tuple(vote_scale), float(vote_translate)
+        self.num_classes: Optional[int] = None
+
+    def build_datasets(self) -> Dict[str, Dataset]:
+        cfg, d = self.cfg, self.cfg.data
+        if not d.test_split:
+            raise ValueError("classification needs data.test_split")
+        train_tf, test_tf = _transform(d.train_transforms), _transform(d.test_transforms)
+        base_train, base_test = self.build_base(d.train_split), self.build_base(d.test_split)
+        self.num_classes = base_train.num_classes
+        test = SplitView(base_test, None, test_tf)
+        if cfg.eval.protocol == "peer":
+            return {"train": SplitView(base_train, None, train_tf), "val": test, "test": test}
+        keep, held = stratified_split(dataset_labels(base_train), cfg.eval.val_fraction, cfg.eval.split_seed)
+        logger.info("clean protocol: %d train / %d validation (held out of %s, seed %d) / %d test",
+                    len(keep), len(held), d.train_split, cfg.eval.split_seed, len(test))
+        return {"train": SplitView(base_train, keep, train_tf), "val": SplitView(base_train, held, test_tf),
+                "test": test}
+
+    def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
+        from ..models import create_model
+
+        num_classes = self.num_classes or datasets["train"].num_classes
+        return create_model(self.cfg.model.name, num_classes=num_classes, **self.cfg.model.args)
+
+    def train_step(self, model, batch):
+        logits = model(model_inputs(batch))
+        label = batch["label"].reshape(-1)
+        loss = F.cross_entropy(logits.float(), label, label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(-1) == label).float().mean() * 100.0
+        return loss, {"acc": acc.detach()}
+
+    def logits(self, model: nn.Module, batch: Dict[str, Any], views: int = 1) -> torch.Tensor:
+        x = model_inputs(batch)
+        if views <= 1:
+            return model(x).float()
+        from ..data.transforms import ScaleTranslate
+
+        aug = ScaleTranslate(*self.vote_scale, translate=self.vote_translate)
+        return torch.stack([model(aug(x)).float() for _ in range(views)]).mean(0)
+
+    def eval_step(self, model, batch, views=1):
+        logits = self.logits(model, batch, views)
+        label = batch["label"].reshape(-1)
+        loss = F.cross_entropy(logits, label, reduction="sum")
+        return {"loss_sum": loss, "count": torch.tensor(label.numel()),
+                "confusion": confusion_matrix(logits.argmax(-1), label, logits.shape[-1])}
+
+    def summarize(self, sums):
+        out = classification_metrics(sums["confusion"])
+        out["loss"] = (sums["loss_sum"] / sums["count"].clamp_min(1)).item()
+        return out
