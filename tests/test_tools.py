@@ -1,0 +1,150 @@
+"""The tools end to end on tiny models and data: demo pretrain -> finetune, ScanObjectNN on fixture h5
+files, and every bad input as a one-line error with exit code 2."""
+import os
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pointmap.config import load_config
+from pointmap.engine import Trainer, load_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
+CFGS = os.path.join(REPO, "cfgs")
+TINY_MODEL = "model.args={embed_dim: 16, layout: MT, num_heads: 2, num_group: 4, group_size: 8, drop_path_rate: 0.0}"
+TINY = [TINY_MODEL, "optim.epochs=1", "optim.warmup_epochs=0", "data.batch_size=8", "data.num_workers=0",
+        "train.progress=false"]
+TINY_PRETRAIN = TINY + ["objective.decoder_depth=1", "objective.decoder_heads=2",
+                        "data.options={size: 16, num_points: 64}"]
+TINY_FINETUNE = TINY + ["data.options={num_points: 64, samples_per_class: 2}"]
+
+
+def tool(name, *argv, monkeypatch, capsys):
+    """Run tools/<name>.py in this process; returns (exit code, last stdout line, stderr). Logs go to
+    stdout before the summary line; stderr holds the error line (and nothing of the logs)."""
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    monkeypatch.syspath_prepend(TOOLS)
+    code = 0
+    try:
+        runpy.run_path(os.path.join(TOOLS, name), run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out.strip().splitlines()[-1] if out.out.strip() else "", out.err
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny MAP pretraining run of the demo config (shared by the finetuning tests)."""
+    out = tmp_path_factory.mktemp("exp")
+    cfg = load_config(os.path.join(CFGS, "map_demo.yaml"), TINY_PRETRAIN + [f"train.output_dir={out}"])
+    res = Trainer(cfg, device="cpu").fit()
+    return os.path.join(res["work_dir"], "ckpt-last.pth")
+
+
+def test_pretrain_tool_writes_run_folder(tmp_path, monkeypatch, capsys):
+    code, out, err = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_demo.yaml"), "--exp-name", "t",
+                          "--device", "cpu", *TINY_PRETRAIN, f"train.output_dir={tmp_path}",
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    run = tmp_path / "map_demo" / "t"
+    assert {"config.yaml", "log.txt", "ckpt-last.pth", "ckpt-best.pth", "metrics.json", "tb"} <= set(os.listdir(run))
+    assert out.startswith("protocol clean | best epoch 1 (train loss") and str(run) in out
+
+
+def test_finetune_loads_pretrained_weights(pretrained, tmp_path):
+    cfg = load_config(os.path.join(CFGS, "finetune_demo.yaml"), TINY_FINETUNE + [f"train.output_dir={tmp_path}"])
+    cfg.pretrained = pretrained
+    trainer = Trainer(cfg, device="cpu")
+    trainer.setup()
+    src = load_file(pretrained)["model"]
+    model = trainer.module.state_dict()
+    enc = [k for k in src if k.startswith("encoder.")]
+    assert enc and all(torch.equal(model[k], src[k]) for k in enc)
+    fresh = Trainer(load_config(os.path.join(CFGS, "finetune_demo.yaml"), TINY_FINETUNE), device="cpu")
+    fresh.task.num_classes = 15
+    scratch = fresh.task.build_model({}).state_dict()
+    assert not torch.equal(scratch["encoder.pos_embed.0.weight"], src["encoder.pos_embed.0.weight"])
+
+
+def test_finetune_tool_reports_test_accuracy_with_protocol(pretrained, tmp_path, monkeypatch, capsys):
+    code, out, err = tool("finetune_modelnet.py", "--cfg", os.path.join(CFGS, "finetune_demo.yaml"),
+                          "--ckpt", pretrained, "--device", "cpu", *TINY_FINETUNE, f"train.output_dir={tmp_path}",
+                          "eval.vote=2", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("protocol clean | best epoch 1 (val acc") and "| test acc " in out and "test vote acc" in out
+
+
+def test_finetune_tool_seeds_mean_std(pretrained, tmp_path, monkeypatch, capsys):
+    code, out, err = tool("finetune_modelnet.py", "--cfg", os.path.join(CFGS, "finetune_demo.yaml"),
+                          "--device", "cpu", "--protocol", "peer", *TINY_FINETUNE, f"train.output_dir={tmp_path}",
+                          "--seeds", "0", "1", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("protocol peer | 2 seeds [0, 1] | test acc ") and " ± " in out
+    assert sorted(os.listdir(tmp_path / "finetune_demo" / "default")) == ["metrics.json", "seed0", "seed1"]
+
+
+def _scanobjectnn_fixture(root, n=30, points=128):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    for split in ("training", "test"):
+        path = root / "ScanObjectNN" / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f["data"] = rng.normal(size=(n, points, 3)).astype(np.float32)
+            f["label"] = (np.arange(n) % 15).astype(np.int64)
+
+
+def test_scanobjectnn_tool_end_to_end_on_fixture_data(pretrained, tmp_path, monkeypatch, capsys):
+    _scanobjectnn_fixture(tmp_path / "data")
+    code, out, err = tool("finetune_scanobjectnn.py", "--variant", "hardest", "--ckpt", pretrained, "--device", "cpu",
+                          *TINY, f"data.root={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'exp'}",
+                          "data.train_transforms=[{name: sample, num_points: 64}]",
+                          "data.test_transforms=[{name: sample, num_points: 64, method: first}]",
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert "| test acc " in out and os.path.isdir(tmp_path / "exp" / "finetune_scan_hardest" / "default")
+
+
+@pytest.mark.parametrize("case", ["missing_cfg", "unreadable_cfg", "unknown_key", "wrong_type", "bad_ckpt", "misfit_ckpt",
+                                  "incomplete_root", "nan_loss"])
+def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypatch, capsys):
+    name, cfg, extra = "finetune_modelnet.py", os.path.join(CFGS, "finetune_demo.yaml"), []
+    expect = {
+        "missing_cfg": "config file not found", "unreadable_cfg": "cannot read config",
+        "unknown_key": "did you mean 'optim.lr'", "wrong_type": "'data.batch_size' must be int",
+        "bad_ckpt": "'encoder.pos_embed.2.weight' has shape (16, 128) in the checkpoint but (24, 128)",
+        "misfit_ckpt": "does not fit hybridnet_s: checkpoint key 'encoder.blocks.0.", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
+    }[case]
+    if case == "missing_cfg":
+        cfg = str(tmp_path / "nope.yaml")
+    elif case == "unreadable_cfg":
+        cfg = str(tmp_path / "bad.yaml")
+        (tmp_path / "bad.yaml").write_text("optim: {lr: [\n")
+    elif case == "unknown_key":
+        extra = ["optim.lrr=1"]
+    elif case == "wrong_type":
+        extra = ["data.batch_size=big"]
+    elif case == "bad_ckpt":
+        extra = ["--ckpt", pretrained, "model.args.embed_dim=24"]
+    elif case == "misfit_ckpt":
+        extra = ["--ckpt", pretrained, "model.args.layout=TT"]
+    elif case == "incomplete_root":
+        name, cfg = "finetune_scanobjectnn.py", os.path.join(CFGS, "finetune_scan_objbg.yaml")
+        extra = [f"data.root={tmp_path}"]
+    elif case == "nan_loss":
+        name, cfg = "pretrain.py", os.path.join(CFGS, "map_demo.yaml")
+        extra = TINY_PRETRAIN + ["optim.lr=1e30", "optim.epochs=2"]
+    args = ["--cfg", cfg, "--device", "cpu", f"train.output_dir={tmp_path / 'exp'}"]
+    args += TINY_FINETUNE if name == "finetune_modelnet.py" else TINY
+    code, out, err = tool(name, *args, *extra, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and not out.startswith("protocol ")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and expect in errors[0], err
+    if case == "nan_loss":
+        ckpts = [f for f in os.listdir(tmp_path / "exp" / "map_demo" / "default") if f.endswith(".pth")]
+        assert "stopped before applying it" in err and (ckpts == [] or "ckpt-last.pth" in err)

@@ -1,0 +1,59 @@
+"""What the tools share: the common flags, loading the config, one-line errors, the final summary."""
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import pointmap  # noqa: F401
+except ImportError:  # a checkout used without `pip install -e .`
+    sys.path.insert(0, REPO)
+
+from pointmap.config import Config, load_config  # noqa: E402
+from pointmap.engine import format_results, shutdown  # noqa: E402
+from pointmap.engine.distributed import is_main_process  # noqa: E402
+
+
+def cfg_path(name: str) -> str:
+    return os.path.join(REPO, "cfgs", name)
+
+
+def build_parser(description: str, default_cfg: str, seeds: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--cfg", default=default_cfg,
+                   help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
+    p.add_argument("--exp-name", default=None, help="run folder: experiments/<cfg>/<exp-name>/ (default: default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth")
+    p.add_argument("--ckpt", default=None, help="pretrained weights: a pointmap checkpoint or a Point-MAE one")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--protocol", choices=["clean", "peer"], default=None,
+                   help="clean: a validation split picks the checkpoint (default); peer: select on test")
+    if seeds:
+        p.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="one run per seed, then mean ± std (put key=value overrides before this flag)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=5e-4")
+    return p
+
+
+def load(args: argparse.Namespace, extra_overrides=()) -> Config:
+    cfg = load_config(args.cfg, list(extra_overrides) + list(args.overrides))
+    if args.exp_name:
+        cfg.exp_name = args.exp_name
+    if args.ckpt:
+        cfg.pretrained = os.path.abspath(args.ckpt)
+    if args.protocol:
+        cfg.eval.protocol = args.protocol
+    return cfg
+
+
+def main(run) -> None:
+    """Call ``run()`` (which returns the results); print the summary line, or ``error: ...`` and exit 2."""
+    try:
+        results = run()
+        if is_main_process():
+            print(format_results(results))
+    except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        shutdown()
