@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from pointmap.config import config_from_dict, load_config
-from pointmap.engine import (ClassificationTask, Hook, NonFiniteLossError, PretrainTask, Trainer, load_file,
+from pointmap.engine import (ClassificationTask, Hook, build_hooks, NonFiniteLossError, PretrainTask, Trainer, load_file,
                              register_hook)
 from pointmap.engine.datasets import SplitView, stratified_split
 from pointmap.engine.optim import build_optimizer, build_scheduler
@@ -245,6 +245,7 @@ def test_hooks_from_config_run_at_epoch_end(tmp_path):
     cfg.hooks = [{"name": "test_epoch_marker", "folder": "vis"}]
     Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path), device="cpu").fit()
     assert sorted(os.listdir(tmp_path / "vis")) == ["epoch_001.txt", "epoch_002.txt"]
+    assert type(build_hooks([{"name": "vis", "every_n_epochs": 2}])[0]).__name__ == "VisHook"  # registers on demand
     cfg.hooks = [{"name": "nope"}]
     with pytest.raises(ValueError, match="unknown hook 'nope'"):
         Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "x"), device="cpu")

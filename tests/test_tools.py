@@ -55,6 +55,15 @@ def test_pretrain_tool_writes_run_folder(tmp_path, monkeypatch, capsys):
     assert out.startswith("protocol clean | best epoch 1 (train loss") and str(run) in out
 
 
+def test_image_demo_pretrains_on_digits(tmp_path, monkeypatch, capsys):
+    code, out, err = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_image_demo.yaml"), "--device", "cpu",
+                          "model.args={img_size: 16, patch_size: 4, in_chans: 1, embed_dim: 16, layout: MT, num_heads: 2}",
+                          "data.options={size: 16}", "objective.decoder_heads=2", "optim.epochs=1", "data.batch_size=128",
+                          "train.progress=false", f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("protocol clean | best epoch 1 (val loss")
+
+
 def test_finetune_loads_pretrained_weights(pretrained, tmp_path):
     cfg = load_config(os.path.join(CFGS, "finetune_demo.yaml"), TINY_FINETUNE + [f"train.output_dir={tmp_path}"])
     cfg.pretrained = pretrained

@@ -17,9 +17,12 @@ that write files). Register a hook by name to switch it on from a config::
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, List, Type
 
 __all__ = ["Hook", "HOOKS", "register_hook", "build_hooks"]
+
+logger = logging.getLogger(__name__)
 
 
 class Hook:
@@ -51,12 +54,29 @@ def register_hook(name: str) -> Callable[[Type[Hook]], Type[Hook]]:
     return wrap
 
 
+# Modules above the engine whose hooks register themselves on import (vis -> "vis"); imported only when
+# a config names a hook that is not registered yet, so the engine does not depend on them.
+_BUILTIN_HOOK_MODULES = ("pointmap.vis.hook",)
+
+
+def _register_builtin_hooks() -> None:
+    import importlib
+
+    for module in _BUILTIN_HOOK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            logger.debug("hooks of %s unavailable: %s", module, e)
+
+
 def build_hooks(specs: List[Dict[str, Any]]) -> List[Hook]:
     """``[{name: vis, every: 10}]`` -> hook instances (unknown names are an error naming the known ones)."""
     hooks = []
     for spec in specs:
         spec = dict(spec)
         name = spec.pop("name", None)
+        if name not in HOOKS:
+            _register_builtin_hooks()
         if name not in HOOKS:
             raise ValueError(f"unknown hook {name!r} in config 'hooks'; registered: {sorted(HOOKS) or 'none'}")
         hooks.append(HOOKS[name](**spec))

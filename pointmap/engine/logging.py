@@ -54,16 +54,25 @@ class RunWriter:
         self.enabled = enabled
         self._tb = None  # opened on the first scalar, so a writer used only for json leaves no tb/
 
-    def scalars(self, values: Dict[str, float], step: int, prefix: str = "") -> None:
-        if not self.enabled:
-            return
+    def _writer(self):
         if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
             self._tb = SummaryWriter(os.path.join(self.work_dir, "tb"))
+        return self._tb
+
+    def scalars(self, values: Dict[str, float], step: int, prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        tb = self._writer()
         for k, v in values.items():
             if isinstance(v, (int, float)):
-                self._tb.add_scalar(f"{prefix}{k}", v, step)
+                tb.add_scalar(f"{prefix}{k}", v, step)
+
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """An (H, W, 3) uint8 image (a hook's picture) under ``tag``."""
+        if self.enabled:
+            self._writer().add_image(tag, image, step, dataformats="HWC")
 
     def write_json(self, data: Dict[str, Any], name: str = "metrics.json") -> None:
         if not self.enabled:

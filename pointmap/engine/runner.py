@@ -47,8 +47,9 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
     for seed in seeds:
         c = copy.deepcopy(cfg)
         c.train.seed = int(seed)
-        runs.append(run(c, device=device, resume=resume, work_dir=os.path.join(base, f"seed{seed}"),
-                        hooks=hooks, **kwargs))
+        work_dir = os.path.join(base, f"seed{seed}")
+        started = os.path.isfile(os.path.join(work_dir, "ckpt-last.pth"))  # --resume continues the seeds begun
+        runs.append(run(c, device=device, resume=resume and started, work_dir=work_dir, hooks=hooks, **kwargs))
     results: Dict[str, Any] = {"protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name,
                                "exp_name": cfg.exp_name, "work_dir": os.path.abspath(base), "seeds": list(seeds),
                                "runs": [os.path.join(base, f"seed{s}") for s in seeds]}
