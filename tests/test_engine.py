@@ -249,3 +249,23 @@ def test_hooks_from_config_run_at_epoch_end(tmp_path):
     cfg.hooks = [{"name": "nope"}]
     with pytest.raises(ValueError, match="unknown hook 'nope'"):
         Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "x"), device="cpu")
+
+
+PEER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "shared", "peers", "point_mae_state_dicts.json")
+
+
+@pytest.mark.skipif(not os.path.isfile(PEER_JSON), reason="needs shared/peers/point_mae_state_dicts.json")
+def test_point_mae_pretraining_checkpoint_loads_into_pointmae_classifier(tmp_path):
+    shapes = json.loads(open(PEER_JSON).read())["point_mae_pretrain"]
+    g = torch.Generator().manual_seed(0)
+    state = {f"module.{k}": torch.randn(v, generator=g) for k, v in shapes.items()}
+    torch.save({"base_model": state, "epoch": 300}, tmp_path / "pointmae.pth")
+    cfg = tiny_cfg("classification", model={"name": "pointmae"})
+    task = ClassificationTask(cfg)
+    task.num_classes = 15
+    model = task.build_model({})
+    report = task.load_pretrained(model, str(tmp_path / "pointmae.pth"))
+    assert report.unexpected_keys == [] and not any(k.startswith("encoder.") for k in report.missing_keys)
+    assert torch.equal(model.state_dict()["encoder.blocks.0.mixer.qkv.weight"],
+                       state["module.MAE_encoder.blocks.blocks.0.attn.qkv.weight"])

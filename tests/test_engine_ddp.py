@@ -1,5 +1,6 @@
 """`torchrun --nproc_per_node=2 tools/pretrain.py ...` on CPU (gloo): both ranks end with the same weights,
-rank 0 alone writes the run folder."""
+rank 0 alone writes the run folder; then the finetuning tool under torchrun scores every test sample once."""
+import json
 import os
 import socket
 import subprocess
@@ -26,8 +27,9 @@ SCRIPT = textwrap.dedent("""
             torch.save(trainer.module.state_dict(), os.path.join(self.folder, "rank%d.pt" % trainer.rank))
 
     sys.path.insert(0, os.path.join({repo!r}, "tools"))
-    sys.argv = ["pretrain.py"] + sys.argv[1:]
-    runpy.run_path(os.path.join({repo!r}, "tools", "pretrain.py"), run_name="__main__")
+    tool = sys.argv[1]
+    sys.argv = [tool] + sys.argv[2:]
+    runpy.run_path(os.path.join({repo!r}, "tools", tool), run_name="__main__")
 """)
 
 
@@ -37,22 +39,27 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_torchrun_two_cpu_ranks_end_identical(tmp_path):
+TINY_MODEL = "model.args={embed_dim: 16, layout: MT, num_heads: 2, num_group: 4, group_size: 8}"
+COMMON = ["--device", "cpu", TINY_MODEL, "data.batch_size=8", "optim.epochs=1", "optim.warmup_epochs=0",
+          "train.progress=false"]
+
+
+def _torchrun(tmp_path, tool, *args):
     script = tmp_path / "launch.py"
     script.write_text(SCRIPT.format(repo=REPO))
-    out = tmp_path / "exp"
-    args = [
-        "--cfg", os.path.join(REPO, "cfgs", "map_demo.yaml"), "--device", "cpu",
-        "model.args={embed_dim: 16, layout: MT, num_heads: 2, num_group: 4, group_size: 8}",
-        "objective.decoder_depth=1", "objective.decoder_heads=2", "data.options={size: 32, num_points: 64}",
-        "data.batch_size=8", "optim.epochs=1", "optim.warmup_epochs=0", "train.progress=false",
-        f"train.output_dir={out}", f"hooks=[{{name: dump_rank_weights, folder: {tmp_path}}}]",
-    ]
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", str(script), *args]
+           f"--master_port={_free_port()}", str(script), tool, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_two_cpu_ranks_end_identical(tmp_path):
+    out = tmp_path / "exp"
+    proc = _torchrun(tmp_path, "pretrain.py", "--cfg", os.path.join(REPO, "cfgs", "map_demo.yaml"), *COMMON,
+                     "objective.decoder_depth=1", "objective.decoder_heads=2", "data.options={size: 32, num_points: 64}",
+                     f"train.output_dir={out}", f"hooks=[{{name: dump_rank_weights, folder: {tmp_path}}}]")
     w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     run = out / "map_demo" / "default"
@@ -60,3 +67,10 @@ def test_torchrun_two_cpu_ranks_end_identical(tmp_path):
     assert ckpt["meta"]["world_size"] == 2 and ckpt["global_step"] == 4  # 32 samples / 2 ranks / (batch 8 / 2 ranks)
     assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
     assert len(ckpt["rng"]) == 2 and proc.stdout.count("protocol clean | best epoch 1") == 1
+
+    proc = _torchrun(tmp_path, "finetune_modelnet.py", "--cfg", os.path.join(REPO, "cfgs", "finetune_demo.yaml"),
+                     *COMMON, "--ckpt", str(run / "ckpt-last.pth"), "data.options={num_points: 64, samples_per_class: 2}",
+                     f"train.output_dir={out}", "eval.vote=2")
+    results = json.loads((out / "finetune_demo" / "default" / "metrics.json").read_text())
+    assert results["test"]["count"] == 30 and results["test_vote"]["count"] == 30  # 15 classes x 2, none twice
+    assert results["history"][0]["val"]["count"] == 15 and proc.stdout.count("| test acc ") == 1

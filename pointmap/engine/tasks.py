@@ -230,4 +230,5 @@ class ClassificationTask(Task):
     def summarize(self, sums):
         out = classification_metrics(sums["confusion"])
         out["loss"] = (sums["loss_sum"] / sums["count"].clamp_min(1)).item()
+        out["count"] = int(sums["count"])  # samples scored: every one exactly once, under DDP too
         return out
