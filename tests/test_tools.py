@@ -53,6 +53,12 @@ def test_pretrain_tool_writes_run_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "map_demo" / "t"
     assert {"config.yaml", "log.txt", "ckpt-last.pth", "ckpt-best.pth", "metrics.json", "tb"} <= set(os.listdir(run))
     assert out.startswith("protocol clean | best epoch 1 (train loss") and str(run) in out
+    again = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_demo.yaml"), "--exp-name", "t", "--device", "cpu",
+                 *TINY_PRETRAIN, f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
+    assert again[0] == 2 and "already holds a run: pass --resume" in again[2]
+    resumed = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_demo.yaml"), "--exp-name", "t", "--device", "cpu",
+                   "--resume", *TINY_PRETRAIN, f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
+    assert resumed[0] == 0 and resumed[1] == out  # a finished run resumes to the same summary
 
 
 def test_image_demo_pretrains_on_digits(tmp_path, monkeypatch, capsys):
@@ -120,7 +126,7 @@ def test_scanobjectnn_tool_end_to_end_on_fixture_data(pretrained, tmp_path, monk
 
 
 @pytest.mark.parametrize("case", ["missing_cfg", "unreadable_cfg", "unknown_key", "wrong_type", "bad_ckpt", "misfit_ckpt",
-                                  "incomplete_root", "nan_loss"])
+                                  "incomplete_root", "nan_loss", "resume_missing"])
 def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypatch, capsys):
     name, cfg, extra = "finetune_modelnet.py", os.path.join(CFGS, "finetune_demo.yaml"), []
     expect = {
@@ -128,6 +134,7 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         "unknown_key": "did you mean 'optim.lr'", "wrong_type": "'data.batch_size' must be int",
         "bad_ckpt": "'encoder.pos_embed.2.weight' has shape (16, 128) in the checkpoint but (24, 128)",
         "misfit_ckpt": "does not fit hybridnet_s: checkpoint key 'encoder.blocks.0.", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
+        "resume_missing": "nothing to resume",
     }[case]
     if case == "missing_cfg":
         cfg = str(tmp_path / "nope.yaml")
@@ -145,6 +152,8 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
     elif case == "incomplete_root":
         name, cfg = "finetune_scanobjectnn.py", os.path.join(CFGS, "finetune_scan_objbg.yaml")
         extra = [f"data.root={tmp_path}"]
+    elif case == "resume_missing":
+        extra = ["--resume"]
     elif case == "nan_loss":
         name, cfg = "pretrain.py", os.path.join(CFGS, "map_demo.yaml")
         extra = TINY_PRETRAIN + ["optim.lr=1e30", "optim.epochs=2"]

@@ -2,7 +2,7 @@
 
     python tools/pretrain.py --cfg cfgs/map_demo.yaml                 # CPU demo, a few minutes
     torchrun --nproc_per_node=8 tools/pretrain.py --cfg cfgs/map_shapenet.yaml
-    python tools/pretrain.py --cfg cfgs/map_shapenet.yaml --resume optim.epochs=400
+    python tools/pretrain.py --cfg cfgs/map_shapenet.yaml --resume       # after an interruption
 """
 from _common import build_parser, cfg_path, load, main
 
