@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-__all__ = ["setup_logging", "RunWriter", "format_metrics"]
+__all__ = ["setup_logging", "close_log_file", "RunWriter", "format_metrics"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -25,7 +25,7 @@ def setup_logging(log_file: Optional[str] = None, main_process: bool = True) -> 
             h.close()
     logger.setLevel(logging.INFO if main_process else logging.WARNING)
     logger.propagate = False
-    handlers = [logging.StreamHandler(sys.stdout)]
+    handlers = [_StdoutHandler()]
     if log_file and main_process:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
@@ -34,6 +34,31 @@ def setup_logging(log_file: Optional[str] = None, main_process: bool = True) -> 
         h._pointmap_run = True
         logger.addHandler(h)
     return logger
+
+
+def close_log_file() -> None:
+    """Detach the run's ``log.txt`` from the ``pointmap`` logger (end of a run); the console stays."""
+    logger = logging.getLogger("pointmap")
+    for h in list(logger.handlers):
+        if getattr(h, "_pointmap_run", False) and isinstance(h, logging.FileHandler):
+            logger.removeHandler(h)
+            h.close()
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of the record (not the one at setup), so a
+    redirected or captured stdout that has since closed is never written to."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def format_metrics(metrics: Dict[str, Any], prefix: str = "") -> str:

@@ -27,7 +27,7 @@ from . import distributed as du
 from .checkpoint import atomic_save, get_rng_state, load_file, set_rng_state, unwrap_model
 from .datasets import to_device
 from .hooks import Hook, build_hooks
-from .logging import RunWriter, format_metrics, setup_logging
+from .logging import RunWriter, close_log_file, format_metrics, setup_logging
 from .optim import build_optimizer, build_scheduler
 from .tasks import Task, build_task
 
@@ -181,6 +181,7 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            close_log_file()
 
     def _run_epoch(self) -> None:
         cfg, epoch = self.cfg, self.epoch
