@@ -123,6 +123,9 @@ class MAPPretrainer(nn.Module):
         row_size: the row length for ``map``.
         decoder_order: ``inplace`` keeps every token at its sequence position; ``concat`` reproduces
             the released code's [visible; masked] decoder sequence.
+        decoder_row_order: ``aligned`` (default) cuts the decoder sequence into rows in the encoder's scan
+            order; ``shuffled`` (an ablation) feeds the decoder its sequence in a random permutation per
+            sample, so rows no longer follow the scan; outputs are put back in sequence order.
         loss: ``cdl2`` / ``cdl1`` (Chamfer L2 / L1, points) or ``mse`` (images); None picks by modality.
         decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate: decoder settings.
     """
@@ -130,13 +133,15 @@ class MAPPretrainer(nn.Module):
     def __init__(self, encoder: nn.Module, mask_ratio: float = 0.5, objective: str = "map",
                  row_size: Optional[int] = None, decoder_order: str = "inplace", loss: Optional[str] = None,
                  decoder_depth: int = 4, decoder_heads: int = 6, decoder_mlp_ratio: float = 4.0,
-                 decoder_drop_path_rate: float = 0.1):
+                 decoder_drop_path_rate: float = 0.1, decoder_row_order: str = "aligned"):
         super().__init__()
         if not hasattr(encoder, "tokenize"):
             raise TypeError(f"create_pretrainer needs an encoder (create_model(name) with num_classes=None), "
                             f"got {type(encoder).__name__}")
         if decoder_order not in ("inplace", "concat"):
             raise ValueError(f"decoder_order must be 'inplace' or 'concat'; got {decoder_order!r}")
+        if decoder_row_order not in ("aligned", "shuffled"):
+            raise ValueError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {decoder_row_order!r}")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
         modality = encoder.modality
@@ -149,6 +154,7 @@ class MAPPretrainer(nn.Module):
         self.mask_ratio = mask_ratio
         self.objective = objective
         self.decoder_order = decoder_order
+        self.decoder_row_order = decoder_row_order
         self.loss_name = loss
         self.row_size = resolve_row_size(objective, row_size, g, encoder.natural_row_size(), decoder_order)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -163,6 +169,17 @@ class MAPPretrainer(nn.Module):
         """(G, G) bool attention mask of the decoder (None for ``mae``)."""
         return row_attention_mask(self.encoder.num_tokens, self.row_size, device)
 
+    def _decode(self, x: torch.Tensor, pos: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The decoder over x, pos (B, L, C) -> (B, L, C); ``shuffled`` runs it on a random permutation of
+        the sequence (one per sample) and returns the outputs in the original order."""
+        attn_mask = self.decoder_mask(x.device)  # the decoder sequence has G tokens in either order
+        if self.decoder_row_order == "aligned":
+            return self.decoder(x, pos, attn_mask)
+        perm = torch.rand(x.shape[:2], generator=generator, device=x.device).argsort(dim=1)
+        idx = perm.unsqueeze(-1).expand_as(x)
+        out = self.decoder(x.gather(1, idx), pos.gather(1, idx), attn_mask)
+        return torch.empty_like(out).scatter_(1, idx, out)
+
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "mse":
             return (pred.float() - target.float()).pow(2).mean()
@@ -172,7 +189,8 @@ class MAPPretrainer(nn.Module):
     def forward(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PretrainOutput:
         """inputs: points (B, N, 3) or images (B, C, H, W) → :class:`PretrainOutput`.
 
-        generator: draws the mask (on the inputs' device); None uses the global RNG.
+        generator: draws the mask (and the ``shuffled`` permutation) on the inputs' device; None uses
+            the global RNG.
         """
         enc = self.encoder
         pt = enc.tokenize(inputs)
@@ -186,11 +204,11 @@ class MAPPretrainer(nn.Module):
         if self.decoder_order == "inplace":
             x = self.mask_token.to(feats.dtype).expand(b, g, c).clone()
             x[~mask] = feats.reshape(-1, c)
-            out = self.decoder(x, dec_pos, self.decoder_mask(inputs.device))[mask].reshape(b, m, c)
+            out = self._decode(x, dec_pos, generator)[mask].reshape(b, m, c)
         else:
             x = torch.cat([feats, self.mask_token.to(feats.dtype).expand(b, m, c)], dim=1)
             pos = torch.cat([dec_pos[~mask].reshape(b, v, c), dec_pos[mask].reshape(b, m, c)], dim=1)
-            out = self.decoder(x, pos, self.decoder_mask(inputs.device))[:, v:]
+            out = self._decode(x, pos, generator)[:, v:]
         pred = self.predictor(out)                                          # (B, M, T)
         target = pt.target[mask].reshape(b, m, -1)
         loss = self._loss(pred, target)
@@ -209,7 +227,7 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
                       mask_ratio: float = 0.5, row_size: Optional[int] = None, decoder_order: str = "inplace",
                       loss: Optional[str] = None, decoder_depth: int = 4, decoder_heads: int = 6,
                       decoder_mlp_ratio: float = 4.0, decoder_drop_path_rate: float = 0.1,
-                      **encoder_overrides) -> MAPPretrainer:
+                      decoder_row_order: str = "aligned", **encoder_overrides) -> MAPPretrainer:
     """Builds a :class:`MAPPretrainer`; ``encoder`` is a preset name (built with ``encoder_overrides``)
     or an encoder module."""
     if isinstance(encoder, str):
@@ -219,4 +237,4 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
     return MAPPretrainer(encoder, mask_ratio=mask_ratio, objective=objective, row_size=row_size,
                          decoder_order=decoder_order, loss=loss, decoder_depth=decoder_depth,
                          decoder_heads=decoder_heads, decoder_mlp_ratio=decoder_mlp_ratio,
-                         decoder_drop_path_rate=decoder_drop_path_rate)
+                         decoder_drop_path_rate=decoder_drop_path_rate, decoder_row_order=decoder_row_order)
