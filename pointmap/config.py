@@ -90,6 +90,8 @@ class TrainConfig:
     eval_every: int = 1
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
+    probe: Optional[Literal["linear", "svm"]] = None  # classification with the encoder frozen: a linear layer
+    # trained on its pooled features, or a linear SVM fitted on them (see pointmap.engine.probe)
 
 
 @dataclass

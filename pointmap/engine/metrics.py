@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 
-__all__ = ["confusion_matrix", "classification_metrics", "mean_std", "summarize_seeds"]
+__all__ = ["confusion_matrix", "classification_metrics", "mean_std", "summarize_seeds", "part_mask",
+           "restricted_argmax", "part_iou_sums", "part_seg_metrics"]
 
 
 def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -42,3 +43,54 @@ def summarize_seeds(results: List[Dict[str, float]]) -> Dict[str, Dict[str, floa
         values = [float(r[k]) for r in results]
         out[k] = {**mean_std(values), "values": values}
     return out
+
+
+# ----------------------------------------------------------------------------- part segmentation
+
+def part_mask(seg_classes: Mapping[str, Sequence[int]], categories: Sequence[str], num_parts: int) -> torch.Tensor:
+    """(len(categories), num_parts) bool: which global part ids belong to each category, in label order."""
+    mask = torch.zeros(len(categories), num_parts, dtype=torch.bool)
+    for i, cat in enumerate(categories):
+        if cat not in seg_classes:
+            raise ValueError(f"category {cat!r} has no part table; known: {', '.join(seg_classes)}")
+        mask[i, list(seg_classes[cat])] = True
+    return mask
+
+
+def restricted_argmax(logits: torch.Tensor, category: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """logits (B, N, P), category (B,) long, mask (K, P) bool -> (B, N) long: the best part among the
+    parts of each shape's known category (the evaluation of every ShapeNetPart paper)."""
+    allowed = mask.to(logits.device)[category.reshape(-1)].unsqueeze(1)
+    return logits.masked_fill(~allowed, float("-inf")).argmax(-1)
+
+
+def part_iou_sums(pred: torch.Tensor, seg: torch.Tensor, category: torch.Tensor,
+                  mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Per-category sums of shape IoUs, so batches and processes add up.
+
+    pred, seg: (B, N) long part ids; category: (B,) long; mask: (K, P) bool from :func:`part_mask`.
+    A shape's IoU is the mean, over the parts of its category, of |pred ∩ seg| / |pred ∪ seg|, where a
+    part absent from both counts 1. Returns ``iou_sum`` (K,) float64 and ``shapes`` (K,) long.
+    """
+    k, p = mask.shape
+    mask = mask.to(pred.device)
+    category = category.reshape(-1).long()
+    pred_1h = torch.nn.functional.one_hot(pred.long(), p).bool()
+    seg_1h = torch.nn.functional.one_hot(seg.long(), p).bool()
+    inter = (pred_1h & seg_1h).sum(1).double()  # (B, P)
+    union = (pred_1h | seg_1h).sum(1).double()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    parts = mask[category]  # (B, P)
+    shape_iou = (iou * parts).sum(1) / parts.sum(1).clamp_min(1)
+    iou_sum = torch.zeros(k, dtype=torch.float64, device=pred.device).index_add_(0, category, shape_iou)
+    return {"iou_sum": iou_sum, "shapes": torch.bincount(category, minlength=k)}
+
+
+def part_seg_metrics(iou_sum: torch.Tensor, shapes: torch.Tensor) -> Dict[str, float]:
+    """Class mIoU ``cls_miou`` (mean over the categories present of their mean shape IoU) and instance
+    mIoU ``ins_miou`` (mean over all shapes), in percent."""
+    iou_sum, shapes = iou_sum.double(), shapes.double()
+    present = shapes > 0
+    cls = (iou_sum[present] / shapes[present]).mean().item() if present.any() else 0.0
+    ins = (iou_sum.sum() / shapes.sum()).item() if present.any() else 0.0
+    return {"cls_miou": 100.0 * cls, "ins_miou": 100.0 * ins}

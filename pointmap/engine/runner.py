@@ -23,7 +23,12 @@ logger = logging.getLogger(__name__)
 
 def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resume: bool = False,
         work_dir: Optional[str] = None, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
-    """``Trainer(cfg, ...).fit()``: train, select, test; returns what metrics.json holds."""
+    """``Trainer(cfg, ...).fit()``: train, select, test; returns what metrics.json holds.
+    ``train.probe: svm`` fits a linear SVM on frozen features instead (:func:`~pointmap.engine.probe.run_svm_probe`)."""
+    if cfg.train.probe == "svm":
+        from .probe import run_svm_probe
+
+        return run_svm_probe(cfg, task, device=device, work_dir=work_dir)
     return Trainer(cfg, task, device=device, resume=resume, work_dir=work_dir, hooks=hooks).fit()
 
 
@@ -63,20 +68,27 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
 
 
 def _mean_std_line(stats: Dict[str, Dict[str, float]]) -> str:
-    return " ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in stats.items() if k != "views")
+    return " ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in stats.items() if k not in ("views", "count"))
 
 
 def format_results(results: Dict[str, Any]) -> str:
     """One line a tool prints at the end: the protocol, the test metrics (or the pretraining loss), the folder."""
     parts = [f"protocol {results['protocol']}"]
-    if "seeds" in results:
-        parts.append(f"{len(results['seeds'])} seeds {results['seeds']}")
+    if results.get("probe"):
+        parts.append(f"{results['probe']} probe")
+    if "seeds" in results or "folds" in results:
+        if "folds" in results:
+            parts.append(f"{results['way']}-way {results['shot']}-shot, {len(results['folds'])} folds "
+                         f"{_span(results['folds'])}")
+        else:
+            parts.append(f"{len(results['seeds'])} seeds {results['seeds']}")
         for key in ("test", "test_vote"):
             if key in results:
                 parts.append(f"{key.replace('_', ' ')} {_mean_std_line(results[key])}")
     else:
         best = results.get("best", {})
-        parts.append(f"best epoch {best.get('epoch')} ({results['selection']['split']} "
+        chosen = f"C {best['C']:g}" if "C" in best else f"best epoch {best.get('epoch')}"
+        parts.append(f"{chosen} ({results['selection']['split']} "
                      f"{results['selection']['metric']} {_num(best.get('value'))})")
         if "test" in results:
             parts.append(f"test {format_metrics(results['test'])}")
@@ -84,6 +96,12 @@ def format_results(results: Dict[str, Any]) -> str:
             parts.append(f"test vote {format_metrics(results['test_vote'])}")
     parts.append(results["work_dir"])
     return " | ".join(parts)
+
+
+def _span(values: List[int]) -> str:
+    """[0, 1, 2, 3] -> "0-3"; anything else as a list."""
+    contiguous = values == list(range(values[0], values[0] + len(values)))
+    return f"{values[0]}-{values[-1]}" if contiguous and len(values) > 2 else str(values)
 
 
 def _num(v: Any) -> str:

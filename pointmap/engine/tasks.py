@@ -202,6 +202,10 @@ class ClassificationTask(Task):
         from ..models import create_model
 
         num_classes = self.num_classes or datasets["train"].num_classes
+        if self.cfg.train.probe:  # frozen encoder, a linear layer on its pooled features
+            from .probe import LinearProbe
+
+            return LinearProbe(create_model(self.cfg.model.name, **self.cfg.model.args), num_classes)
         return create_model(self.cfg.model.name, num_classes=num_classes, **self.cfg.model.args)
 
     def train_step(self, model, batch):

@@ -309,7 +309,8 @@ class Trainer:
                 "epochs_done": len(self.history), "selection": {
                     "split": self._split_label(self.select_split) if self.select_split else "train",
                     "metric": self.task.monitor, "mode": self.task.monitor_mode},
-                "best": self.best, "history": self.history}
+                "best": self.best, "history": self.history,
+                **({"probe": self.cfg.train.probe} if self.cfg.train.probe else {})}
 
     def _load_best_weights(self) -> None:
         """Rank 0 reads ckpt-best.pth and hands the weights to every rank (no shared disk needed)."""
