@@ -18,7 +18,7 @@ def cfg_path(name: str) -> str:
     return os.path.join(REPO, "cfgs", name)
 
 
-def build_parser(description: str, default_cfg: str, seeds: bool = True) -> argparse.ArgumentParser:
+def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", default=default_cfg,
                    help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
@@ -28,6 +28,10 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True) -> argp
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--protocol", choices=["clean", "peer"], default=None,
                    help="clean: a validation split picks the checkpoint (default); peer: select on test")
+    if probe:
+        p.add_argument("--linear-probe", nargs="?", const="linear", choices=["linear", "svm"], default=None,
+                       help="freeze the encoder: train a linear layer on its pooled features (linear, the default) "
+                            "or fit a linear SVM on them (svm); runs go to <exp-name> <mode>_probe by default")
     if seeds:
         p.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="one run per seed, then mean ± std (put key=value overrides before this flag)")
@@ -37,6 +41,10 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True) -> argp
 
 def load(args: argparse.Namespace, extra_overrides=()) -> Config:
     cfg = load_config(args.cfg, list(extra_overrides) + list(args.overrides))
+    probe = getattr(args, "linear_probe", None)
+    if probe:
+        cfg.train.probe = probe
+        cfg.exp_name = f"{probe}_probe"  # beside the finetuning run, not over it
     if args.exp_name:
         cfg.exp_name = args.exp_name
     if args.ckpt:

@@ -1,0 +1,24 @@
+"""Part segmentation finetuning on ShapeNetPart (or, with the demo config, on synthetic part-labelled shapes).
+
+    python tools/finetune_partseg.py --cfg cfgs/partseg_demo.yaml --ckpt experiments/map_demo/default/ckpt-last.pth
+    python tools/finetune_partseg.py --cfg cfgs/partseg_shapenetpart.yaml --ckpt <pretrained.pth> --protocol peer
+
+Reports class mIoU (mean over categories of the per-category mean shape IoU) and instance mIoU (mean
+over shapes), predictions restricted to the parts of each shape's known category.
+"""
+from _common import build_parser, cfg_path, load, main
+
+from pointmap.engine import run_finetune
+
+
+def _run():
+    parser = build_parser(__doc__.splitlines()[0], cfg_path("partseg_demo.yaml"), probe=False)
+    args = parser.parse_intermixed_args()
+    cfg = load(args)
+    if cfg.task != "partseg":
+        raise ValueError(f"{args.cfg}: task is {cfg.task!r}; finetune_partseg.py needs task: partseg")
+    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main(_run)
