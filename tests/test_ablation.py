@@ -1,0 +1,116 @@
+"""The ablation tool on a tiny model and a few clouds: table (mean ± std), chart, results.json, skipping
+what is done on a rerun, and bad input as a one-line error."""
+import json
+import os
+import runpy
+import sys
+
+import pytest
+import yaml
+
+from pointmap.engine.ablation import (expand_variants, load_ablation_config, parse_variant, run_ablation,
+                                      variant_configs)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFGS = os.path.join(REPO, "cfgs")
+TINY = {
+    "pretrain_cfg": os.path.join(CFGS, "map_demo.yaml"),
+    "finetune_cfg": os.path.join(CFGS, "finetune_demo.yaml"),
+    "common": {"model": {"args": {"embed_dim": 16, "layout": "MT", "num_heads": 2, "num_group": 4, "group_size": 8}},
+               "optim": {"epochs": 1, "warmup_epochs": 0}, "data": {"batch_size": 8}, "train": {"progress": False}},
+    "pretrain": {"objective": {"decoder_heads": 2}, "data": {"options": {"size": 16, "num_points": 64}}},
+    "finetune": {"data": {"options": {"num_points": 64, "samples_per_class": 2}}},
+    "probe": "svm",
+    "variants": ["map", "scratch"],
+    "seeds": [0, 1],
+}
+
+
+def write_cfg(tmp_path, **changes):
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "exp"), **changes}))
+    return str(path)
+
+
+def test_tiny_ablation_table_chart_results_and_resume(tmp_path):
+    acfg = load_ablation_config(write_cfg(tmp_path))
+    res = run_ablation(acfg, device="cpu")
+    root = tmp_path / "exp" / "abl" / "default"
+    assert {"results.json", "table.md", "chart.png", "log.txt"} <= set(os.listdir(root))
+    assert (root / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((root / "results.json").read_text())
+    assert [v["name"] for v in saved["variants"]] == ["map", "scratch"] and saved["seeds"] == [0, 1]
+    m, s = saved["variants"]
+    assert len(m["finetune_acc"]["values"]) == 2 and len(m["probe_acc"]["values"]) == 2
+    assert m["pretrain_loss"]["mean"] > 0 and s["pretrain_loss"] is None
+    table = (root / "table.md").read_text()
+    header = table.splitlines()[0]
+    assert "finetune acc (%)" in header and "linear probe acc (%)" in header and "final pretrain loss" in header
+    row = next(line for line in table.splitlines() if line.startswith("| map |"))
+    assert row.count("±") == 3  # pretrain loss, finetune acc, probe acc
+    assert "2 seeds [0, 1]" in table and "clean protocol" in table and "Ran on CPU" in table
+    assert res["variants"][0]["finetune_acc"] == m["finetune_acc"]
+
+    # a rerun skips every finished variant/seed: nothing is trained again
+    ckpt = root / "map" / "seed0" / "pretrain" / "ckpt-last.pth"
+    before = ckpt.stat().st_mtime_ns
+    again = run_ablation(load_ablation_config(write_cfg(tmp_path)), device="cpu")
+    assert ckpt.stat().st_mtime_ns == before
+    assert again["variants"][0]["finetune_acc"] == m["finetune_acc"]
+    assert "map seed 0: done before, skipped" in (root / "log.txt").read_text()
+
+    # a variant/seed without its result.json reuses its finished stages
+    os.remove(root / "map" / "seed1" / "result.json")
+    run_ablation(load_ablation_config(write_cfg(tmp_path)), device="cpu")
+    assert json.loads((root / "map" / "seed1" / "result.json").read_text())["finetune_acc"] == \
+        m["finetune_acc"]["values"][1]
+
+    # other settings into the same folder are refused, not mixed
+    other = write_cfg(tmp_path, finetune={**TINY["finetune"], "optim": {"lr": 5e-4}})
+    with pytest.raises(ValueError, match="holds a result of other settings"):
+        run_ablation(load_ablation_config(other), device="cpu")
+
+
+def test_variants_and_sweeps(tmp_path):
+    acfg = load_ablation_config(write_cfg(tmp_path, variants=["map", "mae", "ar", "scratch"],
+                                          mask_ratios=[0.25, 0.5, 0.75], row_orders=["aligned", "shuffled"]))
+    assert [v.name for v in expand_variants(acfg)] == ["map", "mae", "ar", "scratch", "map-mask0.25",
+                                                       "map-mask0.75", "map-shuffled"]
+    cfgs = variant_configs(acfg, parse_variant("map-mask0.25-shuffled"), 3)
+    pre = cfgs["pretrain"]
+    assert (pre.objective.name, pre.objective.mask_ratio, pre.train.seed) == ("map", 0.25, 3)
+    assert pre.objective.args == {"decoder_row_order": "shuffled"}
+    assert cfgs["finetune"].pretrained.endswith(os.path.join("map-mask0.25-shuffled", "seed3", "pretrain", "ckpt-last.pth"))
+    assert cfgs["probe"].train.probe == "svm" and cfgs["probe"].pretrained == cfgs["finetune"].pretrained
+    scratch = variant_configs(acfg, parse_variant("scratch"), 0)
+    assert "pretrain" not in scratch and scratch["finetune"].pretrained is None
+    assert variant_configs(acfg, parse_variant("ar"), 0)["pretrain"].model.args["embed_dim"] == 16  # common
+
+
+def tool(argv, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ablate.py", *argv])
+    monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(REPO, "tools", "ablate.py"), run_name="__main__")
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--variants", "map", "mea"], "unknown ablation variant 'mea': use map, mae, ar or scratch"),
+    (["--mask-ratios", "1.5"], "the mask ratio must be in (0, 1)"),
+    (["probe=lasso"], "probe must be svm, linear or none"),
+    (["seed=[0]"], "unknown ablation key 'seed'"),
+])
+def test_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys, argv, message):
+    code, err = tool(["--cfg", write_cfg(tmp_path), *argv], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "exp").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CFGS) if f.startswith("ablation") and f.endswith(".yaml")))
+def test_shipped_ablation_configs_validate(name):
+    acfg = load_ablation_config(os.path.join(CFGS, name))
+    for v in expand_variants(acfg):
+        cfgs = variant_configs(acfg, v, acfg.seeds[0])
+        assert cfgs["finetune"].task == "classification" and cfgs.get("pretrain", cfgs["finetune"]).task in (
+            "pretrain", "classification")
