@@ -64,7 +64,8 @@ def format_report(info: dict) -> str:
 
 
 def main() -> None:
-    print(format_report(report()))
+    """The command ``python -m pointmap.env``: the report on stdout (the library itself only logs)."""
+    sys.stdout.write(format_report(report()) + "\n")
 
 
 if __name__ == "__main__":
