@@ -26,14 +26,8 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _expand_bc(X: torch.Tensor, dim: int, dtype) -> torch.Tensor:
-    """B or C as a tensor broadcastable to (B, D, L, N)."""
-    X = X.to(dtype)
-    if X.dim() == 2:  # (D, N): the same at every step
-        return X[None, :, None, :]
-    if X.dim() == 3:  # (B, N, L)
-        return X.transpose(1, 2)[:, None]
-    G = X.shape[1]  # (B, G, N, L)
-    return X.repeat_interleave(dim // G, dim=1).transpose(2, 3)
+    """B or C as a tensor broadcastable to (B, D, L, N): the time-major form, batch-major."""
+    return _time_major_bc(X, dim, dtype).permute(1, 2, 0, 3)
 
 
 def _prepare(u, delta, A, delta_bias, delta_softplus):
