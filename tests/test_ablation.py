@@ -71,6 +71,26 @@ def test_tiny_ablation_table_chart_results_and_resume(tmp_path):
         run_ablation(load_ablation_config(other), device="cpu")
 
 
+def test_skip_finetune_probes_only_and_reuses_full_results(tmp_path):
+    run_ablation(load_ablation_config(write_cfg(tmp_path, variants=["map"], seeds=[0])), device="cpu")
+    root = tmp_path / "exp" / "abl" / "default"
+    full = json.loads((root / "map" / "seed0" / "result.json").read_text())
+    assert full["finetune_acc"] is not None
+    acfg = load_ablation_config(write_cfg(tmp_path, variants=["map", "mae"], seeds=[0], skip_finetune=True))
+    assert "finetune" not in variant_configs(acfg, parse_variant("mae"), 0)
+    res = run_ablation(acfg, device="cpu")
+    m, e = res["variants"]
+    assert m["finetune_acc"]["values"] == [full["finetune_acc"]]  # the full result was reused, not rerun
+    assert e["finetune_acc"] is None and e["probe_acc"]["values"][0] >= 0
+    assert not (root / "mae" / "seed0" / "finetune").exists()
+    assert set(json.loads((root / "mae" / "seed0" / "result.json").read_text())["time_s"]) == {"pretrain", "probe"}
+    row = next(line for line in (root / "table.md").read_text().splitlines() if line.startswith("| mae |"))
+    assert row.split("|")[6].strip() == "–" and row.count("±") == 2
+    # a probe-only result does not stand in for a full run
+    with pytest.raises(ValueError, match="holds a result of other settings"):
+        run_ablation(load_ablation_config(write_cfg(tmp_path, variants=["mae"], seeds=[0])), device="cpu")
+
+
 def test_variants_and_sweeps(tmp_path):
     acfg = load_ablation_config(write_cfg(tmp_path, variants=["map", "mae", "ar", "scratch"],
                                           mask_ratios=[0.25, 0.5, 0.75], row_orders=["aligned", "shuffled"]))
@@ -100,6 +120,7 @@ def tool(argv, monkeypatch, capsys):
     (["--mask-ratios", "1.5"], "the mask ratio must be in (0, 1)"),
     (["probe=lasso"], "probe must be svm, linear or none"),
     (["seed=[0]"], "unknown ablation key 'seed'"),
+    (["skip_finetune=true", "probe=none"], "skip_finetune with probe none leaves nothing"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys, argv, message):
     code, err = tool(["--cfg", write_cfg(tmp_path), *argv], monkeypatch, capsys)

@@ -6,7 +6,8 @@ default); ``scratch`` finetunes and probes a randomly initialised encoder. Every
 runner (:func:`~pointmap.engine.run_pretrain`, :func:`~pointmap.engine.run_finetune`) into
 ``<output_dir>/<name>/<exp_name>/<variant>/seed<k>/{pretrain,finetune,probe}/``, and each finished
 variant/seed leaves a ``result.json`` there: running the same ablation again skips it, continues a begun
-stage from its ``ckpt-last.pth``, and refuses a folder whose results came from other settings.
+stage from its ``ckpt-last.pth``, and refuses a folder whose results came from other settings (with
+``skip_finetune`` a result that also finetuned, under otherwise equal settings, is reused as it is).
 At the end: ``results.json``, ``table.md`` (mean ± std over seeds) and ``chart.png``, each written whole.
 
 An ablation config (yaml; paths relative to the file that names them)::
@@ -17,6 +18,7 @@ An ablation config (yaml; paths relative to the file that names them)::
     pretrain: {optim: {epochs: 8}}       # merged into the pretraining config
     finetune: {optim: {epochs: 10}}      # merged into the finetuning config
     probe: svm                           # svm | linear | none
+    skip_finetune: false                 # true: pretrain + probe only (a cheaper look at the features)
     probe_overrides: {}                  # merged into the probe's config (linear: its epochs, lr)
     variants: [map, mae, ar, scratch]    # map|mae|ar[-mask<ratio>][-aligned|-shuffled], or scratch
     seeds: [0, 1, 2]
@@ -90,6 +92,7 @@ class AblationConfig:
     finetune: Dict[str, Any] = field(default_factory=dict)
     probe: Optional[str] = "svm"
     probe_overrides: Dict[str, Any] = field(default_factory=dict)
+    skip_finetune: bool = False
     variants: List[str] = field(default_factory=lambda: ["map", "mae", "ar", "scratch"])
     seeds: List[int] = field(default_factory=lambda: [0])
     mask_ratios: List[float] = field(default_factory=list)
@@ -102,7 +105,7 @@ class AblationConfig:
 
 _TYPES = {"pretrain_cfg": str, "finetune_cfg": str, "name": str, "exp_name": str, "output_dir": str,
           "common": dict, "pretrain": dict, "finetune": dict, "probe": (str, type(None)),
-          "probe_overrides": dict, "variants": list, "seeds": list, "mask_ratios": list, "row_orders": list}
+          "probe_overrides": dict, "skip_finetune": bool, "variants": list, "seeds": list, "mask_ratios": list, "row_orders": list}
 
 
 def load_ablation_config(path: str, overrides=()) -> AblationConfig:
@@ -122,6 +125,8 @@ def load_ablation_config(path: str, overrides=()) -> AblationConfig:
         data["probe"] = None
     if data.get("probe") not in ("svm", "linear", None):
         raise ValueError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
+    if data.get("skip_finetune") and data.get("probe", "svm") is None:
+        raise ValueError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in data.get("seeds", [0])) or not data.get(
             "seeds", [0]):
         raise ValueError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
@@ -164,9 +169,11 @@ def _stage_config(acfg: AblationConfig, path: str, section: Dict[str, Any], stag
     return cfg
 
 
-def variant_configs(acfg: AblationConfig, variant: Variant, seed: int) -> Dict[str, Config]:
-    """The configs of one variant and seed: ``pretrain`` (absent for scratch), ``finetune``, ``probe``
-    (absent with ``probe: none``); downstream ``pretrained`` points at the pretraining's last checkpoint."""
+def variant_configs(acfg: AblationConfig, variant: Variant, seed: int,
+                    skip_finetune: Optional[bool] = None) -> Dict[str, Config]:
+    """The configs of one variant and seed: ``pretrain`` (absent for scratch), ``finetune`` (absent with
+    ``skip_finetune``), ``probe`` (absent with ``probe: none``); downstream ``pretrained`` points at the
+    pretraining's last checkpoint."""
     run_dir = os.path.join(acfg.root, variant.name, f"seed{seed}")
     out: Dict[str, Config] = {}
     if variant.objective:
@@ -179,7 +186,8 @@ def variant_configs(acfg: AblationConfig, variant: Variant, seed: int) -> Dict[s
         out["pretrain"] = pre
     fin = _stage_config(acfg, acfg.finetune_cfg, acfg.finetune, "finetune")
     fin.pretrained = os.path.abspath(os.path.join(run_dir, "pretrain", "ckpt-last.pth")) if variant.objective else None
-    out["finetune"] = fin
+    if not (acfg.skip_finetune if skip_finetune is None else skip_finetune):
+        out["finetune"] = fin
     if acfg.probe:
         probe = _stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.probe_overrides), "probe")
         probe.train.probe, probe.pretrained = acfg.probe, fin.pretrained
@@ -230,13 +238,15 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
     if os.path.isfile(result_path):
         with open(result_path, encoding="utf-8") as f:
             res = json.load(f)
-        if res.get("fingerprint") != fp:
+        # skipping finetuning, a result that also finetuned under the same other settings serves as well
+        full = _fingerprint(variant_configs(acfg, variant, seed, skip_finetune=False)) if acfg.skip_finetune else fp
+        if res.get("fingerprint") not in (fp, full):
             raise ValueError(f"{run_dir} holds a result of other settings than this ablation's: use another "
                              f"--exp-name, or remove that folder")
         logger.info("ablation %s | %s seed %d: done before, skipped", acfg.name, variant.name, seed)
         return res
     res: Dict[str, Any] = {"variant": variant.name, "seed": seed, "fingerprint": fp, "pretrain_loss": None,
-                           "probe": acfg.probe, "probe_acc": None, "time_s": {}}
+                           "finetune_acc": None, "probe": acfg.probe, "probe_acc": None, "time_s": {}}
     for stage, cfg in cfgs.items():
         start = time.time()
         m = _run_stage(cfg, os.path.join(run_dir, stage), device)
@@ -247,8 +257,8 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
             res[f"{stage}_acc"], res[f"{stage}_macc"] = m["test"]["acc"], m["test"]["macc"]
         setup_logging(os.path.join(acfg.root, "log.txt"))  # each run detaches its own log at its end
     RunWriter(run_dir).write_json(res, "result.json")
-    logger.info("ablation %s | %s seed %d | pretrain loss %s | finetune acc %.2f | probe acc %s | %.0fs",
-                acfg.name, variant.name, seed, _num(res["pretrain_loss"]), res["finetune_acc"],
+    logger.info("ablation %s | %s seed %d | pretrain loss %s | finetune acc %s | probe acc %s | %.0fs",
+                acfg.name, variant.name, seed, _num(res["pretrain_loss"]), _num(res["finetune_acc"]),
                 _num(res["probe_acc"]), sum(res["time_s"].values()))
     return res
 
@@ -279,7 +289,7 @@ def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
                 ", ".join(v.name for v in variants), acfg.seeds, acfg.root)
     start = time.time()
     per_variant = {v.name: [run_variant(acfg, v, s, device) for s in acfg.seeds] for v in variants}
-    sample = variant_configs(acfg, variants[0], acfg.seeds[0])
+    sample = variant_configs(acfg, variants[0], acfg.seeds[0], skip_finetune=False)
     results = {"ablation": acfg.name, "exp_name": acfg.exp_name, "work_dir": os.path.abspath(acfg.root),
                "protocol": sample["finetune"].eval.protocol, "probe": acfg.probe, "seeds": list(acfg.seeds),
                "machine": machine_description(device), "elapsed_s": round(time.time() - start, 1),
@@ -342,7 +352,8 @@ def format_table(results: Dict[str, Any]) -> str:
     lines += ["", f"Mean ± sample std over {n} seed{'s' * (n > 1)} {results['seeds']}; {results['setup']}. "
               f"Pretraining losses of different objectives are not comparable with each other "
               f"(AR and MAE pose different problems). Ran on {results['machine']}, "
-              f"{results['elapsed_s'] / 60:.1f} min in this invocation."]
+              f"{results['elapsed_s'] / 60:.1f} min in this invocation, "
+              f"{sum(v['minutes_per_seed'] for v in results['variants']) * n:.0f} min of runs in all."]
     return "\n".join(lines)
 
 
@@ -354,7 +365,8 @@ def write_chart(results: Dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     variants = results["variants"]
-    keys = [("finetune_acc", "finetune")] + ([("probe_acc", "linear probe")] if results["probe"] else [])
+    keys = [(key, label) for key, label in (("finetune_acc", "finetune"), ("probe_acc", "linear probe"))
+            if any(v[key] for v in variants)]
     width = 0.8 / len(keys)
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(variants), 3.6))
     for i, (key, label) in enumerate(keys):
