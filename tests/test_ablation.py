@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from pointmap.engine.ablation import (expand_variants, load_ablation_config, parse_variant, run_ablation,
-                                      variant_configs)
+from pointmap.engine.ablation import (expand_variants, load_ablation_config, parse_variant, row_losses,
+                                      run_ablation, variant_configs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFGS = os.path.join(REPO, "cfgs")
@@ -50,12 +50,22 @@ def test_tiny_ablation_table_chart_results_and_resume(tmp_path):
     assert row.count("±") == 3  # pretrain loss, finetune acc, probe acc
     assert "2 seeds [0, 1]" in table and "clean protocol" in table and "Ran on CPU" in table
     assert res["variants"][0]["finetune_acc"] == m["finetune_acc"]
+    # where the reconstruction is hard: the masked patches' held-out loss per MAP row (G=4: 2 rows of 2)
+    per_seed = [json.loads((root / "map" / f"seed{k}" / "result.json").read_text())["row_losses"] for k in (0, 1)]
+    assert all(len(r) == 2 and min(r) > 0 for r in per_seed)
+    assert m["row_losses"] == pytest.approx([(a + b) / 2 for a, b in zip(*per_seed)]) and s["row_losses"] is None
+    assert "held-out loss by row" in header and row.split("|")[8].strip() == " / ".join(
+        f"{1e3 * v:.2f}" for v in m["row_losses"])
+    assert row_losses(str(root / "map" / "seed0" / "pretrain")) == per_seed[0]  # same masks: reproducible
 
     # a rerun skips every finished variant/seed: nothing is trained again
     ckpt = root / "map" / "seed0" / "pretrain" / "ckpt-last.pth"
     before = ckpt.stat().st_mtime_ns
+    old = json.loads((root / "map" / "seed0" / "result.json").read_text())
+    (root / "map" / "seed0" / "result.json").write_text(json.dumps({k: v for k, v in old.items() if k != "row_losses"}))
     again = run_ablation(load_ablation_config(write_cfg(tmp_path)), device="cpu")
     assert ckpt.stat().st_mtime_ns == before
+    assert json.loads((root / "map" / "seed0" / "result.json").read_text()) == old  # row losses measured afresh
     assert again["variants"][0]["finetune_acc"] == m["finetune_acc"]
     assert "map seed 0: done before, skipped" in (root / "log.txt").read_text()
 

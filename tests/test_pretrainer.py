@@ -43,6 +43,17 @@ def test_forward_output_fields():
     assert [n for n, p in pre.named_parameters() if p.grad is None] == []   # DDP-safe: nothing unused
 
 
+@pytest.mark.parametrize("loss", ["cdl2", "cdl1"])
+def test_patch_losses_average_to_the_loss(loss):
+    pre = tiny_pretrainer(mask_ratio=0.5, loss=loss)
+    out = pre(torch.randn(3, 256, 3), generator=torch.Generator().manual_seed(1))
+    per = pre.patch_losses(out)
+    assert per.shape == (3, 8) and (per > 0).all()
+    assert torch.allclose(per.mean(), out.loss, rtol=1e-5)
+    one = chamfer(out.pred[1, 2:3], out.target[1, 2:3], norm=2 if loss == "cdl2" else 1)
+    assert torch.allclose(per[1, 2], one, rtol=1e-5)
+
+
 def test_row_attention_mask():
     mask = row_attention_mask(6, 2)
     row = torch.arange(6) // 2
@@ -138,6 +149,7 @@ def test_image_pretrainer_forward_backward():
     out = pre(img, generator=torch.Generator().manual_seed(0))
     assert out.pred.shape == out.target.shape == (2, 12, 8 * 8 * 3)
     assert torch.allclose(out.target.mean(-1), torch.zeros(2, 12), atol=1e-5)   # per-patch normalized
+    assert torch.allclose(pre.patch_losses(out).mean(), out.loss, rtol=1e-5)
     out.loss.backward()
     assert all(p.grad is not None for n, p in pre.named_parameters() if n.startswith("encoder.blocks"))
     with pytest.raises(ValueError, match="does not fit"):

@@ -41,11 +41,14 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..config import Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, load_yaml
+from ..config import Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, load_config, load_yaml
+from ..models import load_checkpoint
+from ..models.pretrainer import resolve_row_size
 from . import distributed as du
 from .logging import RunWriter, setup_logging
 from .metrics import mean_std
 from .runner import run_finetune, run_pretrain
+from .tasks import PretrainTask, model_inputs
 
 __all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config",
            "variant_configs", "run_ablation", "format_table"]
@@ -244,6 +247,9 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
             raise ValueError(f"{run_dir} holds a result of other settings than this ablation's: use another "
                              f"--exp-name, or remove that folder")
         logger.info("ablation %s | %s seed %d: done before, skipped", acfg.name, variant.name, seed)
+        if variant.objective and "row_losses" not in res:  # a result from before row losses were measured
+            res["row_losses"] = row_losses(os.path.join(run_dir, "pretrain"), device=device)
+            RunWriter(run_dir).write_json(res, "result.json")
         return res
     res: Dict[str, Any] = {"variant": variant.name, "seed": seed, "fingerprint": fp, "pretrain_loss": None,
                            "finetune_acc": None, "probe": acfg.probe, "probe_acc": None, "time_s": {}}
@@ -256,11 +262,42 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
         else:
             res[f"{stage}_acc"], res[f"{stage}_macc"] = m["test"]["acc"], m["test"]["macc"]
         setup_logging(os.path.join(acfg.root, "log.txt"))  # each run detaches its own log at its end
+    if variant.objective:
+        res["row_losses"] = row_losses(os.path.join(run_dir, "pretrain"), device=device)
     RunWriter(run_dir).write_json(res, "result.json")
     logger.info("ablation %s | %s seed %d | pretrain loss %s | finetune acc %s | probe acc %s | %.0fs",
                 acfg.name, variant.name, seed, _num(res["pretrain_loss"]), _num(res["finetune_acc"]),
                 _num(res["probe_acc"]), sum(res["time_s"].values()))
     return res
+
+
+def row_losses(pretrain_dir: str, split: Optional[str] = None, batch_size: int = 64, seed: int = 0,
+               device: str = "cpu") -> List[float]:
+    """Where in the sequence the reconstruction is hard: the mean loss of the masked patches of each row
+    of MAP's decoder (rows of MAP's length, √G for points, also for an MAE or AR checkpoint, so objectives
+    compare position by position), for the pretraining in ``pretrain_dir`` (its config.yaml and
+    ckpt-last.pth) on ``split`` of its data set (default: its ``test_split``, else ``val``), with masks from a
+    generator seeded with ``seed``: every checkpoint of one setting gets the same masks."""
+    cfg = load_config(os.path.join(pretrain_dir, "config.yaml"))
+    cfg.data.test_split = split or cfg.data.test_split or "val"
+    task = PretrainTask(cfg)
+    data = task.build_datasets()["val"]
+    dev = du.resolve_device(device)
+    model = task.build_model({})
+    load_checkpoint(model, os.path.join(pretrain_dir, "ckpt-last.pth"))
+    model.to(dev).eval()
+    g = model.encoder.num_tokens
+    row = resolve_row_size("map", None, g, model.encoder.natural_row_size(), "inplace")
+    sums = torch.zeros(g // row, dtype=torch.float64)
+    counts = torch.zeros(g // row, dtype=torch.float64)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(data, batch_size=batch_size):
+            out = model(model_inputs(batch).to(dev), generator=gen)
+            rows = (out.mask.nonzero()[:, 1] // row).cpu()  # row-major: the masked positions in pred's order
+            sums.index_add_(0, rows, model.patch_losses(out).reshape(-1).double().cpu())
+            counts.index_add_(0, rows, torch.ones_like(rows, dtype=torch.float64))
+    return (sums / counts.clamp_min(1)).tolist()
 
 
 def machine_description(device: str = "auto") -> str:
@@ -302,6 +339,8 @@ def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
         for key in ("pretrain_loss", "finetune_acc", "probe_acc"):
             values = [r[key] for r in runs if r.get(key) is not None]
             entry[key] = {**mean_std(values), "values": values} if values else None
+        per_row = [r["row_losses"] for r in runs if r.get("row_losses")]
+        entry["row_losses"] = [sum(col) / len(col) for col in zip(*per_row)] if per_row else None
         entry["minutes_per_seed"] = sum(sum(r["time_s"].values()) for r in runs) / len(runs) / 60
         results["variants"].append(entry)
     writer = RunWriter(acfg.root)
@@ -343,18 +382,25 @@ def format_table(results: Dict[str, Any]) -> str:
     """The markdown table: one row per variant, mean ± std over the seeds, and what it ran on."""
     probe = "linear probe acc (%)" if results["probe"] else "probe"
     lines = [f"| variant | pretraining | mask ratio | decoder rows | final pretrain loss | finetune acc (%) "
-             f"| {probe} | min / seed |", "|---|---|---|---|---|---|---|---|"]
+             f"| {probe} | held-out loss by row, first → last (×10⁻³) | min / seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for v in results["variants"]:
         lines.append(f"| {v['name']} | {_LABELS[v['objective']]} | {_num(v['mask_ratio'])} | "
                      f"{v['row_order'] or '–'} | {_pm(v['pretrain_loss'])} | {_pm(v['finetune_acc'], 1)} | "
-                     f"{_pm(v['probe_acc'], 1)} | {v['minutes_per_seed']:.1f} |")
+                     f"{_pm(v['probe_acc'], 1)} | {_rows(v.get('row_losses'))} | {v['minutes_per_seed']:.1f} |")
     n = len(results["seeds"])
     lines += ["", f"Mean ± sample std over {n} seed{'s' * (n > 1)} {results['seeds']}; {results['setup']}. "
               f"Pretraining losses of different objectives are not comparable with each other "
-              f"(AR and MAE pose different problems). Ran on {results['machine']}, "
+              f"(AR and MAE pose different problems). Loss by row: the masked patches' loss on the pretraining "
+              f"data's held-out split, binned by MAP's rows (also for MAE and AR), same masks for every "
+              f"checkpoint, mean over seeds. Ran on {results['machine']}, "
               f"{results['elapsed_s'] / 60:.1f} min in this invocation, "
               f"{sum(v['minutes_per_seed'] for v in results['variants']) * n:.0f} min of runs in all."]
     return "\n".join(lines)
+
+
+def _rows(values: Optional[List[float]]) -> str:
+    return "–" if not values else " / ".join(f"{1e3 * v:.2f}" for v in values)
 
 
 def write_chart(results: Dict[str, Any], path: str) -> None:
