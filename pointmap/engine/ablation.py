@@ -312,7 +312,8 @@ def machine_description(device: str = "auto") -> str:
                 cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
         except OSError:
             pass
-        where = f"CPU {cpu}, {torch.get_num_threads()} threads"
+        n = torch.get_num_threads()
+        where = f"CPU {cpu}, {n} thread{'s' * (n != 1)}"
     return f"{where}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
