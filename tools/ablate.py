@@ -3,6 +3,7 @@
     python tools/ablate.py --cfg cfgs/ablation_demo.yaml --seeds 0 1 2              # ~50 min on 2 quiet CPU cores
     python tools/ablate.py --mask-ratios 0.25 0.5 0.75 --row-orders aligned shuffled  # + the MAP sweeps
     python tools/ablate.py --cfg cfgs/ablation_demo.yaml seeds=[0] pretrain.optim.epochs=2   # key=value overrides
+    python tools/ablate.py --exp-name dec4 skip_finetune=true pretrain.objective.decoder_depth=4 --variants map mae
 
 Runs go to experiments/<cfg>/<exp-name>/; running the same command again skips the finished variant/seeds
 and continues a begun one. Prints the table that table.md holds.
