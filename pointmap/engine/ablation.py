@@ -405,7 +405,8 @@ def _rows(values: Optional[List[float]]) -> str:
 
 
 def write_chart(results: Dict[str, Any], path: str) -> None:
-    """Bars of finetune and linear-probe accuracy per variant (mean, std error bars, seeds as dots)."""
+    """Bars of finetune and linear-probe accuracy per variant (mean, std error bars, seeds as dots); a
+    variant without a number (finetuning skipped) gets no bar."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -416,17 +417,17 @@ def write_chart(results: Dict[str, Any], path: str) -> None:
             if any(v[key] for v in variants)]
     width = 0.8 / len(keys)
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(variants), 3.6))
+    lowest = 100.0
     for i, (key, label) in enumerate(keys):
-        xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(variants))]
-        means = [v[key]["mean"] if v[key] else 0.0 for v in variants]
-        stds = [v[key]["std"] if v[key] else 0.0 for v in variants]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, alpha=0.85)
-        for x, v in zip(xs, variants):
-            if v[key]:
-                ax.plot([x] * len(v[key]["values"]), v[key]["values"], "k.", markersize=3)
-    ax.set_xticks(range(len(variants)), [v["name"] for v in variants])
+        shown = [(j + (i - (len(keys) - 1) / 2) * width, v[key]) for j, v in enumerate(variants) if v[key]]
+        ax.bar([x for x, _ in shown], [st["mean"] for _, st in shown], width, yerr=[st["std"] for _, st in shown],
+               capsize=3, label=label, alpha=0.85)
+        for x, st in shown:
+            ax.plot([x] * len(st["values"]), st["values"], "k.", markersize=3)
+            lowest = min(lowest, *st["values"])
+    ax.set_xticks(range(len(variants)), [v["name"] for v in variants], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(max(0.0, 10 * (lowest // 10) - 10), 100)  # the differences are a few points: zoom in
     ax.set_title(f"{results['ablation']}: {len(results['seeds'])} seeds, {results['protocol']} protocol", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
