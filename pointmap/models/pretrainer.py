@@ -180,22 +180,21 @@ class MAPPretrainer(nn.Module):
         out = self.decoder(x.gather(1, idx), pos.gather(1, idx), attn_mask)
         return torch.empty_like(out).scatter_(1, idx, out)
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """pred, target: (B, M, T) → the objective over all masked patches, or per patch (B·M,) with
+        ``reduction="none"``."""
         if self.loss_name == "mse":
-            return (pred.float() - target.float()).pow(2).mean()
+            sq = (pred.float() - target.float()).pow(2)
+            return sq.mean() if reduction == "mean" else sq.reshape(-1, sq.shape[-1]).mean(dim=1)
         return chamfer(pred.reshape(-1, pred.shape[-1] // 3, 3).float(),
-                       target.reshape(-1, target.shape[-1] // 3, 3).float(), norm=2 if self.loss_name == "cdl2" else 1)
+                       target.reshape(-1, target.shape[-1] // 3, 3).float(), norm=2 if self.loss_name == "cdl2" else 1,
+                       reduction=reduction)
 
     def patch_losses(self, out: PretrainOutput) -> torch.Tensor:
         """(B, M): the objective of each masked patch of ``out`` (positions as in ``out.mask``); their mean
         is ``out.loss`` (every patch has as many points or pixels)."""
         b, m = out.mask.shape[0], out.pred.shape[1]
-        pred, target = out.pred.reshape(b * m, -1).float(), out.target.reshape(b * m, -1).float()
-        if self.loss_name == "mse":
-            return (pred - target).pow(2).mean(dim=1).reshape(b, m)
-        k = pred.shape[1] // 3
-        return chamfer(pred.reshape(-1, k, 3), target.reshape(-1, k, 3), norm=2 if self.loss_name == "cdl2" else 1,
-                       reduction="none").reshape(b, m)
+        return self._loss(out.pred.reshape(b, m, -1), out.target.reshape(b, m, -1), reduction="none").reshape(b, m)
 
     def forward(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PretrainOutput:
         """inputs: points (B, N, 3) or images (B, C, H, W) → :class:`PretrainOutput`.
