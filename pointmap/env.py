@@ -3,7 +3,6 @@
 Prints the torch / CUDA / Triton versions and, for each op, every backend with whether it can be used
 here and, when not, why.
 """
-import importlib.util
 import platform
 import sys
 
@@ -14,7 +13,7 @@ from .ops import _backend, _ext
 
 
 def _version(mod: str) -> str:
-    if importlib.util.find_spec(mod) is None:
+    if not _backend.module_present(mod):
         return "not installed"
     try:
         m = __import__(mod)

@@ -68,3 +68,20 @@ def test_environment_and_config_override(monkeypatch):
         set_backend("fps", None)
     with pytest.raises(ValueError, match="unknown op"):
         set_backend("fft", "torch")
+
+
+def test_backend_discovery_tolerates_a_module_without_spec(monkeypatch):
+    """A stand-in pointnet2_ops put in sys.modules without __spec__ makes find_spec raise ValueError;
+    discovery treats it as present and never crashes."""
+    import sys
+    import types
+
+    from pointmap.ops import available_backends
+    from pointmap.ops._backend import module_present
+
+    stub = types.ModuleType("pointnet2_ops")
+    stub.__spec__ = None
+    monkeypatch.setitem(sys.modules, "pointnet2_ops", stub)
+    assert module_present("pointnet2_ops")
+    assert "pointnet2_ops" in available_backends("fps")
+    assert not module_present("surely_not_a_module_pointmap_knows")

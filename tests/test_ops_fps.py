@@ -88,3 +88,48 @@ def test_gpu_equals_cpu_reference(backend, B, N, n):
         xyz = xyz + 3.0
     idx = fps(xyz.cuda(), n, backend=backend).cpu()
     assert torch.equal(idx, fps_ref(xyz, n))
+
+
+def _cloud_near_origin(dtype):
+    """Random points on the unit sphere with two points within 0.03 of the origin (as in the peer fixtures)."""
+    xyz = random_cloud(2, 300, dtype, seed=3)
+    xyz = xyz / xyz.norm(dim=-1, keepdim=True)
+    xyz[:, 100] = torch.tensor([0.01, -0.02, 0.0], dtype=dtype)
+    xyz[:, 200] = torch.tensor([0.0, 0.0, 0.0], dtype=dtype)
+    return xyz
+
+
+def fps_pointnet2_numpy(pts: np.ndarray, n: int) -> list:
+    """pointnet2_ops' furthest_point_sampling written out: points with x²+y²+z² ≤ 1e-3 are skipped when
+    looking for the farthest point (never chosen after index 0)."""
+    near = (pts * pts).sum(-1) <= 1e-3
+    dist = np.full(len(pts), 1e10, dtype=pts.dtype)
+    out, far = [0], 0
+    for _ in range(1, n):
+        d = pts - pts[far]
+        dist = np.minimum(dist, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2])
+        far = int(np.argmax(np.where(near, -1.0, dist)))
+        out.append(far)
+    return out
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_skip_near_origin_is_pointnet2s_rule(backend, dtype):
+    xyz = _cloud_near_origin(dtype)
+    got = fps(xyz, 64, backend=backend, skip_near_origin=True)
+    for b in range(2):
+        assert got[b].tolist() == fps_pointnet2_numpy(xyz[b].numpy(), 64)
+    assert torch.equal(got, fps_ref(xyz, 64, skip_near_origin=True))
+    plain = fps(xyz, 64, backend=backend)
+    assert not torch.equal(plain, got) and {100, 200} & set(plain[0].tolist())  # the default does pick them
+    assert not {100, 200} & set(got.flatten().tolist())
+
+
+def test_skip_near_origin_keeps_a_first_point_at_the_origin():
+    xyz = _cloud_near_origin(torch.float64)
+    xyz[:, 0] = 0.0
+    idx = fps(xyz, 16, skip_near_origin=True)
+    assert (idx[:, 0] == 0).all() and not {100, 200} & set(idx.flatten().tolist())
+    for b in range(2):
+        assert idx[b].tolist() == fps_pointnet2_numpy(xyz[b].numpy(), 16)

@@ -3,7 +3,9 @@
 Backends register a callable that says whether they can run on given tensors, and an install hint
 used when a backend is asked for by name but cannot run here.
 """
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -20,6 +22,17 @@ class Backend:
 
 
 _REGISTRY: Dict[str, List[Backend]] = {}
+
+
+def module_present(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it. A module already imported without a
+    ``__spec__`` (a stand-in put in ``sys.modules``) counts as present; a broken spec as absent."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def register_backend(op: str, backend: Backend) -> None:

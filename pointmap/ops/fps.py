@@ -2,27 +2,44 @@
 
 ``fps(xyz, n)`` starts at index 0; each next index is the point farthest (squared Euclidean distance,
 computed as dx*dx + dy*dy + dz*dz) from the chosen set, ties to the lowest index. These are the indices
-of pointnet2_ops' furthest_point_sampling, without its quirk of never choosing a point within 1e-3 of the
-origin (x²+y²+z² ≤ 1e-3). With duplicate points and n close to N the running distances reach 0 and the
+of pointnet2_ops' furthest_point_sampling, without its quirk of never choosing a point near the origin
+(x²+y²+z² ≤ 1e-3) after the first; ``skip_near_origin=True`` reproduces that quirk (the peer presets use
+it, so peer checkpoints see the centers they were trained with). With duplicate points and n close to N the running distances reach 0 and the
 lowest index with distance 0 (an index already chosen) is picked again, as in pointnet2_ops.
 
 Backends: ``cuda`` (pointmap's kernel), ``pointnet2_ops`` (when importable), ``cpu`` (pointmap's C++ path
 with exact bounding-box pruning), ``torch`` (the reference; runs anywhere).
 """
-import importlib.util
-
 import torch
 
 from . import _ext
-from ._backend import Backend, register_backend, resolve
+from ._backend import Backend, module_present, register_backend, resolve
 from ._check import check_count, check_points
 
 
-def fps_ref(xyz: torch.Tensor, n: int) -> torch.Tensor:
+NEAR_ORIGIN = 1e-3  # pointnet2_ops' threshold on x²+y²+z²
+
+
+def hide_near_origin(xyz: torch.Tensor) -> torch.Tensor:
+    """pointnet2_ops' quirk as an input transform: every point after index 0 with x²+y²+z² ≤ 1e-3 is moved
+    onto point 0, the first center, so its distance to the chosen set is 0 from the first step on and it
+    is never the farthest point (unless every point is already covered). Distances of the other points
+    do not involve it, so FPS on the result picks pointnet2_ops' indices.
+
+    xyz: (B, N, 3) float -> (B, N, 3), a copy.
+    """
+    near = (xyz * xyz).sum(-1, keepdim=True) <= NEAR_ORIGIN
+    near[:, 0] = False
+    return torch.where(near, xyz[:, :1], xyz)
+
+
+def fps_ref(xyz: torch.Tensor, n: int, skip_near_origin: bool = False) -> torch.Tensor:
     """Reference FPS: a loop over the n steps, vectorized over the batch.
 
     xyz: (B, N, 3) float -> idx: (B, n) long
     """
+    if skip_near_origin:
+        xyz = hide_near_origin(xyz)
     B, N, _ = xyz.shape
     x, y, z = xyz.unbind(-1)
     dist = torch.full((B, N), float("inf"), dtype=xyz.dtype, device=xyz.device)
@@ -54,7 +71,7 @@ def _fps_pointnet2(xyz, n):
 
 
 def _has_pointnet2():
-    return importlib.util.find_spec("pointnet2_ops") is not None
+    return module_present("pointnet2_ops")
 
 
 _BUILD_HINT = ("pointmap compiles extensions/pointmap_ops on first use; it needs a C++ compiler and the "
@@ -74,13 +91,17 @@ register_backend("fps", Backend(
 register_backend("fps", Backend("torch", fps_ref, available=lambda: True))
 
 
-def fps(xyz: torch.Tensor, n: int, backend: str = "auto") -> torch.Tensor:
+def fps(xyz: torch.Tensor, n: int, backend: str = "auto", skip_near_origin: bool = False) -> torch.Tensor:
     """Farthest point sampling.
 
     xyz: (B, N, 3) float -> idx: (B, n) long, idx[:, 0] == 0.
+    skip_near_origin: never pick a point with x²+y²+z² ≤ 1e-3 after the first, as pointnet2_ops does
+        (the pointnet2_ops backend does so whatever this says).
     """
     check_points("xyz", xyz)
     check_count("n", n, xyz.shape[1], "N (number of points)")
     fn = resolve("fps", backend, xyz)
     src = xyz if xyz.dtype in (torch.float32, torch.float64) else xyz.float()
+    if skip_near_origin:
+        src = hide_near_origin(src)
     return fn(src, n)

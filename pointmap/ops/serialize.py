@@ -1,11 +1,20 @@
 """Token orders along space-filling curves (PointMamba / Point Transformer V3 style serialization).
 
-The centers of each cloud are quantized on a 2^bits grid spanning that cloud's bounding box (the same
-scale on every axis), encoded along the curve, and sorted (stable, so equal codes keep FPS order).
+The centers of each cloud are quantized on a grid, encoded along the curve, and sorted (stable, so equal
+codes keep FPS order). Two quantizations:
+
+- ``grid_size=None`` (default): a 2^bits grid spanning each cloud's bounding box (the same scale on every
+  axis), so the order does not depend on the cloud's scale.
+- ``grid_size=s`` (PointMamba's, from Point Transformer V3): cells of side ``s`` in the cloud's own units,
+  ``floor(p / s)`` minus the cloud's minimum, and a curve of depth = the bit length of the largest grid
+  coordinate. ``grid_depth="batch"`` takes that depth over the whole batch, as PointMamba does, so one
+  cloud's order can depend on the others in its batch; ``"cloud"`` takes it per cloud.
 
 orders: ``hilbert``, ``hilbert-trans`` (axes permuted to y, x, z), ``z`` (Morton), ``z-trans``,
 ``xyz`` (lexicographic sort by x, then y, then z), ``none`` (the FPS order, identity).
 """
+from typing import Optional
+
 import torch
 
 from ._check import check_points
@@ -21,6 +30,29 @@ def quantize(center: torch.Tensor, bits: int) -> torch.Tensor:
     cells = (1 << bits)
     q = ((center - lo) / extent * cells).floor().long()
     return q.clamp_(0, cells - 1)
+
+
+GRID_DEPTHS = ("cloud", "batch")
+_MAX_DEPTH = 20
+
+
+def quantize_grid(center: torch.Tensor, grid_size: float) -> torch.Tensor:
+    """(B, G, 3) float -> (B, G, 3) long cells of side ``grid_size``, relative to each cloud's minimum."""
+    q = torch.floor(center / grid_size).long()
+    return q - q.amin(dim=1, keepdim=True)
+
+
+def grid_depths(q: torch.Tensor, grid_depth: str = "cloud") -> torch.Tensor:
+    """(B, G, 3) long grid coordinates -> (B,) long curve depth: the bit length of the largest coordinate
+    of each cloud (``cloud``) or of the whole batch (``batch``), at least 1."""
+    top = q.flatten(1).amax(dim=1)
+    if grid_depth == "batch":
+        top = top.amax().expand_as(top)
+    depth = torch.zeros_like(top)
+    for _ in range(_MAX_DEPTH + 1):  # bit length without a float log2: count the shifts to reach 0
+        depth += (top > 0).long()
+        top = top >> 1
+    return depth.clamp_min(1)
 
 
 def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, bits: int) -> torch.Tensor:
@@ -63,12 +95,9 @@ def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
     return _interleave(x[0], x[1], x[2], bits)
 
 
-def encode(center: torch.Tensor, order: str, bits: int = 10) -> torch.Tensor:
-    """(B, G, 3) -> (B, G) long curve codes for ``order`` (not for ``none``)."""
+def _curve(q: torch.Tensor, order: str, bits: int) -> torch.Tensor:
     if order == "xyz":
-        q = quantize(center, 20)
-        return (q[..., 0] << 40) | (q[..., 1] << 20) | q[..., 2]
-    q = quantize(center, bits)
+        return (q[..., 0] << 2 * bits) | (q[..., 1] << bits) | q[..., 2]
     if order.endswith("-trans"):
         q = q[..., list(_TRANS)]
     if order.startswith("hilbert"):
@@ -76,33 +105,59 @@ def encode(center: torch.Tensor, order: str, bits: int = 10) -> torch.Tensor:
     return _interleave(q[..., 0], q[..., 1], q[..., 2], bits)
 
 
-def _check(center, order, bits):
+def encode(center: torch.Tensor, order: str, bits: int = 10, grid_size: Optional[float] = None,
+           grid_depth: str = "cloud") -> torch.Tensor:
+    """(B, G, 3) -> (B, G) long curve codes for ``order`` (not for ``none``); see the module docstring."""
+    if grid_size is None:
+        bits = 20 if order == "xyz" else bits
+        return _curve(quantize(center, bits), order, bits)
+    q = quantize_grid(center, grid_size)
+    depths = grid_depths(q, grid_depth)
+    top = int(depths.max())
+    if top > _MAX_DEPTH:
+        raise ValueError(f"grid_size={grid_size} puts {1 << top} cells along one axis of a cloud "
+                         f"(depth {top} > {_MAX_DEPTH}); use a coarser grid")
+    codes = torch.empty(q.shape[:2], dtype=torch.long, device=q.device)
+    for d in depths.unique().tolist():  # one curve depth at a time (one value with grid_depth="batch")
+        rows = depths == d
+        codes[rows] = _curve(q[rows], order, d)
+    return codes
+
+
+def _check(center, order, bits, grid_size, grid_depth):
     check_points("center", center)
     if order not in ORDERS:
         raise ValueError(f"unknown serialization order {order!r}; choose one of {list(ORDERS)}")
     if not 1 <= bits <= 20:
         raise ValueError(f"bits must be in [1, 20], got {bits}")
+    if grid_size is not None and not grid_size > 0:
+        raise ValueError(f"grid_size must be > 0 (or None), got {grid_size}")
+    if grid_depth not in GRID_DEPTHS:
+        raise ValueError(f"grid_depth must be one of {list(GRID_DEPTHS)}, got {grid_depth!r}")
 
 
-def serialize(center: torch.Tensor, order: str = "hilbert", bits: int = 10) -> torch.Tensor:
+def serialize(center: torch.Tensor, order: str = "hilbert", bits: int = 10, grid_size: Optional[float] = None,
+              grid_depth: str = "cloud") -> torch.Tensor:
     """A permutation of the G tokens along a space-filling curve.
 
     center: (B, G, 3) float -> perm: (B, G) long; ``center.gather(1, perm[..., None].expand(-1, -1, 3))``
-    lists the centers in curve order.
+    lists the centers in curve order. ``bits``: depth of the bounding-box grid; ``grid_size``,
+    ``grid_depth``: PointMamba's fixed-size grid instead (module docstring).
     """
-    _check(center, order, bits)
+    _check(center, order, bits, grid_size, grid_depth)
     B, G, _ = center.shape
     if order == "none":
         return torch.arange(G, device=center.device).expand(B, G).clone()
-    return torch.sort(encode(center, order, bits), dim=1, stable=True).indices
+    return torch.sort(encode(center, order, bits, grid_size, grid_depth), dim=1, stable=True).indices
 
 
-def serialize_ref(center: torch.Tensor, order: str = "hilbert", bits: int = 10) -> torch.Tensor:
+def serialize_ref(center: torch.Tensor, order: str = "hilbert", bits: int = 10, grid_size: Optional[float] = None,
+                  grid_depth: str = "cloud") -> torch.Tensor:
     """Reference: sort each cloud's tokens in Python by their curve code, then by index."""
-    _check(center, order, bits)
+    _check(center, order, bits, grid_size, grid_depth)
     B, G, _ = center.shape
     if order == "none":
         return torch.arange(G, device=center.device).expand(B, G).clone()
-    codes = encode(center, order, bits).tolist()
+    codes = encode(center, order, bits, grid_size, grid_depth).tolist()
     perm = [sorted(range(G), key=lambda g: (row[g], g)) for row in codes]
     return torch.tensor(perm, dtype=torch.long, device=center.device)
