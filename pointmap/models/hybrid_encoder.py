@@ -84,6 +84,7 @@ def no_weight_decay(model: nn.Module) -> set:
 
 
 _TOKENS = {"cls_token", "cls_pos", "mask_token"}
+POS_MODES = ("every_block", "once")
 
 
 class TokenEncoder(nn.Module):
@@ -101,6 +102,9 @@ class TokenEncoder(nn.Module):
         block_fns: letter → ``fn(dim, drop_path) -> nn.Module``; replaces / extends the defaults.
         coord_dim: dimension of the positions fed to the positional MLP.
         pos_act_layer: activation of the positional MLP.
+        pos_mode: where the positional embedding is added: ``"every_block"`` (at every block's input,
+            Point-MAE's and the MAP release's habit) or ``"once"`` (to the input of the first block only,
+            PointMamba's).
     """
 
     modality = "tokens"
@@ -110,9 +114,12 @@ class TokenEncoder(nn.Module):
                  bidirectional: Union[bool, str] = False, drop_path_rate: float = 0.0,
                  drop_path_rates: Optional[Sequence[float]] = None, norm_layer=None,
                  block_fns: Optional[Dict[str, Callable]] = None, coord_dim: int = 3,
-                 pos_act_layer=nn.GELU):
+                 pos_act_layer=nn.GELU, pos_mode: str = "every_block"):
         super().__init__()
+        if pos_mode not in POS_MODES:
+            raise ValueError(f"pos_mode must be one of {list(POS_MODES)}, got {pos_mode!r}")
         norm_layer = resolve_norm(norm_layer)
+        self.pos_mode = pos_mode
         self.embed_dim = embed_dim
         self.layout = layout
         fns = {"M": partial(mamba_block, norm_layer=norm_layer, mlp_ratio=mamba_mlp_ratio,
@@ -135,15 +142,16 @@ class TokenEncoder(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, pos: torch.Tensor, ctx: Optional[TokenContext] = None,
                        return_layers: Optional[Sequence[int]] = None):
-        """Runs the blocks, adding ``pos`` at every block's input.
+        """Runs the blocks, adding ``pos`` at every block's input or once before the first (``pos_mode``).
 
         x, pos: (B, L, C) → (final-normed (B, L, C), list of (B, L, C) after the blocks in ``return_layers``,
         in that order; negative indices count from the end).
         """
         wanted = [i % len(self.blocks) for i in (return_layers or ())]
         kept = {}
+        every = self.pos_mode == "every_block"
         for i, blk in enumerate(self.blocks):
-            x = blk(x + pos, ctx)
+            x = blk(x + pos if every or i == 0 else x, ctx)
             if i in wanted:
                 kept[i] = x
         return self.norm(x), [kept[i] for i in wanted]
@@ -185,16 +193,24 @@ class HybridEncoder(TokenEncoder):
             of them: the token sequence is then the G tokens in each order, one after the other
             (PointMamba's hilbert + hilbert-trans). Pretraining uses the first order.
         order_indicator: a learnable per-order scale and shift of the tokens (PointMamba).
+        grid_size, grid_depth: quantization of the centers for the curve orders (``None``: a 2^10 grid
+            over each cloud's bounding box; ``0.02, "batch"``: PointMamba's); see ``pointmap.ops.serialize``.
+        skip_near_origin: FPS never picks a point with x²+y²+z² ≤ 1e-3 after the first, as pointnet2_ops
+            does (the peers' FPS); see ``pointmap.ops.fps``.
     """
 
     modality = "points"
 
     def __init__(self, embed_dim: int = 384, layout: str = "MMMTMMMTMMMT", num_group: int = 64,
                  group_size: int = 32, order: Union[str, Sequence[str]] = "hilbert",
-                 order_indicator: bool = False, **kwargs):
+                 order_indicator: bool = False, grid_size: Optional[float] = None, grid_depth: str = "cloud",
+                 skip_near_origin: bool = False, **kwargs):
         super().__init__(embed_dim=embed_dim, layout=layout, coord_dim=3, **kwargs)
         self.num_group = num_group
         self.group_size = group_size
+        self.grid_size = grid_size
+        self.grid_depth = grid_depth
+        self.skip_near_origin = skip_near_origin
         self.orders: Tuple[str, ...] = (order,) if isinstance(order, str) else tuple(order)
         self.tokenizer = MiniPointNet(embed_dim)
         if order_indicator:
@@ -214,10 +230,10 @@ class HybridEncoder(TokenEncoder):
 
     def group(self, points: torch.Tensor):
         """points: (B, N, 3) → neighborhood (B, G, K, 3) relative to the centers, centers (B, G, 3)."""
-        return group(points, self.num_group, self.group_size)
+        return group(points, self.num_group, self.group_size, skip_near_origin=self.skip_near_origin)
 
     def _ordered(self, tokens, centers, order: str, i: int):
-        perm = serialize(centers, order)                                  # (B, G)
+        perm = serialize(centers, order, grid_size=self.grid_size, grid_depth=self.grid_depth)  # (B, G)
         x = gather_points(tokens, perm)
         if self.order_scale is not None:
             x = x * self.order_scale[i] + self.order_shift[i]

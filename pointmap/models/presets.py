@@ -40,18 +40,28 @@ def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
 
 @register_model
 def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
-    """Point-MAE's encoder and finetuning model: 12 Transformer blocks (6 heads, no qkv bias), FPS
-    order, head on [cls; max]. ``num_classes=40``: 22,099,752 parameters, as Point-MAE's."""
+    """Point-MAE's encoder and finetuning model (``PointTransformer``): 12 Transformer blocks (6 heads, no
+    qkv bias), FPS order with pointnet2_ops' FPS (never a point within 1e-3 of the origin after the first),
+    positions added at every block, head on [cls; max]. ``num_classes=40``: 22,099,752 parameters, as
+    Point-MAE's. Given Point-MAE's weights it computes Point-MAE's logits (tested to 1e-10 in float64 on
+    outputs of Point-MAE's own code)."""
     cfg = dict(embed_dim=384, layout="T" * 12, num_heads=6, qkv_bias=False, num_group=64, group_size=32,
-               order="none", drop_path_rate=0.1, cls_token=True, global_pool="cls_max")
+               order="none", skip_near_origin=True, drop_path_rate=0.1, cls_token=True, global_pool="cls_max")
     return _build(cfg, num_classes, kwargs)
 
 
 @register_model
 def pointmamba(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
-    """PointMamba: 12 Mamba blocks over the hilbert then the hilbert-trans token sequence (2G tokens)
-    with order indicators; head on the mean token."""
+    """PointMamba (``PointMambaScan``): 12 Mamba blocks over the hilbert then the hilbert-trans token
+    sequence (2G tokens, no cls token) with per-order scale and shift, the positional embedding added once
+    before the first block, head on the mean token. As PointMamba: pointnet2_ops' FPS, and centers
+    quantized on a 0.02 grid with the curve depth taken over the whole batch (``grid_depth="batch"``), so a
+    cloud's token order, and so its logits, can change with the other clouds in its batch; pass
+    ``grid_depth="cloud"`` for batch-independent outputs (then a batch of one matches PointMamba). Given
+    PointMamba's weights it computes PointMamba's logits (tested to 1e-10 in float64 on outputs of
+    PointMamba's own code). Ties of two centers in one grid cell keep FPS order here (PointMamba's
+    unstable argsort leaves them arbitrary)."""
     cfg = dict(embed_dim=384, layout="M" * 12, num_group=64, group_size=32,
-               order=("hilbert", "hilbert-trans"), order_indicator=True, drop_path_rate=0.1,
-               cls_token=False, global_pool="mean")
+               order=("hilbert", "hilbert-trans"), order_indicator=True, grid_size=0.02, grid_depth="batch",
+               skip_near_origin=True, pos_mode="once", drop_path_rate=0.1, cls_token=False, global_pool="mean")
     return _build(cfg, num_classes, kwargs)
