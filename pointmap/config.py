@@ -108,7 +108,8 @@ class Config:
     task_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the task object
     name: str = ""  # the config's name (file stem by default): experiments/<name>/<exp_name>/
     exp_name: str = "default"
-    pretrained: Optional[str] = None  # weights to start from (--ckpt): a pointmap or Point-MAE checkpoint
+    pretrained: Optional[str] = None  # weights to start from (--ckpt): pointmap, Point-MAE, PointMamba, MAP 3D
+    pretrained_strict: bool = True  # false: load what fits from --ckpt, warn about the rest (partial load)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import torch
@@ -96,25 +95,14 @@ class Task:
         raise NotImplementedError
 
     def load_pretrained(self, model: nn.Module, path: str):
-        """Load ``--ckpt`` weights (a pointmap or Point-MAE checkpoint) into ``model``; a shape mismatch
-        is a ValueError naming the first bad key."""
+        """Load ``--ckpt`` weights (pointmap's, Point-MAE's, PointMamba's or MAP 3D's) into ``model``.
+        Every encoder tensor must come from the file unless ``pretrained_strict`` is false; a file that
+        does not fit is a ValueError naming its format and what is missing (pointmap.models.load_checkpoint)."""
         from ..models import load_checkpoint
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--ckpt {path}: file not found")
-        try:
-            report = load_checkpoint(model, path, source="auto")
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise ValueError(f"--ckpt {path}: not a readable checkpoint ({' '.join(str(e).split())[:200]})") from None
-        if report.unexpected_keys:
-            raise ValueError(f"--ckpt {path} does not fit {self.cfg.model.name}: checkpoint key "
-                             f"{report.unexpected_keys[0]!r} has no place in the model "
-                             f"({len(report.unexpected_keys)} such keys)")
-        core = [k for k in report.missing_keys if k.startswith("encoder.")]
-        if core:
-            raise ValueError(f"--ckpt {path} does not fit {self.cfg.model.name}: model key {core[0]!r} is not in "
-                             f"the checkpoint ({len(core)} encoder keys missing)")
-        return report
+        return load_checkpoint(model, path, source="auto", strict=self.cfg.pretrained_strict)
 
     # steps
     def train_step(self, model: nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

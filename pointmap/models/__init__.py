@@ -1,5 +1,6 @@
 """Models: HybridEncoder, heads, the MAP pretrainer, the image adapter, the registry, checkpoint import."""
-from .checkpoint import LoadResult, load_checkpoint, point_mae_to_pointmap
+from .checkpoint import CheckpointError, LoadResult, load_checkpoint, read_checkpoint
+from .convert import detect_format, map3d_to_pointmap, point_mae_to_pointmap, pointmamba_to_pointmap
 from .classifier import Classifier, mlp_head, pool_tokens
 from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder, no_weight_decay
 from .image import ImageEncoder, patchify
@@ -11,8 +12,8 @@ from .registry import create_model, list_models, register_model
 from . import map3d  # noqa: F401  (registers map3d_official)
 
 __all__ = [
-    "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
+    "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "MAPPretrainer", "PartSegmenter", "PatchTokens", "PretrainOutput", "TokenEncoder", "build_point_model",
-    "create_model", "create_pretrainer", "list_models", "load_checkpoint", "mlp_head", "no_weight_decay", "patchify",
-    "point_mae_to_pointmap", "pool_tokens", "random_mask", "register_model", "row_attention_mask",
+    "create_model", "create_pretrainer", "detect_format", "list_models", "load_checkpoint", "map3d_to_pointmap", "mlp_head", "no_weight_decay", "patchify",
+    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "read_checkpoint", "random_mask", "register_model", "row_attention_mask",
 ]

@@ -1,126 +1,163 @@
-"""Loading weights: pointmap's own checkpoints and Point-MAE's (pretraining or finetuned)."""
+"""Loading weights: pointmap's own checkpoints and the peers' (Point-MAE, PointMamba, MAP 3D).
+
+Loud by default: every encoder tensor of the target must come from the file, and every tensor of the
+file must have a place in the target or be of a kind the target does not have (a pretraining decoder
+loaded into a classifier, a classification head loaded into an encoder); otherwise it is a ValueError
+that names the format and what is missing. ``strict=False`` loads what fits and says so at WARNING.
+"""
 import logging
 import re
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple
 
 import torch
 from torch import nn
 
+from .convert import CONVERTERS, FORMATS, detect_format
 from .hybrid_encoder import TokenEncoder
-from .partseg import PartSegmenter
-from .pretrainer import MAPPretrainer
 
 _logger = logging.getLogger(__name__)
 
-# Point-MAE name → pointmap name, as the classifier / pretrainer spell it (first match wins).
-_POINT_MAE_RULES: List[Tuple[str, str]] = [
-    (r"^(?:MAE_encoder\.)?encoder\.(first_conv|second_conv)\.", r"encoder.tokenizer.\1."),
-    (r"^(?:MAE_encoder\.)?pos_embed\.", "encoder.pos_embed."),
-    (r"^(?:MAE_encoder\.)?blocks\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.mixer."),
-    (r"^(?:MAE_encoder\.)?blocks\.blocks\.(\d+)\.", r"encoder.blocks.\1."),
-    (r"^(?:MAE_encoder\.)?norm\.", "encoder.norm."),
-    (r"^cls_head_finetune\.", "head."),
-    (r"^MAE_decoder\.blocks\.(\d+)\.attn\.", r"decoder.blocks.\1.mixer."),
-    (r"^MAE_decoder\.", "decoder."),
-    (r"^increase_dim\.0\.", "predictor."),
-    (r"^(cls_token|cls_pos|mask_token|decoder_pos_embed\..*)$", r"\1"),
-]
-# Keys that belong to one kind of model only: dropped (and listed as ignored) for the others.
-_PRETRAIN_ONLY = re.compile(r"^(mask_token|decoder_pos_embed\.|decoder\.|predictor\.)")
-_FINETUNE_ONLY = re.compile(r"^(cls_token|cls_pos|head\.)")
+# Keys of one kind of model only: left out (and listed as ignored) when the target has no place for them.
+_KNOWN_KINDS = re.compile(r"^(mask_token|decoder_pos_embed\.|decoder\.|predictor\.|cls_token|cls_pos|head\.)")
+_SHOWN = 3  # names quoted in an error
 
 
 class LoadResult(NamedTuple):
     """missing_keys: target keys the checkpoint did not fill; unexpected_keys: checkpoint keys with no
     place in the target; ignored_keys: keys of the other kind of model (a pretraining decoder loaded
-    into a classifier, a head loaded into an encoder), left out on purpose."""
+    into a classifier, a head loaded into an encoder), left out on purpose; source: the format read."""
 
     missing_keys: List[str]
     unexpected_keys: List[str]
     ignored_keys: List[str]
+    source: str = "pointmap"
 
 
-def point_mae_to_pointmap(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Renames a Point-MAE ``base_model`` state dict to pointmap's names (classifier / pretrainer level).
-    Unknown names are kept as they are, so they surface as unexpected keys."""
-    out = {}
-    for name, value in state.items():
-        new = name
-        for pattern, repl in _POINT_MAE_RULES:
-            if re.match(pattern, name):
-                new = re.sub(pattern, repl, name)
-                break
-        if new.startswith("predictor.") and value.dim() == 3:               # Conv1d(C, 3K, 1) → Linear
-            value = value.squeeze(-1)
-        out[new] = value
-    return out
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit its target: the message names the file, the format and the keys."""
 
 
-def _extract_state(ckpt) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Finds the state dict inside a checkpoint and says whose format it is."""
+def _extract_state(ckpt, path: str) -> Dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: under ``base_model`` (the peers), ``model`` or ``state_dict``
+    (pointmap, other trainers), or the checkpoint itself."""
     if not isinstance(ckpt, dict):
-        raise ValueError(f"a checkpoint must be a dict, got {type(ckpt).__name__}")
-    for key, fmt in (("base_model", "point_mae"), ("model", "pointmap"), ("state_dict", "pointmap")):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of tensors, got {type(ckpt).__name__}")
+    for key in ("base_model", "model", "state_dict"):
         if key in ckpt and isinstance(ckpt[key], dict):
-            return ckpt[key], fmt
-    return ckpt, "pointmap"
+            return ckpt[key]
+    return ckpt
+
+
+def _strip_module(state):
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _head(state: Dict[str, torch.Tensor]) -> Dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items() if k.startswith("head.")}
 
 
 def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module):
-    """Re-roots classifier/pretrainer-level names onto ``model`` and drops the other kind's keys."""
-    ignored = []
-    if isinstance(model, MAPPretrainer):
-        other = _FINETUNE_ONLY
-    elif isinstance(model, (TokenEncoder, PartSegmenter)):
-        other = re.compile(_FINETUNE_ONLY.pattern + "|" + _PRETRAIN_ONLY.pattern)
-    else:
-        other = _PRETRAIN_ONLY
-    kept = {}
+    """Re-roots names onto ``model`` (an encoder-level file into a classifier, a classifier-level file into
+    an encoder) and sets aside the keys of another kind of model that ``model`` has no place for. A head
+    is kept only when it is the same head as the target's (same names and shapes: a part segmenter's into
+    a part segmenter, a 40-class classifier's into a 40-class classifier); any other head is set aside."""
+    target = model.state_dict()
+    if isinstance(model, TokenEncoder):
+        state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
+    elif not any(k.startswith("encoder.") for k in state):
+        state = {("encoder." + k if "encoder." + k in target else k): v for k, v in state.items()}
+    same_head = _head(state) == _head(target)
+    kept, ignored = {}, []
     for k, v in state.items():
-        if other.match(k):
-            ignored.append(k)
-        elif isinstance(model, TokenEncoder) and k.startswith("encoder."):
-            kept[k[len("encoder."):]] = v
-        else:
+        if k in target and (same_head or not k.startswith("head.")):
             kept[k] = v
+        elif _KNOWN_KINDS.match(k):
+            ignored.append(k)
+        else:
+            kept[k] = v  # surfaces as an unexpected key
     return kept, ignored
 
 
-def load_checkpoint(model: nn.Module, path: str, source: str = "auto", weights_only: bool = True) -> LoadResult:
+def _encoder_keys(model: nn.Module) -> List[str]:
+    """The target's encoder tensors (BatchNorm's num_batches_tracked aside: load_state_dict fills it)."""
+    prefix = "" if isinstance(model, TokenEncoder) else "encoder."
+    return [k for k in model.state_dict() if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+
+
+def _names(keys: List[str]) -> str:
+    more = f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more
+
+
+def read_checkpoint(path: str, weights_only: bool = True):
+    """``torch.load`` on the CPU; a file that is not a readable checkpoint is a :class:`CheckpointError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # torch.load's parser fails in many ways on a file that is not a checkpoint
+        reason = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint "
+                              f"({type(e).__name__}: {reason[:160]}{'...' if len(reason) > 160 else ''})") from e
+
+
+def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: bool = True,
+                    weights_only: bool = True) -> LoadResult:
     """Loads weights into ``model``: an encoder, a classifier, a part segmenter or a :class:`MAPPretrainer`.
 
     Args:
         model: the target; its keys decide what is taken from the checkpoint.
-        path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or Point-MAE's
-            (``{"base_model": state}``, pretraining ``Point_MAE`` or finetuned ``PointTransformer``,
-            with or without the ``module.`` prefix of DDP).
-        source: ``auto`` (from the file's keys), ``pointmap`` or ``point_mae``.
+        path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or a peer's
+            (``{"base_model": state}``, pretraining or finetuned, with or without DDP's ``module.``):
+            Point-MAE, PointMamba or the released MAP 3D (Mamba3D) code.
+        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``.
+        strict: every encoder tensor of ``model`` must be in the file and every tensor of the file must
+            fit ``model`` or be of another kind of model (decoder, head: listed as ignored). False loads
+            what fits and logs what did not at WARNING.
         weights_only: passed to ``torch.load``; set False only for a file you trust.
 
     Returns:
-        :class:`LoadResult` (missing, unexpected and ignored keys), also logged.
+        :class:`LoadResult` (missing, unexpected and ignored keys, the format), also logged.
 
     Raises:
-        ValueError: a checkpoint tensor's shape differs from the target's (names the first such key
-            and both shapes), or ``source`` is unknown.
+        CheckpointError (a ValueError): the file is not a checkpoint, its format is unknown, a tensor's
+            shape differs from the target's, or (strict) encoder tensors are missing or keys are unknown.
     """
-    if source not in ("auto", "pointmap", "point_mae"):
-        raise ValueError(f"source must be 'auto', 'pointmap' or 'point_mae'; got {source!r}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
-    state, detected = _extract_state(ckpt)
-    source = detected if source == "auto" else source
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    if source == "point_mae":
-        state = point_mae_to_pointmap(state)
+    if source not in ("auto",) + FORMATS:
+        raise ValueError(f"source must be one of {['auto', *FORMATS]}; got {source!r}")
+    state = _extract_state(read_checkpoint(path, weights_only), path)
+    state = _strip_module(state)
+    fmt = detect_format(state) if source == "auto" else source
+    if fmt is None:
+        raise CheckpointError(f"checkpoint {path}: unknown format ({len(state)} tensors, first keys "
+                              f"{_names(list(state))}); pointmap reads {', '.join(FORMATS)}")
+    if fmt in CONVERTERS:
+        encoder = getattr(model, "encoder", model)
+        state = CONVERTERS[fmt](state, getattr(encoder, "layout", None))
     state, ignored = _adapt_to_target(state, model)
     target = model.state_dict()
+    where = f"checkpoint {path} ({fmt} format) into {type(model).__name__}"
+    encoder = _encoder_keys(model)
+    missing_enc = [k for k in encoder if k not in state]
+    unexpected = [k for k in state if k not in target]
+    problems = []
+    if missing_enc:
+        problems.append(f"{len(missing_enc)} of {len(encoder)} encoder tensors are not in the file "
+                        f"({_names(missing_enc)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors of the file have no place in the model ({_names(unexpected)})")
+    if problems and strict:
+        raise CheckpointError(f"{where}: {'; '.join(problems)}; nothing was loaded. Load it partially with "
+                              "strict=False (config: pretrained_strict: false)")
     for k, v in state.items():
         if k in target and target[k].shape != v.shape:
-            raise ValueError(f"checkpoint {path}: {k!r} has shape {tuple(v.shape)} in the checkpoint but "
-                             f"{tuple(target[k].shape)} in the model")
+            raise CheckpointError(f"checkpoint {path} ({fmt} format): {k!r} has shape {tuple(v.shape)} in the "
+                                  f"checkpoint but {tuple(target[k].shape)} in the model")
+    if problems:
+        _logger.warning("partial load of %s: %s", where, "; ".join(problems))
     result = model.load_state_dict(state, strict=False)
-    out = LoadResult(list(result.missing_keys), list(result.unexpected_keys), ignored)
-    _logger.info("loaded %s (%s format) into %s: %d tensors, missing %s, unexpected %s, ignored %d",
-                 path, source, type(model).__name__, len(state) - len(out.unexpected_keys),
-                 out.missing_keys or "none", out.unexpected_keys or "none", len(ignored))
+    out = LoadResult(list(result.missing_keys), list(result.unexpected_keys), ignored, fmt)
+    _logger.info("loaded %s: %d tensors, missing %s, ignored %s", where, len(state) - len(unexpected),
+                 _names(out.missing_keys) if out.missing_keys else "none",
+                 _names(ignored) if ignored else "none")
     return out

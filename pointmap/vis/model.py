@@ -1,7 +1,6 @@
 """A pretrainer with trained weights, from a config and a checkpoint, the way the engine builds it."""
 from __future__ import annotations
 
-import pickle
 from typing import Optional, Tuple
 
 import torch
@@ -34,8 +33,6 @@ def load_pretrainer(ckpt: str, cfg: Optional[Config] = None, device: str = "cpu"
         report = load_checkpoint(model, ckpt, source="auto")
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {ckpt}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"cannot read checkpoint {ckpt}: {' '.join(str(e).split())[:200]}") from None
     if report.missing_keys or report.unexpected_keys:
         key = (report.missing_keys or report.unexpected_keys)[0]
         what = "is not in the checkpoint" if report.missing_keys else "has no place in the model"
