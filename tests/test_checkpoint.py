@@ -1,5 +1,7 @@
-"""Checkpoint import: Point-MAE pretraining / finetuned checkpoints and pointmap's own."""
+"""Checkpoint import: pointmap's own, and the peers' pretraining / finetuned files at full size (key names
+and shapes from tests/fixtures/peers/*_state_dicts.json, values synthesized), loud on what does not fit."""
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -7,9 +9,10 @@ import pytest
 import torch
 
 import pointmap
-from pointmap.models import load_checkpoint
+from pointmap.models import CheckpointError, load_checkpoint
 
-PEER_JSON = Path(__file__).resolve().parents[2] / "shared" / "peers" / "point_mae_state_dicts.json"
+PEERS = Path(__file__).resolve().parent / "fixtures" / "peers"
+PEER_JSON = PEERS / "point_mae_state_dicts.json"
 
 
 def _point_mae_shapes(kind: str, num_classes: int = 40) -> dict:
@@ -51,10 +54,12 @@ def _point_mae_shapes(kind: str, num_classes: int = 40) -> dict:
 
 
 def _shapes(kind: str) -> dict:
-    if PEER_JSON.exists():
-        data = json.loads(PEER_JSON.read_text())
-        return data["point_mae_finetune_cls40" if kind == "finetune" else "point_mae_pretrain"]
-    return _point_mae_shapes(kind)
+    data = json.loads(PEER_JSON.read_text())
+    return data["point_mae_finetune_cls40" if kind == "finetune" else "point_mae_pretrain"]
+
+
+def _peer_shapes(peer: str, kind: str) -> dict:
+    return json.loads((PEERS / f"{peer}_state_dicts.json").read_text())[f"{peer}_{kind}"]
 
 
 def _synthesize(path, shapes: dict, prefix: str = "module.") -> dict:
@@ -69,7 +74,6 @@ def _head_keys(model) -> set:
     return {k for k in model.state_dict() if k.startswith("head.") and not k.endswith("num_batches_tracked")}
 
 
-@pytest.mark.skipif(not PEER_JSON.exists(), reason="the peers' JSON is not beside this checkout")
 def test_written_out_names_agree_with_the_peer_json():
     data = json.loads(PEER_JSON.read_text())
     assert _point_mae_shapes("finetune") == data["point_mae_finetune_cls40"]
@@ -113,9 +117,20 @@ def test_point_mae_pretraining_checkpoint_loads(tmp_path):
 
 def test_shape_mismatch_names_key_and_shapes(tmp_path):
     _synthesize(tmp_path / "ft.pth", _shapes("finetune"), prefix="")
+    model = pointmap.create_model("pointmae", num_classes=15, embed_dim=192, num_heads=3)
+    with pytest.raises(CheckpointError, match=r"point_mae format.*'cls_token' has shape "
+                                              r"\(1, 1, 384\) in the checkpoint but \(1, 1, 192\)"):
+        load_checkpoint(model, str(tmp_path / "ft.pth"))
+
+
+def test_a_head_of_another_shape_is_set_aside(tmp_path):
+    """A 40-class finetuned file into a 15-class model: the encoder loads, the head is listed as ignored."""
+    _synthesize(tmp_path / "ft.pth", _shapes("finetune"))
     model = pointmap.create_model("pointmae", num_classes=15)
-    with pytest.raises(ValueError, match=r"'head\.8\.weight'.*\(40, 256\).*\(15, 256\)"):
-        load_checkpoint(model, str(tmp_path / "ft.pth"), source="point_mae")
+    res = load_checkpoint(model, str(tmp_path / "ft.pth"))
+    assert res.unexpected_keys == [] and set(res.missing_keys) == _head_keys(model)
+    head = {k.replace("cls_head_finetune.", "head.") for k in _shapes("finetune") if k.startswith("cls_head_finetune.")}
+    assert set(res.ignored_keys) == head
 
 
 def test_pointmap_round_trip(tmp_path):
@@ -129,3 +144,140 @@ def test_pointmap_round_trip(tmp_path):
     assert torch.equal(clf.encoder.blocks[0].mixer.A_log, pre.encoder.blocks[0].mixer.A_log)
     with pytest.raises(ValueError, match="source"):
         load_checkpoint(clf, str(tmp_path / "ckpt-last.pth"), source="pointgpt")
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind,classes,params", [("finetune_cls40", 40, 12_297_768), ("finetune_cls15", 15, 12_291_343)])
+def test_pointmamba_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_path):
+    shapes = _peer_shapes("pointmamba", kind)
+    state = _synthesize(tmp_path / "pm.pth", shapes)
+    model = pointmap.create_model("pointmamba", num_classes=classes)
+    assert _count(model) == params                                        # PointMambaScan's count
+    res = load_checkpoint(model, str(tmp_path / "pm.pth"))
+    assert res.source == "pointmamba"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    assert torch.equal(model.encoder.order_shift[1], state["OrderScale_beta_2"])
+    assert torch.equal(model.encoder.blocks[11].mixer.A_log, state["blocks.layers.11.mixer.A_log"])
+    assert torch.equal(model.encoder.blocks[5].norm1.bias, state["blocks.layers.5.norm.bias"])
+    assert torch.equal(model.encoder.norm.weight, state["blocks.norm_f.weight"])
+
+
+def test_pointmamba_pretraining_checkpoint_fills_the_encoder(tmp_path):
+    state = _synthesize(tmp_path / "pre.pth", _peer_shapes("pointmamba", "pretrain"))
+    model = pointmap.create_model("pointmamba", num_classes=40)
+    res = load_checkpoint(model, str(tmp_path / "pre.pth"))
+    assert res.source == "pointmamba" and res.unexpected_keys == []
+    assert set(res.missing_keys) == _head_keys(model)
+    assert "mask_token" in res.ignored_keys and any(k.startswith("decoder.mamba.") for k in res.ignored_keys)
+    assert torch.equal(model.encoder.order_scale[0], state["MAE_encoder.OrderScale_gamma_1"])
+
+
+@pytest.mark.parametrize("kind,classes,params", [("finetune_cls15", 15, 25_220_623), ("finetune_cls40", 40, 25_227_048)])
+def test_map3d_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_path):
+    state = _synthesize(tmp_path / "m.pth", _peer_shapes("map3d", kind))
+    model = pointmap.create_model("map3d_official", num_classes=classes)
+    assert _count(model) == params                                        # the release's Mamba3D count
+    res = load_checkpoint(model, str(tmp_path / "m.pth"))
+    assert res.source == "map3d"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    blocks = model.encoder.blocks
+    assert torch.equal(blocks[5].mlp.D_b, state["blocks.blocks.4.mixer.D_b"])            # 5th M is block 5
+    assert torch.equal(blocks[7].mixer.alpha, state["blocks.blocks_vit.1.lfa.lga.affine_alpha_feat"].flatten())
+    assert torch.equal(blocks[15].mlp.mixer.qkv.weight, state["blocks.blocks_vit.3.mixer.attn.qkv.weight"])
+    assert torch.equal(blocks[0].mixer.proj.weight, state["blocks.blocks.0.lfa.mlp.share_mlp.weight"].squeeze(-1))
+
+
+def test_map3d_pretraining_checkpoint_loads_encoder_and_cls_token(tmp_path):
+    state = _synthesize(tmp_path / "pre.pth", _peer_shapes("map3d", "pretrain"))
+    model = pointmap.create_model("map3d_official", num_classes=15)
+    res = load_checkpoint(model, str(tmp_path / "pre.pth"))
+    assert res.source == "map3d" and res.unexpected_keys == [] and set(res.missing_keys) == _head_keys(model)
+    assert torch.equal(model.cls_token, state["MAE_encoder.cls_token"])
+    pre = pointmap.create_pretrainer(pointmap.create_model("map3d_official"), objective="mae", mask_ratio=0.6,
+                                     decoder_depth=4, decoder_heads=6)
+    res = load_checkpoint(pre, str(tmp_path / "pre.pth"))
+    assert res.missing_keys == [] and res.unexpected_keys == []
+    assert torch.equal(pre.decoder.blocks[3].mixer.qkv.weight, state["MAE_decoder.blocks.3.attn.qkv.weight"])
+
+
+def _drop(shapes: dict, pattern: str) -> dict:
+    return {k: v for k, v in shapes.items() if pattern not in k}
+
+
+@pytest.mark.parametrize("peer,preset,gone,source", [
+    ("pointmamba", "pointmamba", "blocks.layers.3.", "auto"),
+    ("map3d", "map3d_official", "blocks.blocks_vit.", "auto"),
+    ("pointmamba", "pointmamba", None, "point_mae"),                     # the wrong format named by hand
+    ("map3d", "pointmae", None, "auto"),                                  # a MAP 3D file into Point-MAE
+])
+def test_incomplete_or_misfit_peer_files_are_errors(peer, preset, gone, source, tmp_path):
+    shapes = _peer_shapes(peer, "finetune_cls15")
+    _synthesize(tmp_path / "x.pth", _drop(shapes, gone) if gone else shapes)
+    model = pointmap.create_model(preset, num_classes=15)
+    fmt = peer if source == "auto" else source
+    with pytest.raises(CheckpointError, match=rf"\({fmt} format\).*encoder tensors are not in the file") as e:
+        load_checkpoint(model, str(tmp_path / "x.pth"), source=source)
+    assert "strict=False" in str(e.value) and "\n" not in str(e.value)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_partial_load_only_when_asked(tmp_path):
+    _synthesize(tmp_path / "x.pth", _drop(_peer_shapes("pointmamba", "finetune_cls40"), "blocks.layers.3."))
+    model = pointmap.create_model("pointmamba", num_classes=40)
+    seen, log = _Records(), logging.getLogger("pointmap.models.checkpoint")
+    log.addHandler(seen)  # the logger's own handler: independent of how other tests configured propagation
+    try:
+        res = load_checkpoint(model, str(tmp_path / "x.pth"), strict=False)
+    finally:
+        log.removeHandler(seen)
+    assert len([k for k in res.missing_keys if ".blocks.3." in k]) == 11  # norm + 9 mixer tensors
+    assert any(r.levelno == logging.WARNING and "partial load" in r.getMessage() for r in seen.records)
+
+
+def test_unknown_and_unreadable_files(tmp_path):
+    model = pointmap.create_model("pointmae", num_classes=15, embed_dim=32, num_heads=2, layout="TT")
+    torch.save({"base_model": {"backbone.conv1.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"unknown format .*backbone\.conv1\.weight.*pointmap reads"):
+        load_checkpoint(model, str(tmp_path / "other.pth"))
+    (tmp_path / "notes.txt").write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match=r"notes\.txt is not a readable torch checkpoint"):
+        load_checkpoint(model, str(tmp_path / "notes.txt"))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(CheckpointError, match="expected a dict of tensors, got Tensor"):
+        load_checkpoint(model, str(tmp_path / "tensor.pth"))
+
+
+def test_part_segmenter_keeps_its_own_head(tmp_path):
+    tiny = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8, layout="MT")
+    seg = pointmap.create_model("hybridnet_s", num_parts=50, **tiny)
+    torch.save({"model": seg.state_dict()}, tmp_path / "seg.pth")
+    other = pointmap.create_model("hybridnet_s", num_parts=50, **tiny)
+    res = load_checkpoint(other, str(tmp_path / "seg.pth"))
+    assert res.missing_keys == [] and res.ignored_keys == []
+    assert torch.equal(other.head[0].weight, seg.head[0].weight)
+    clf = pointmap.create_model("hybridnet_s", num_classes=4, **tiny)
+    torch.save({"model": clf.state_dict()}, tmp_path / "clf.pth")
+    res = load_checkpoint(other, str(tmp_path / "clf.pth"))
+    assert res.unexpected_keys == [] and {k for k in res.ignored_keys if k.startswith("head.")}
+    assert {k for k in res.missing_keys} == {k for k in other.state_dict() if k.startswith("head.")
+                                             and not k.endswith("num_batches_tracked")}
+
+
+def test_bare_encoder_state_into_a_classifier(tmp_path):
+    tiny = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8, layout="MT")
+    enc = pointmap.create_model("hybridnet_s", **tiny)
+    torch.save(enc.state_dict(), tmp_path / "enc.pth")
+    clf = pointmap.create_model("hybridnet_s", num_classes=4, **tiny)
+    res = load_checkpoint(clf, str(tmp_path / "enc.pth"))
+    assert res.unexpected_keys == [] and set(res.missing_keys) == {"cls_token", "cls_pos"} | _head_keys(clf)

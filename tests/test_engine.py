@@ -251,11 +251,9 @@ def test_hooks_from_config_run_at_epoch_end(tmp_path):
         Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "x"), device="cpu")
 
 
-PEER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                         "shared", "peers", "point_mae_state_dicts.json")
+PEER_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "peers", "point_mae_state_dicts.json")
 
 
-@pytest.mark.skipif(not os.path.isfile(PEER_JSON), reason="needs shared/peers/point_mae_state_dicts.json")
 def test_point_mae_pretraining_checkpoint_loads_into_pointmae_classifier(tmp_path):
     shapes = json.loads(open(PEER_JSON).read())["point_mae_pretrain"]
     g = torch.Generator().manual_seed(0)

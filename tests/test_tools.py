@@ -125,7 +125,18 @@ def test_scanobjectnn_tool_end_to_end_on_fixture_data(pretrained, tmp_path, monk
     assert "| test acc " in out and os.path.isdir(tmp_path / "exp" / "finetune_scan_hardest" / "default")
 
 
+PEER_FIXTURES = os.path.join(REPO, "tests", "fixtures", "peers")
+
+
+def _peer_file(path, peer, drop):
+    """A reduced peer checkpoint (tests/fixtures/peers) with the tensors whose names contain ``drop`` removed."""
+    state = torch.load(os.path.join(PEER_FIXTURES, f"{peer}.pt"), weights_only=True)["state_dict"]
+    torch.save({"base_model": {k: v for k, v in state.items() if drop not in k}}, path)
+    return str(path)
+
+
 @pytest.mark.parametrize("case", ["missing_cfg", "unreadable_cfg", "unknown_key", "wrong_type", "bad_ckpt", "misfit_ckpt",
+                                  "pointmamba_blocks_missing", "map3d_blocks_missing", "unknown_ckpt", "text_ckpt",
                                   "incomplete_root", "nan_loss", "resume_missing"])
 def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypatch, capsys):
     name, cfg, extra = "finetune_modelnet.py", os.path.join(CFGS, "finetune_demo.yaml"), []
@@ -133,7 +144,13 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         "missing_cfg": "config file not found", "unreadable_cfg": "cannot read config",
         "unknown_key": "did you mean 'optim.lr'", "wrong_type": "'data.batch_size' must be int",
         "bad_ckpt": "'encoder.pos_embed.2.weight' has shape (16, 128) in the checkpoint but (24, 128)",
-        "misfit_ckpt": "does not fit hybridnet_s: checkpoint key 'encoder.blocks.0.", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
+        "misfit_ckpt": "(pointmap format) into Classifier: 9 of 44 encoder tensors are not in the file (encoder.blocks.0.",
+        "pointmamba_blocks_missing": "(pointmamba format) into Classifier: 11 of 46 encoder tensors are not in the file "
+                                     "(encoder.blocks.1.norm1.weight",
+        "map3d_blocks_missing": "(map3d format) into Classifier: 21 of 121 encoder tensors are not in the file "
+                                "(encoder.blocks.3.",
+        "unknown_ckpt": "unknown format (1 tensors, first keys backbone.fc.weight); pointmap reads",
+        "text_ckpt": "is not a readable torch checkpoint", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
         "resume_missing": "nothing to resume",
     }[case]
     if case == "missing_cfg":
@@ -149,6 +166,18 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         extra = ["--ckpt", pretrained, "model.args.embed_dim=24"]
     elif case == "misfit_ckpt":
         extra = ["--ckpt", pretrained, "model.args.layout=TT"]
+    elif case == "pointmamba_blocks_missing":
+        extra = ["--ckpt", _peer_file(tmp_path / "pm.pth", "pointmamba", "layers.1."), "model.name=pointmamba",
+                 "model.args={embed_dim: 48, layout: MM, num_group: 32, group_size: 16}"]
+    elif case == "map3d_blocks_missing":
+        extra = ["--ckpt", _peer_file(tmp_path / "m.pth", "map3d", "blocks_vit."), "model.name=map3d_official",
+                 "model.args={embed_dim: 48, layout: MMMT, num_group: 32, group_size: 16}"]
+    elif case == "unknown_ckpt":
+        torch.save({"state_dict": {"backbone.fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
+        extra = ["--ckpt", str(tmp_path / "other.pth")]
+    elif case == "text_ckpt":
+        (tmp_path / "notes.pth").write_text("not weights\n")
+        extra = ["--ckpt", str(tmp_path / "notes.pth")]
     elif case == "incomplete_root":
         name, cfg = "finetune_scanobjectnn.py", os.path.join(CFGS, "finetune_scan_objbg.yaml")
         extra = [f"data.root={tmp_path}"]
@@ -163,6 +192,9 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
     assert code == 2 and not out.startswith("protocol ")
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and expect in errors[0], err
+    if case.endswith("_ckpt") or case.endswith("_missing"):  # nothing trained, no checkpoint written
+        run = tmp_path / "exp" / "finetune_demo" / "default"
+        assert not run.exists() or not [f for f in os.listdir(run) if f.endswith(".pth")]
     if case == "nan_loss":
         ckpts = [f for f in os.listdir(tmp_path / "exp" / "map_demo" / "default") if f.endswith(".pth")]
         assert "stopped before applying it" in err and (ckpts == [] or "ckpt-last.pth" in err)

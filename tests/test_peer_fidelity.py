@@ -1,0 +1,143 @@
+"""The peer presets compute what the peers' own code computes.
+
+tests/fixtures/peers/ holds, for Point-MAE, PointMamba, the released MAP 3D model and mamba_ssm's Mamba,
+a reduced-size model's state dict with the peer's key names, an input and the peer's float64 outputs,
+all made by the peers' own code (see its README.md). Each state dict is saved the way the peers save
+checkpoints ({"base_model": ...}), loaded through the public loader with source="auto" into the preset
+built with the same reduced settings, and run in float64.
+"""
+import os
+
+import pytest
+import torch
+
+import pointmap
+from pointmap.layers import MambaMixer
+from pointmap.models import load_checkpoint
+from pointmap.ops import fps, group, serialize
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "peers")
+TOL = 1e-10
+REDUCED = dict(num_classes=10, embed_dim=48, num_group=32, group_size=16)
+# fixture -> (preset, layout of the reduced model, format the loader must detect)
+PEERS = {"point_mae": ("pointmae", "TT", "point_mae"), "pointmamba": ("pointmamba", "MM", "pointmamba"),
+         "map3d": ("map3d_official", "MMMT", "map3d")}
+
+
+def fixture(name):
+    return torch.load(os.path.join(FIXTURES, f"{name}.pt"), weights_only=True)
+
+
+def peer_model(name, tmp_path, **overrides):
+    """The preset with the peer's weights, loaded from a peer-style checkpoint file; (model, fixture)."""
+    fx = fixture(name)
+    preset, layout, fmt = PEERS[name]
+    model = pointmap.create_model(preset, layout=layout, **{**REDUCED, **overrides}).double().eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save({"base_model": {"module." + k: v for k, v in fx["state_dict"].items()}, "epoch": 300}, path)
+    res = load_checkpoint(model, str(path), source="auto")
+    assert res.source == fmt
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    return model, fx
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_grouping_matches_the_peer(name):
+    """FPS with pointnet2_ops' quirk, KNN and the mini-PointNet input: indices equal on all three clouds."""
+    fx = fixture(name)
+    x, out = fx["input"], fx["outputs"]
+    assert torch.equal(fps(x, 32, skip_near_origin=True), out["fps_idx"])
+    nb, centers, idx = group(x, 32, 16, return_idx=True, skip_near_origin=True)
+    assert torch.equal(idx, out["knn_idx"]) and max_diff(centers, out["centers"]) == 0
+    # Cloud 1 has two points within 0.03 of the origin: pointmap's own FPS takes one of them.
+    plain = fps(x, 32)
+    assert [torch.equal(plain[i], out["fps_idx"][i]) for i in range(3)] == [True, False, True]
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_tokens_match_the_peer(name, tmp_path):
+    model, fx = peer_model(name, tmp_path)
+    enc = model.encoder
+    with torch.no_grad():
+        nb, _ = enc.group(fx["input"])
+        assert max_diff(enc.tokenizer(nb), fx["outputs"]["tokens"]) < TOL
+
+
+def test_pointmae_logits_match_point_mae(tmp_path):
+    model, fx = peer_model("point_mae", tmp_path)
+    with torch.no_grad():
+        assert max_diff(model(fx["input"]), fx["outputs"]["logits"]) < TOL
+        assert max_diff(model.forward_features(fx["input"]), fx["outputs"]["features"]) < TOL
+
+
+def test_pointmamba_logits_match_pointmamba(tmp_path):
+    """PointMamba's batch-dependent curve depth reproduced: the batch gives `logits`, one cloud at a
+    time gives `b1_logits` (cloud 2 differs between them)."""
+    model, fx = peer_model("pointmamba", tmp_path)
+    x, out = fx["input"], fx["outputs"]
+    with torch.no_grad():
+        assert max_diff(model(x), out["logits"]) < TOL
+        assert max_diff(model.forward_features(x), out["features"]) < TOL
+        b1 = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    assert max_diff(b1, out["b1_logits"]) < TOL
+    assert max_diff(out["logits"][2], out["b1_logits"][2]) > 1e-5  # the quirk is visible in this input
+
+
+def test_pointmamba_per_cloud_depth_is_batch_independent(tmp_path):
+    model, fx = peer_model("pointmamba", tmp_path, grid_depth="cloud")
+    with torch.no_grad():
+        assert max_diff(model(fx["input"]), fx["outputs"]["b1_logits"]) < TOL
+
+
+def test_pointmamba_orders_match(tmp_path):
+    out = fixture("pointmamba")["outputs"]
+    c = out["centers"]
+    for order in ("hilbert", "hilbert-trans"):
+        key = order.replace("-", "_")
+        assert torch.equal(serialize(c, order, grid_size=0.02, grid_depth="batch"), out[f"order_{key}"])
+        assert torch.equal(serialize(c, order, grid_size=0.02, grid_depth="cloud"), out[f"b1_order_{key}"])
+    model, _ = peer_model("pointmamba", tmp_path)
+    with torch.no_grad():
+        got = model.encoder(fixture("pointmamba")["input"]).order
+    assert torch.equal(got, torch.cat([out["order_hilbert"], out["order_hilbert_trans"]], dim=1))
+
+
+def test_map3d_official_matches_the_release_per_sample(tmp_path):
+    """The release adds sample 0's mean to every sample's pooled feature; pointmap pools per sample. So
+    the batch agrees for cloud 0, the cls half of the features for every cloud, and one cloud at a
+    time agrees everywhere."""
+    model, fx = peer_model("map3d", tmp_path)
+    x, out = fx["input"], fx["outputs"]
+    with torch.no_grad():
+        logits, feats = model(x), model.forward_features(x)
+        b1 = torch.cat([model(x[i:i + 1]) for i in range(3)])
+        b1_feats = torch.cat([model.forward_features(x[i:i + 1]) for i in range(3)])
+    assert max_diff(b1, out["b1_logits"]) < TOL and max_diff(b1_feats, out["b1_features"]) < TOL
+    assert max_diff(logits[0], out["logits"][0]) < TOL
+    assert max_diff(feats[:, :48], out["features"][:, :48]) < TOL
+    assert max_diff(logits[1:], out["logits"][1:]) > 1e-3  # the release's pooling slip, not reproduced
+
+
+def test_mamba_mixer_matches_mamba_ssm():
+    fx = fixture("mamba_mixer")
+    mixer = MambaMixer(**{k: v for k, v in fx["config"].items() if k != "use_fast_path"}).double().eval()
+    mixer.load_state_dict(fx["state_dict"])
+    with torch.no_grad():
+        assert max_diff(mixer(fx["input"]), fx["outputs"]["y"]) < TOL
+
+
+def test_pos_mode_once_differs_from_every_block():
+    torch.manual_seed(0)
+    kw = dict(embed_dim=16, layout="MM", num_group=8, group_size=8)
+    a = pointmap.create_model("pointmamba", **kw).eval()
+    b = pointmap.create_model("pointmamba", pos_mode="every_block", **kw).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 64, 3)
+    with torch.no_grad():
+        assert not torch.allclose(a(x).tokens, b(x).tokens)
+    with pytest.raises(ValueError, match="pos_mode"):
+        pointmap.create_model("pointmamba", pos_mode="sometimes", **kw)
