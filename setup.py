@@ -1,13 +1,22 @@
 """pointmap: masked autoregressive pretraining (MAP) for point clouds with hybrid Mamba-Transformer encoders.
 
-The CUDA ops in extensions/ are optional. They are compiled on first use on a GPU machine (cached by
-torch.utils.cpp_extension), or at install time with ``FORCE_CUDA=1 pip install -e .``.
+The compiled ops (extensions/pointmap_ops: C++, and CUDA where nvcc and a GPU are present) are built here,
+at install time, into ``pointmap._C`` with torch.utils.cpp_extension. The build is optional: when torch
+cannot be imported by this script (pip's isolated build environment) or the compiler fails, the install
+still succeeds, pointmap uses its PyTorch paths, and ``python -m pointmap.env`` says why (the reason is
+kept in ``pointmap/_C_build.txt``). Nothing is compiled at run time.
+
+    FORCE_CUDA=1   build the CUDA kernels too even when no GPU is visible (needs nvcc and a CUDA torch)
+    POINTMAP_NO_EXT=1   do not build pointmap._C
 """
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join("extensions", "pointmap_ops")
+STATUS = "_C_build.txt"  # beside the package's modules: what the build did, for pointmap.env
 
 
 def _version():
@@ -17,21 +26,57 @@ def _version():
     return ns["__version__"]
 
 
-def _ext_modules():
-    """Build pointmap._C at install time only when asked (FORCE_CUDA=1) and CUDA is usable."""
-    if os.environ.get("FORCE_CUDA", "0") != "1":
-        return [], {}
-    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
-
-    src = os.path.join("extensions", "pointmap_ops")
-    sources = [os.path.join(src, f) for f in sorted(os.listdir(os.path.join(HERE, src)))
-               if f.endswith((".cpp", ".cu"))]
-    ext = CUDAExtension("pointmap._C", sources, define_macros=[("POINTMAP_WITH_CUDA", None)],
-                        extra_compile_args={"cxx": ["-O3", "-ffp-contract=off"], "nvcc": ["-O3", "--fmad=false"]})
-    return [ext], {"build_ext": BuildExtension}
+def _sources(with_cuda: bool):
+    files = sorted(f for f in os.listdir(os.path.join(HERE, SRC)) if f.endswith(".cpp") or (with_cuda and f.endswith(".cu")))
+    return [os.path.join(SRC, f) for f in files]
 
 
-ext_modules, cmdclass = _ext_modules()
+class OptionalTorchExtension(build_ext):
+    """build_ext for pointmap._C through torch's BuildExtension, chosen when it runs (torch is installed by
+    then in a plain ``pip install``); any failure is reported and leaves the pure-PyTorch install."""
+
+    def run(self):
+        if os.environ.get("POINTMAP_NO_EXT", "0") == "1":
+            return self._skip("not built: POINTMAP_NO_EXT=1 at install time")
+        try:
+            import torch
+            from torch.utils import cpp_extension
+        except ImportError as e:
+            return self._skip(f"not built: torch was not importable when pointmap was installed ({e}); "
+                              "install torch first, then: pip install --no-build-isolation --no-deps -e .")
+        with_cuda = (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+                     and (os.environ.get("FORCE_CUDA", "0") == "1" or torch.cuda.is_available()))
+        make = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
+        macros = [("POINTMAP_WITH_CUDA", None)] if with_cuda else []
+        self.distribution.ext_modules[:] = [make("pointmap._C", _sources(with_cuda), define_macros=macros,
+                                                 extra_compile_args={"cxx": ["-O3", "-ffp-contract=off"],
+                                                                     "nvcc": ["-O3", "--fmad=false"]})]
+        builder = cpp_extension.BuildExtension(self.distribution)
+        for name in ("inplace", "build_lib", "build_temp", "force", "debug", "parallel", "compiler", "editable_mode"):
+            if hasattr(self, name):
+                setattr(builder, name, getattr(self, name))
+        builder.ensure_finalized()  # takes the torch extension from the distribution
+        try:
+            builder.run()
+        except Exception as e:  # noqa: BLE001 -- a failed optional build must not fail the install
+            msg = " ".join(str(e).split())[-300:]
+            return self._skip(f"not built: the compiler failed ({type(e).__name__}: {msg})")
+        self.extensions = builder.extensions
+        self._record(f"built with torch {torch.__version__}" + (f" and CUDA {torch.version.cuda}" if with_cuda
+                                                                 else ", C++ only"))
+
+    def _skip(self, text: str):
+        self.extensions = []
+        self.distribution.ext_modules[:] = []
+        self._record(text)
+
+    def _record(self, text: str):
+        print(f"pointmap._C: {text}")
+        folder = os.path.join(HERE if self.inplace else self.build_lib, "pointmap")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, STATUS), "w") as f:
+            f.write(text + "\n")
+
 
 setup(
     name="pointmap",
@@ -42,7 +87,7 @@ setup(
     packages=find_packages(include=["pointmap", "pointmap.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.4",  # nn.RMSNorm
         "torchvision",
         "timm>=1.0",
         "pyyaml",
@@ -51,7 +96,8 @@ setup(
         "tqdm",
         "trimesh",
         "tensorboard",
-        "ninja",  # compiles extensions/pointmap_ops on first use (torch.utils.cpp_extension)
+        "scikit-learn",  # the SVM linear probe (the ablation's default)
+        "ninja",  # builds extensions/pointmap_ops at install time (torch.utils.cpp_extension)
     ],
     extras_require={
         "vis": ["open3d>=0.17", "matplotlib"],
@@ -60,6 +106,7 @@ setup(
         "cuda": ["mamba-ssm>=2.0", "ninja"],
         "dev": ["pytest", "scipy", "rtree", "fpsample", "matplotlib", "scikit-learn", "ninja", "Pillow"],
     },
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
+    # Declared so that setuptools runs build_ext; the command above decides what it really builds.
+    ext_modules=[Extension("pointmap._C", sources=_sources(False))],
+    cmdclass={"build_ext": OptionalTorchExtension},
 )

@@ -34,3 +34,42 @@ def test_cuda_sources_compile(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "True True"
+
+
+def _fresh_state(monkeypatch):
+    from pointmap.ops import _ext
+
+    monkeypatch.setitem(_ext._state, "tried", False)
+    monkeypatch.setitem(_ext._state, "module", None)
+    monkeypatch.setitem(_ext._state, "error", None)
+    return _ext
+
+
+def test_nothing_compiles_at_run_time(monkeypatch):
+    """The compiled ops come from the install (pointmap._C) or not at all: get() never compiles."""
+    _ext = _fresh_state(monkeypatch)
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled at run time")
+
+    monkeypatch.setattr(_ext, "build", no_compiling)
+    monkeypatch.setattr(_ext._cpp_extension(), "load", no_compiling)
+    mod = _ext.get()
+    assert mod is None or os.path.dirname(mod.__file__) == os.path.join(ROOT, "pointmap")
+
+
+def test_missing_build_says_why(monkeypatch):
+    _ext = _fresh_state(monkeypatch)
+    monkeypatch.setitem(sys.modules, "pointmap._C", None)               # as if setup.py had not built it
+    assert _ext.get() is None and not _ext.has("fps_cpu")
+    assert _ext.error().startswith("pointmap._C not built") or _ext.error().startswith("pointmap._C built")
+    from pointmap.env import report
+    assert "unavailable (pointmap._C" in report()["compiled_ops"]
+
+
+@pytest.mark.skipif(os.environ.get("POINTMAP_REQUIRE_EXT") != "1", reason="set POINTMAP_REQUIRE_EXT=1 (CI does)")
+def test_install_built_the_compiled_ops():
+    from pointmap.ops import _ext
+
+    assert _ext.get() is not None, _ext.error()
+    assert _ext.has("fps_cpu")

@@ -1,9 +1,11 @@
-"""The compiled ops (``extensions/pointmap_ops``): ``pointmap._C`` if it was built at install time
-(``FORCE_CUDA=1 pip install -e .``), otherwise compiled on first use with torch.utils.cpp_extension and
-cached (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions). CUDA sources join the build when
-torch sees a GPU and nvcc is found. ``POINTMAP_NO_EXT=1`` turns the compiled ops off.
+"""The compiled ops (``extensions/pointmap_ops``): ``pointmap._C``, built by ``setup.py`` at install time
+(C++; CUDA too where nvcc is found and a GPU is visible, or with ``FORCE_CUDA=1``). Nothing is compiled at
+run time: without ``pointmap._C`` the ops use their PyTorch paths and :func:`error` says why.
+``POINTMAP_NO_EXT=1`` turns the compiled ops off. :func:`build` compiles the sources on demand (with
+torch.utils.cpp_extension's JIT), for checking that they compile; the library never calls it.
 """
 import glob
+import importlib
 import logging
 import os
 import threading
@@ -63,8 +65,17 @@ def build(with_cuda: bool, verbose: bool = False):
                 extra_cuda_cflags=NVCC_FLAGS + defines, verbose=verbose)
 
 
+def _build_status() -> str:
+    """What setup.py recorded about building pointmap._C (pointmap/_C_build.txt), or a hint."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_C_build.txt")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return f.read().strip()
+    return "not built: pointmap was installed without its build step (pip install -e . builds it)"
+
+
 def get():
-    """The compiled module, or None when it cannot be had here (the reason is in :func:`error`)."""
+    """The compiled module, or None when it is not there (the reason is in :func:`error`)."""
     if _state["tried"]:
         return _state["module"]
     with _lock:
@@ -75,20 +86,16 @@ def get():
             _state["error"] = "disabled by POINTMAP_NO_EXT=1"
         else:
             try:
-                from pointmap import _C as mod  # built at install time
-            except ImportError:
-                mod = None
-            if mod is None:
-                with_cuda = _want_cuda()
-                log.info("compiling pointmap's %s ops once (cached by torch.utils.cpp_extension)",
-                         "C++/CUDA" if with_cuda else "C++")
-                try:
-                    mod = build(with_cuda)
-                except Exception as e:  # a missing compiler or ninja must not break the torch paths
-                    _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+                mod = importlib.import_module("pointmap._C")  # built at install time
+            except ImportError as e:
+                if isinstance(e, ModuleNotFoundError):
+                    _state["error"] = f"pointmap._C {_build_status()}"
+                else:  # built against another torch: undefined symbols
+                    _state["error"] = (f"pointmap._C does not load ({' '.join(str(e).split())[:160]}); it was built "
+                                       "for another torch: reinstall pointmap")
                     log.warning("pointmap's compiled ops are unavailable (%s); using the PyTorch paths",
                                 _state["error"])
-                    mod = None
+                mod = None
         _state["module"] = mod
         _state["tried"] = True
         return mod
