@@ -169,3 +169,22 @@ def test_prepare_data_check_and_build_cache(tmp_path, capsys):
     assert not (tmp_path / "ModelNetFewshot").exists()
     with open(tmp_path / "ModelNet/modelnet40_normal_resampled/modelnet40_test_8pts_fps.dat", "rb") as f:
         assert len(pickle.load(f)[0]) == 12
+
+
+def test_prepare_data_check_meshes(tmp_path, capsys):
+    import trimesh
+
+    tool = _tool()
+    (tmp_path / "train" / "round").mkdir(parents=True)
+    (tmp_path / "test").mkdir()
+    trimesh.creation.icosphere(subdivisions=1).export(tmp_path / "train" / "round" / "ball.obj")
+    trimesh.creation.box().export(tmp_path / "train" / "cube.stl")
+    trimesh.creation.box().export(tmp_path / "test" / "cube.ply")
+    assert tool.main(["check", "--root", str(tmp_path), "meshes"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] meshes" in out and "train meshes (.obj, .ply, .off, .stl, .glb): 2, train classes: 2" in out
+    assert "test meshes (.obj, .ply, .off, .stl, .glb): 1" in out
+    assert tool.main(["check", "--root", str(tmp_path / "test" / "nothing_here"), "meshes"]) == 1
+    assert "[absent] meshes" in capsys.readouterr().out
+    assert tool.main(["check", "--root", str(tmp_path)]) == 0  # not among the default checks of a data root
+    assert "] meshes:" not in capsys.readouterr().out

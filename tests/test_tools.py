@@ -61,6 +61,21 @@ def test_pretrain_tool_writes_run_folder(tmp_path, monkeypatch, capsys):
     assert resumed[0] == 0 and resumed[1] == out  # a finished run resumes to the same summary
 
 
+def test_map_meshes_config_pretrains_on_a_mesh_folder(tmp_path, monkeypatch, capsys):
+    import trimesh
+
+    (tmp_path / "meshes" / "box").mkdir(parents=True)
+    for i in range(3):
+        trimesh.creation.box(extents=(1, 1 + i / 4, 0.5)).export(tmp_path / "meshes" / "box" / f"b{i}.obj")
+    trimesh.creation.icosphere(subdivisions=2).export(tmp_path / "meshes" / "ball.ply")
+    code, out, err = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_meshes.yaml"), "--device", "cpu",
+                          f"data.root={tmp_path / 'meshes'}", *TINY, "objective.decoder_depth=1",
+                          "objective.decoder_heads=2", "data.batch_size=2", f"train.output_dir={tmp_path / 'exp'}",
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("protocol clean | best epoch 1 (train loss") and "map_meshes" in out
+
+
 def test_image_demo_pretrains_on_digits(tmp_path, monkeypatch, capsys):
     code, out, err = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_image_demo.yaml"), "--device", "cpu",
                           "model.args={img_size: 16, patch_size: 4, in_chans: 1, embed_dim: 16, layout: MT, num_heads: 2}",

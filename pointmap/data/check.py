@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
-from . import modelnet, scanobjectnn, shapenet, shapenetpart
+from . import mesh, modelnet, scanobjectnn, shapenet, shapenetpart
 from .fewshot import FEWSHOT_DIR, NUM_FOLDS, SHOTS, WAYS
 from .io import find_dir, read_json, read_lines
 
@@ -102,6 +102,21 @@ def check_shapenetpart(root) -> Report:
     return rep
 
 
+def check_meshes(root) -> Report:
+    """A folder of your own meshes (the ``meshes`` data set): files per split and classes. The root is the
+    mesh folder itself; ``root/train`` and ``root/test`` are used when they exist."""
+    rep = Report("meshes", Path(root).absolute())
+    splits = [s for s in ("train", "val", "test") if (Path(root) / s).is_dir()] or ["all"]
+    for split in splits:
+        files, names = mesh.find_meshes(Path(root) if split == "all" else Path(root) / split)
+        rep.found[f"{split} meshes ({', '.join(mesh.MESH_EXTENSIONS)})"] = len(files)
+        rep.found[f"{split} classes"] = len(set(names))
+    if not any(n for k, n in rep.found.items() if "meshes" in k):
+        rep.present = False
+        rep.missing.append(Path(root).absolute() / f"*{{{','.join(mesh.MESH_EXTENSIONS)}}}")
+    return rep
+
+
 CHECKS: Dict[str, Callable[[Path], Report]] = {
     "shapenet55": check_shapenet55,
     "modelnet40": check_modelnet40,
@@ -109,12 +124,14 @@ CHECKS: Dict[str, Callable[[Path], Report]] = {
     "modelnet40_fewshot": check_fewshot,
     "scanobjectnn": check_scanobjectnn,
     "shapenetpart": check_shapenetpart,
+    "meshes": check_meshes,
 }
+DEFAULT_CHECKS = [n for n in CHECKS if n != "meshes"]  # a data root is not a mesh folder: ask for it by name
 
 
 def check_root(root, names: Optional[Iterable[str]] = None) -> List[Report]:
-    """Reports for ``names`` (all data sets by default); an unknown name is a ValueError."""
-    names = list(names or CHECKS)
+    """Reports for ``names`` (the peers' data sets by default); an unknown name is a ValueError."""
+    names = list(names or DEFAULT_CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise ValueError(f"unknown data sets {unknown}; valid: {', '.join(CHECKS)}")

@@ -8,7 +8,7 @@ file and kept in memory.
 """
 import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,18 +37,30 @@ def load_mesh_points(path, num_points: int = 1024, seed: int = 0) -> Dict[str, n
     return {"points": check_points(pts, path), "normals": np.asarray(mesh.face_normals[face], dtype=np.float32)}
 
 
+def mesh_base(root, split: str) -> Path:
+    """The folder a split reads: ``root/<split>/`` when it exists, else ``root/``."""
+    return Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+
+
+def find_meshes(base, extensions=MESH_EXTENSIONS) -> Tuple[List[Path], List[str]]:
+    """Mesh files under ``base`` (sorted) and each one's class name: its first subfolder, or its stem for a
+    file directly in ``base``."""
+    exts = tuple(e.lower() for e in extensions)
+    files = sorted(p for p in Path(base).rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    names = [p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else p.stem for p in files]
+    return files, names
+
+
 class MeshFolder(PointDataset):
     def __init__(self, root, split: str = "train", num_points: int = 1024, seed: int = 0,
                  use_normals: bool = False, extensions=MESH_EXTENSIONS, transform=None):
         super().__init__(transform)
         if root is None or not Path(root).is_dir():
             raise missing(root if root is not None else "<None>", "mesh folder")
-        base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
-        exts = tuple(e.lower() for e in extensions)
-        self.files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        base = mesh_base(root, split)
+        self.files, names = find_meshes(base, extensions)
         if not self.files:
-            raise FileNotFoundError(f"no mesh files ({', '.join(exts)}) under {base.absolute()}")
-        names = [p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else p.stem for p in self.files]
+            raise FileNotFoundError(f"no mesh files ({', '.join(extensions)}) under {base.absolute()}")
         self.classes = sorted(set(names))
         self.labels = np.array([self.classes.index(n) for n in names], dtype=np.int64)
         self.num_points, self.seed, self.use_normals = num_points, seed, use_normals
