@@ -1,36 +1,28 @@
 """AdamW with no weight decay on biases, norms and tokens; timm's cosine schedule with warmup."""
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
 
 from ..config import OptimConfig
+from ..models import no_weight_decay
 
 __all__ = ["param_groups", "build_optimizer", "build_scheduler"]
 
 
-def _no_decay_names(model: nn.Module) -> Set[str]:
-    """Names a model (or any submodule) lists in timm's ``no_weight_decay()`` convention."""
-    names: Set[str] = set()
-    for prefix, module in model.named_modules():
-        fn = getattr(module, "no_weight_decay", None)
-        if callable(fn):
-            names.update(f"{prefix}.{n}" if prefix else n for n in fn())
-    return names
-
-
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     """Two groups: decayed matrices/kernels, and undecayed 1-D parameters (biases, norm weights, A_log, D)
-    plus whatever the model names in ``no_weight_decay()`` (cls tokens, mask tokens)."""
-    skip = _no_decay_names(model)
+    plus whatever the model or its parts name in ``no_weight_decay()`` (cls / mask tokens, Mamba's A_log):
+    :func:`pointmap.models.no_weight_decay`."""
+    skip = no_weight_decay(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+        (no_decay if name.endswith(".bias") or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

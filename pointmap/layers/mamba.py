@@ -113,6 +113,10 @@ class MambaMixer(nn.Module):
                               d.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
                               backend=self.scan_backend)
 
+    def no_weight_decay(self) -> set:
+        """A_log, D (and the backward scan's A_b_log, D_b): kept out of weight decay, as in mamba-ssm."""
+        return {name for name, p in self.named_parameters(recurse=False) if getattr(p, "_no_weight_decay", False)}
+
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """x: (B, L, C) → (B, L, C). ``ctx`` is accepted for the ``Block`` interface and unused."""
         xz = self.in_proj(x).transpose(1, 2)                              # (B, 2·d_inner, L)

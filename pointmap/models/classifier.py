@@ -88,6 +88,9 @@ class Classifier(nn.Module):
         """(B, num_features) → logits (B, num_classes)."""
         return self.head(features)
 
+    def no_weight_decay(self) -> set:
+        return {"cls_token", "cls_pos"} if self.cls_token is not None else set()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: points (B, N, 3) (or images (B, C, H, W)) → logits (B, num_classes)."""
         return self.forward_head(self.forward_features(x))

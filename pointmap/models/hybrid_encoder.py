@@ -77,13 +77,15 @@ def init_weights(module: nn.Module) -> None:
 
 
 def no_weight_decay(model: nn.Module) -> set:
-    """Names of the parameters to keep out of weight decay: 1-D ones (norms, biases), learned tokens
-    (cls / mask tokens and their positions) and those marked ``_no_weight_decay`` (Mamba's A_log, D)."""
-    return {name for name, p in model.named_parameters()
-            if p.ndim <= 1 or getattr(p, "_no_weight_decay", False) or name.split(".")[-1] in _TOKENS}
-
-
-_TOKENS = {"cls_token", "cls_pos", "mask_token"}
+    """Names of the parameters to keep out of weight decay: 1-D ones (norms, biases, D, LNP's affine), and
+    what any submodule lists in its ``no_weight_decay()`` (timm's convention): Mamba's A_log / A_b_log,
+    cls / mask tokens and their positions, PointMamba's per-order scale and shift."""
+    names = {name for name, p in model.named_parameters() if p.ndim <= 1}
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            names.update(f"{prefix}.{n}" if prefix else n for n in fn())
+    return names
 POS_MODES = ("every_block", "once")
 
 
@@ -223,6 +225,9 @@ class HybridEncoder(TokenEncoder):
     @property
     def num_tokens(self) -> int:
         return self.num_group
+
+    def no_weight_decay(self) -> set:
+        return {"order_scale", "order_shift"} if self.order_scale is not None else set()
 
     @property
     def target_dim(self) -> int:

@@ -196,6 +196,9 @@ class MAPPretrainer(nn.Module):
         b, m = out.mask.shape[0], out.pred.shape[1]
         return self._loss(out.pred.reshape(b, m, -1), out.target.reshape(b, m, -1), reduction="none").reshape(b, m)
 
+    def no_weight_decay(self) -> set:
+        return {"mask_token"}
+
     def forward(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PretrainOutput:
         """inputs: points (B, N, 3) or images (B, C, H, W) → :class:`PretrainOutput`.
 
