@@ -42,8 +42,9 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     """Pretraining objective, passed to ``pointmap.create_pretrainer`` (ignored by finetuning tasks)."""
-    name: Literal["map", "mae", "ar"] = "map"
+    name: Literal["map", "mae", "ar", "local_mae"] = "map"
     mask_ratio: float = 0.5
+    mask_strategy: Literal["random", "sequential", "diagonal"] = "random"
     row_size: Optional[int] = None  # None: sqrt(num_group)
     decoder_order: Literal["inplace", "concat"] = "inplace"
     loss: Optional[Literal["cdl2", "cdl1", "mse"]] = None  # None: cdl2 for points, mse for images

@@ -139,7 +139,7 @@ class PretrainTask(Task):
         m, o = self.cfg.model, self.cfg.objective
         return create_pretrainer(m.name, objective=o.name, mask_ratio=o.mask_ratio, row_size=o.row_size,
                                  decoder_order=o.decoder_order, loss=o.loss, decoder_depth=o.decoder_depth,
-                                 decoder_heads=o.decoder_heads, **o.args, **m.args)
+                                 decoder_heads=o.decoder_heads, mask_strategy=o.mask_strategy, **o.args, **m.args)
 
     def train_step(self, model, batch):
         return model(model_inputs(batch)).loss, {}

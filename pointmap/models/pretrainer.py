@@ -13,6 +13,7 @@ from .hybrid_encoder import init_weights
 from .registry import create_model
 
 _LOSSES = {"cdl2", "cdl1", "mse"}
+OBJECTIVES = ("map", "mae", "ar", "local_mae")
 
 
 @dataclass
@@ -46,32 +47,68 @@ class PretrainOutput:
 def random_mask(batch: int, num_tokens: int, ratio: float, generator: Optional[torch.Generator] = None,
                 device=None) -> torch.Tensor:
     """(B, G) bool with exactly int(ratio·G) True (masked) per row, uniformly at random, on ``device``."""
-    num_masked = int(ratio * num_tokens)
-    noise = torch.rand(batch, num_tokens, generator=generator, device=device)
-    idx = noise.argsort(dim=1)[:, :num_masked]
+    return make_mask("random", batch, num_tokens, ratio, num_tokens, generator, device)
+
+
+MASK_STRATEGIES = ("random", "sequential", "diagonal")
+
+
+def make_mask(strategy: str, batch: int, num_tokens: int, ratio: float, row_size: int,
+              generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+    """(B, G) bool with exactly M = int(ratio·G) True (masked) per row, in sequence order (points: the
+    scan order; images: raster order), drawn per sample from ``generator`` on ``device``.
+
+    The sequence is read as a grid of G / row_size rows of ``row_size`` tokens: token i is at row
+    r = i // row_size, column c = i % row_size (images: image rows and columns; points: MAP's rows of
+    consecutive tokens along the curve).
+
+    - ``random``: M tokens uniformly at random (MAE's masking).
+    - ``sequential``: M consecutive tokens, starting at a random token and wrapping around the end of
+      the sequence: one contiguous run along the scan (image: whole rows, then part of the next).
+    - ``diagonal``: the tokens ordered by their diagonal d = (c − r + s) mod row_size (s a random shift),
+      ties by row, and the first M of that order masked: whole diagonal stripes of the grid (when
+      ratio·row_size is a whole number, exactly ratio·row_size diagonals), so every row and every column
+      loses the same number of tokens, up to one.
+    """
+    if strategy not in MASK_STRATEGIES:
+        raise ValueError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {strategy!r}")
+    m = int(ratio * num_tokens)
+    i = torch.arange(num_tokens, device=device)
+    if strategy == "random":
+        key = torch.rand(batch, num_tokens, generator=generator, device=device)
+    elif strategy == "sequential":
+        start = torch.randint(num_tokens, (batch, 1), generator=generator, device=device)
+        key = (i - start) % num_tokens
+    else:
+        r, c = i // row_size, i % row_size
+        shift = torch.randint(row_size, (batch, 1), generator=generator, device=device)
+        key = ((c - r + shift) % row_size) * num_tokens + r
+    idx = key.argsort(dim=1)[:, :m]
     return torch.zeros(batch, num_tokens, dtype=torch.bool, device=device).scatter_(1, idx, True)
 
 
-def row_attention_mask(length: int, row_size: int, device=None) -> Optional[torch.Tensor]:
-    """(L, L) bool: token i may attend to j iff row(j) ≤ row(i), rows of ``row_size`` consecutive tokens.
-    None when one row holds the whole sequence (full attention)."""
+def row_attention_mask(length: int, row_size: int, device=None, local: bool = False) -> Optional[torch.Tensor]:
+    """(L, L) bool: token i may attend to j iff row(j) ≤ row(i) (``local``: iff row(j) = row(i)), rows of
+    ``row_size`` consecutive tokens. None when one row holds the whole sequence (full attention)."""
     if row_size >= length:
         return None
     row = torch.arange(length, device=device) // row_size
+    if local:
+        return row.unsqueeze(0) == row.unsqueeze(1)
     return row.unsqueeze(0) <= row.unsqueeze(1)
 
 
 def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, natural: Optional[int],
                      decoder_order: str) -> int:
-    """The row length: ``mae`` → G, ``ar`` → 1, ``map`` → ``row_size`` or the modality's own row length
-    (image rows) or √G (points; ``concat``: √ of the decoder length, which is G as well)."""
+    """The row length: ``mae`` → G, ``ar`` → 1, ``map`` and ``local_mae`` → ``row_size`` or the modality's
+    own row length (image rows) or √G (points; ``concat``: √ of the decoder length, which is G as well)."""
     g = num_tokens
     if objective == "mae":
         row_size = g
     elif objective == "ar":
         row_size = 1
-    elif objective != "map":
-        raise ValueError(f"objective must be 'map', 'mae' or 'ar'; got {objective!r}")
+    elif objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")
     elif row_size is None:
         if natural is not None and decoder_order == "inplace":
             row_size = natural
@@ -119,8 +156,10 @@ class MAPPretrainer(nn.Module):
         encoder: the token encoder to pretrain.
         mask_ratio: fraction of patches masked.
         objective: ``map`` (rows of ``row_size``, default √G / image rows), ``mae`` (one row of G),
-            ``ar`` (rows of 1).
-        row_size: the row length for ``map``.
+            ``ar`` (rows of 1), ``local_mae`` (the paper's local-MAE baseline: the decoder attends only
+            inside a row, for visible and mask tokens alike: bidirectional in a row, nothing across rows).
+        row_size: the row length for ``map`` and ``local_mae``.
+        mask_strategy: ``random`` (default), ``sequential`` or ``diagonal``; see :func:`make_mask`.
         decoder_order: ``inplace`` keeps every token at its sequence position; ``concat`` reproduces
             the released code's [visible; masked] decoder sequence.
         decoder_row_order: ``aligned`` (default) cuts the decoder sequence into rows in the encoder's scan
@@ -133,8 +172,11 @@ class MAPPretrainer(nn.Module):
     def __init__(self, encoder: nn.Module, mask_ratio: float = 0.5, objective: str = "map",
                  row_size: Optional[int] = None, decoder_order: str = "inplace", loss: Optional[str] = None,
                  decoder_depth: int = 4, decoder_heads: int = 6, decoder_mlp_ratio: float = 4.0,
-                 decoder_drop_path_rate: float = 0.1, decoder_row_order: str = "aligned"):
+                 decoder_drop_path_rate: float = 0.1, decoder_row_order: str = "aligned",
+                 mask_strategy: str = "random"):
         super().__init__()
+        if mask_strategy not in MASK_STRATEGIES:
+            raise ValueError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {mask_strategy!r}")
         if not hasattr(encoder, "tokenize"):
             raise TypeError(f"create_pretrainer needs an encoder (create_model(name) with num_classes=None), "
                             f"got {type(encoder).__name__}")
@@ -155,6 +197,7 @@ class MAPPretrainer(nn.Module):
         self.objective = objective
         self.decoder_order = decoder_order
         self.decoder_row_order = decoder_row_order
+        self.mask_strategy = mask_strategy
         self.loss_name = loss
         self.row_size = resolve_row_size(objective, row_size, g, encoder.natural_row_size(), decoder_order)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -167,7 +210,7 @@ class MAPPretrainer(nn.Module):
 
     def decoder_mask(self, device=None) -> Optional[torch.Tensor]:
         """(G, G) bool attention mask of the decoder (None for ``mae``)."""
-        return row_attention_mask(self.encoder.num_tokens, self.row_size, device)
+        return row_attention_mask(self.encoder.num_tokens, self.row_size, device, local=self.objective == "local_mae")
 
     def _decode(self, x: torch.Tensor, pos: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """The decoder over x, pos (B, L, C) -> (B, L, C); ``shuffled`` runs it on a random permutation of
@@ -208,7 +251,7 @@ class MAPPretrainer(nn.Module):
         enc = self.encoder
         pt = enc.tokenize(inputs)
         b, g, c = pt.tokens.shape
-        mask = random_mask(b, g, self.mask_ratio, generator, inputs.device)
+        mask = make_mask(self.mask_strategy, b, g, self.mask_ratio, self.row_size, generator, inputs.device)
         m = int(self.mask_ratio * g)
         v = g - m
         vis_coords = pt.coords[~mask].reshape(b, v, -1)
@@ -240,7 +283,8 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
                       mask_ratio: float = 0.5, row_size: Optional[int] = None, decoder_order: str = "inplace",
                       loss: Optional[str] = None, decoder_depth: int = 4, decoder_heads: int = 6,
                       decoder_mlp_ratio: float = 4.0, decoder_drop_path_rate: float = 0.1,
-                      decoder_row_order: str = "aligned", **encoder_overrides) -> MAPPretrainer:
+                      decoder_row_order: str = "aligned", mask_strategy: str = "random",
+                      **encoder_overrides) -> MAPPretrainer:
     """Builds a :class:`MAPPretrainer`; ``encoder`` is a preset name (built with ``encoder_overrides``)
     or an encoder module."""
     if isinstance(encoder, str):
@@ -250,4 +294,5 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
     return MAPPretrainer(encoder, mask_ratio=mask_ratio, objective=objective, row_size=row_size,
                          decoder_order=decoder_order, loss=loss, decoder_depth=decoder_depth,
                          decoder_heads=decoder_heads, decoder_mlp_ratio=decoder_mlp_ratio,
-                         decoder_drop_path_rate=decoder_drop_path_rate, decoder_row_order=decoder_row_order)
+                         decoder_drop_path_rate=decoder_drop_path_rate, decoder_row_order=decoder_row_order,
+                         mask_strategy=mask_strategy)
