@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Type
 
+from ..registry import Registry
+
 __all__ = ["Hook", "HOOKS", "register_hook", "build_hooks"]
 
 logger = logging.getLogger(__name__)
@@ -44,14 +46,11 @@ class Hook:
         """After the final test pass, with the results written to metrics.json."""
 
 
-HOOKS: Dict[str, Type[Hook]] = {}
+HOOKS = Registry("hook")
 
 
-def register_hook(name: str) -> Callable[[Type[Hook]], Type[Hook]]:
-    def wrap(cls: Type[Hook]) -> Type[Hook]:
-        HOOKS[name] = cls
-        return cls
-    return wrap
+def register_hook(name: str, override: bool = False) -> Callable[[Type[Hook]], Type[Hook]]:
+    return HOOKS.register(name, override=override)
 
 
 # Modules above the engine whose hooks register themselves on import (vis -> "vis"); imported only when
@@ -78,6 +77,6 @@ def build_hooks(specs: List[Dict[str, Any]]) -> List[Hook]:
         if name not in HOOKS:
             _register_builtin_hooks()
         if name not in HOOKS:
-            raise ValueError(f"unknown hook {name!r} in config 'hooks'; registered: {sorted(HOOKS) or 'none'}")
+            raise ValueError(f"unknown hook {name!r} in config 'hooks'; valid names: {', '.join(HOOKS) or 'none'}")
         hooks.append(HOOKS[name](**spec))
     return hooks

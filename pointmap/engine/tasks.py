@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..config import Config
+from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split
 from .metrics import classification_metrics, confusion_matrix
 
@@ -37,22 +38,20 @@ __all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task
 
 logger = logging.getLogger(__name__)
 
-TASKS: Dict[str, Type["Task"]] = {}
+TASKS = Registry("task")
 
 
-def register_task(name: str) -> Callable[[Type["Task"]], Type["Task"]]:
+def register_task(name: str, override: bool = False) -> Callable[[Type["Task"]], Type["Task"]]:
     def wrap(cls: Type["Task"]) -> Type["Task"]:
         cls.name = name
-        TASKS[name] = cls
-        return cls
+        return TASKS.register(name, cls, override=override)
     return wrap
 
 
 def build_task(cfg: Config) -> "Task":
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; registered tasks: {', '.join(sorted(TASKS))}")
+    cls = TASKS.get(cfg.task)
     try:
-        return TASKS[cfg.task](cfg, **cfg.task_args)
+        return cls(cfg, **cfg.task_args)
     except TypeError as e:
         raise ValueError(f"task {cfg.task!r}: bad task_args {cfg.task_args}: {e}") from None
 
