@@ -49,7 +49,13 @@ def register_task(name: str, override: bool = False) -> Callable[[Type["Task"]],
 
 
 def build_task(cfg: Config) -> "Task":
-    cls = TASKS.get(cfg.task)
+    """The task ``cfg.task`` names; ``train.probe: svm`` on classification is the ``svm_probe`` task."""
+    name = cfg.task
+    if cfg.train.probe == "svm":
+        if cfg.task != "classification":
+            raise ValueError(f"train.probe=svm needs task: classification, not {cfg.task!r}")
+        name = "svm_probe"
+    cls = TASKS.get(name)
     try:
         return cls(cfg, **cfg.task_args)
     except TypeError as e:
@@ -76,6 +82,7 @@ class Task:
     name = "task"
     monitor = "loss"
     monitor_mode = "min"
+    trains = True  # False: a closed-form task; the Trainer calls solve() instead of its loop
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -125,6 +132,11 @@ class Task:
         raise NotImplementedError
 
     def summarize(self, sums: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def solve(self, trainer) -> Dict[str, Any]:
+        """A task with ``trains = False``: fit in closed form from ``trainer.module`` / ``trainer.datasets``
+        and return what metrics.json holds."""
         raise NotImplementedError
 
 
@@ -202,7 +214,7 @@ class ClassificationTask(Task):
 
         num_classes = self.num_classes or datasets["train"].num_classes
         if self.cfg.train.probe:  # frozen encoder, a linear layer on its pooled features
-            from .probe import LinearProbe
+            from ..models.linear_probe import LinearProbe
 
             return LinearProbe(create_model(self.cfg.model.name, **self.cfg.model.args), num_classes)
         return create_model(self.cfg.model.name, num_classes=num_classes, **self.cfg.model.args)
