@@ -16,6 +16,7 @@ the device, the world size, the exact command line, start and end time, exit sta
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import platform
@@ -63,7 +64,10 @@ def command_line(resume: bool = False) -> str:
     return shlex.join(prefix + argv)
 
 
+@functools.lru_cache(maxsize=None)
 def _git(*args: str) -> Optional[str]:
+    """``git <args>`` in the pointmap checkout (None outside one); asked once per process, so every run
+    of a process records the code that process imported."""
     try:
         out = subprocess.run(["git", "-C", PACKAGE_DIR, *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
