@@ -37,8 +37,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`, fsynced."""
+    atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def atomic_write_json(data: Any, path: str) -> None:
