@@ -89,6 +89,7 @@ class TrainConfig:
     output_dir: str = "experiments"
     progress: bool = True  # tqdm bar on rank 0
     eval_every: int = 1
+    log_every: int = 20  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
     probe: Optional[Literal["linear", "svm"]] = None  # classification with the encoder frozen: a linear layer

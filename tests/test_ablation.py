@@ -8,8 +8,11 @@ import sys
 import pytest
 import yaml
 
-from pointmap.engine.ablation import (expand_variants, load_ablation_config, parse_variant, row_losses,
+from pointmap.experiments.ablation import (expand_variants, load_ablation_config, parse_variant, row_losses,
                                       run_ablation, variant_configs)
+
+from .test_tools import assert_meta
+from .test_tools import tool as run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFGS = os.path.join(REPO, "cfgs")
@@ -32,11 +35,15 @@ def write_cfg(tmp_path, **changes):
     return str(path)
 
 
-def test_tiny_ablation_table_chart_results_and_resume(tmp_path):
-    acfg = load_ablation_config(write_cfg(tmp_path))
-    res = run_ablation(acfg, device="cpu")
+def test_tiny_ablation_table_chart_results_and_resume(tmp_path, monkeypatch, capsys):
+    code, out, err = run_tool("ablate.py", "--cfg", write_cfg(tmp_path), "--device", "cpu", monkeypatch=monkeypatch,
+                              capsys=capsys)
+    assert code == 0, err
     root = tmp_path / "exp" / "abl" / "default"
-    assert {"results.json", "table.md", "chart.png", "log.txt"} <= set(os.listdir(root))
+    res = json.loads((root / "results.json").read_text())
+    assert {"results.json", "table.md", "chart.png", "log.txt", "meta.json"} <= set(os.listdir(root))
+    for folder in ("", "map/seed0/pretrain", "map/seed1/finetune", "scratch/seed0/probe"):
+        assert_meta(root / folder, "ablate.py")
     assert (root / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((root / "results.json").read_text())
     assert [v["name"] for v in saved["variants"]] == ["map", "scratch"] and saved["seeds"] == [0, 1]

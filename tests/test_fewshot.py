@@ -7,10 +7,10 @@ import statistics
 
 import pytest
 
-from pointmap.engine.fewshot import missing_folds, parse_folds
+from pointmap.experiments.fewshot import missing_folds, parse_folds
 
 from . import _data_fixtures as fx
-from .test_tools import CFGS, TINY, tool
+from .test_tools import CFGS, TINY, assert_meta, tool
 
 FEW = TINY + ["data.batch_size=2"]
 
@@ -51,7 +51,7 @@ def test_fewshot_tool_on_synthetic_folds_mean_std(tmp_path, monkeypatch, capsys)
     base = tmp_path / "fewshot_demo" / "default" / "2way_3shot"
     res = json.loads((base / "fewshot.json").read_text())
     accs = [f["acc"] for f in res["per_fold"]]
-    assert res["folds"] == [0, 1, 2] and sorted(os.listdir(base)) == ["fewshot.json", "fold0", "fold1", "fold2"]
+    assert res["folds"] == [0, 1, 2] and sorted(os.listdir(base)) == ["fewshot.json", "fold0", "fold1", "fold2", "meta.json"]
     assert res["test"]["acc"]["values"] == accs
     assert res["test"]["acc"]["mean"] == pytest.approx(statistics.mean(accs))
     assert res["test"]["acc"]["std"] == pytest.approx(statistics.stdev(accs))
@@ -59,3 +59,5 @@ def test_fewshot_tool_on_synthetic_folds_mean_std(tmp_path, monkeypatch, capsys)
     for k in range(3):  # each fold is its own run, on that fold's classes
         fold = json.loads((base / f"fold{k}" / "metrics.json").read_text())
         assert fold["test"]["acc"] == accs[k] and fold["protocol"] == "clean"
+        assert_meta(base / f"fold{k}", "fewshot.py")
+    assert_meta(base, "fewshot.py")

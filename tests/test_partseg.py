@@ -12,7 +12,7 @@ from pointmap.config import load_config
 from pointmap.engine import (SegmentationTask, part_iou_sums, part_mask, part_seg_metrics, restricted_argmax)
 
 from . import _data_fixtures as fx
-from .test_tools import CFGS, TINY, tool
+from .test_tools import CFGS, TINY, assert_meta, tool
 
 SEG_CLASSES = {"A": [0, 1], "B": [2, 3, 4]}
 MASK = part_mask(SEG_CLASSES, ["A", "B"], 5)
@@ -86,6 +86,7 @@ def test_partseg_tool_on_shapenetpart_fixture(snp_root, tmp_path, monkeypatch, c
     res = json.loads((tmp_path / "partseg_shapenetpart" / "default" / "metrics.json").read_text())
     assert res["task"] == "partseg" and res["test"]["count"] == 2 * fx.SNP_COUNTS["test"]
     assert 0.0 <= res["test"]["cls_miou"] <= 100.0 and 0.0 <= res["test"]["ins_miou"] <= 100.0
+    assert_meta(tmp_path / "partseg_shapenetpart" / "default", "finetune_partseg.py")
 
 
 def test_partseg_tool_on_synthetic_parts_peer_protocol(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,16 @@
 """The tools end to end on tiny models and data: demo pretrain -> finetune, ScanObjectNN on fixture h5
 files, and every bad input as a one-line error with exit code 2."""
+import json
 import os
 import runpy
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
+import pointmap
 from pointmap.config import load_config
 from pointmap.engine import Trainer, load_file
 
@@ -36,6 +39,24 @@ def tool(name, *argv, monkeypatch, capsys):
     return code, out.out.strip().splitlines()[-1] if out.out.strip() else "", out.err
 
 
+def git_head():
+    """``git rev-parse HEAD`` of the checkout the imported pointmap comes from (None outside one)."""
+    r = subprocess.run(["git", "-C", os.path.dirname(pointmap.__file__), "rev-parse", "HEAD"], capture_output=True,
+                       text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def assert_meta(folder, script, status="finished"):
+    """``folder/meta.json`` records the checkout's commit, the versions, the command and how it ended."""
+    meta = json.loads(open(os.path.join(folder, "meta.json"), encoding="utf-8").read())
+    assert meta["git_commit"] == git_head() and isinstance(meta["git_dirty"], (bool, type(None)))
+    assert meta["status"] == status and meta["start"] and meta["end"], meta
+    assert meta["torch_version"] == torch.__version__ and meta["pointmap_version"] == pointmap.__version__
+    assert meta["python_version"] and meta["device_name"] and meta["world_size"] == 1
+    assert script in meta["command"] and meta["command"].startswith("python ")
+    return meta
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A tiny MAP pretraining run of the demo config (shared by the finetuning tests)."""
@@ -53,6 +74,7 @@ def test_pretrain_tool_writes_run_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "map_demo" / "t"
     assert {"config.yaml", "log.txt", "ckpt-last.pth", "ckpt-best.pth", "metrics.json", "tb"} <= set(os.listdir(run))
     assert out.startswith("protocol clean | best epoch 1 (train loss") and str(run) in out
+    assert_meta(run, "pretrain.py")
     again = tool("pretrain.py", "--cfg", os.path.join(CFGS, "map_demo.yaml"), "--exp-name", "t", "--device", "cpu",
                  *TINY_PRETRAIN, f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
     assert again[0] == 2 and "already holds a run: pass --resume" in again[2]
@@ -106,6 +128,7 @@ def test_finetune_tool_reports_test_accuracy_with_protocol(pretrained, tmp_path,
                           "eval.vote=2", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert out.startswith("protocol clean | best epoch 1 (val acc") and "| test acc " in out and "test vote acc" in out
+    assert_meta(tmp_path / "finetune_demo" / "default", "finetune_modelnet.py")
 
 
 def test_finetune_tool_seeds_mean_std(pretrained, tmp_path, monkeypatch, capsys):
@@ -114,7 +137,9 @@ def test_finetune_tool_seeds_mean_std(pretrained, tmp_path, monkeypatch, capsys)
                           "--seeds", "0", "1", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert out.startswith("protocol peer | 2 seeds [0, 1] | test acc ") and " ± " in out
-    assert sorted(os.listdir(tmp_path / "finetune_demo" / "default")) == ["metrics.json", "seed0", "seed1"]
+    assert sorted(os.listdir(tmp_path / "finetune_demo" / "default")) == ["meta.json", "metrics.json", "seed0", "seed1"]
+    for folder in ("", "seed0", "seed1"):
+        assert_meta(tmp_path / "finetune_demo" / "default" / folder, "finetune_modelnet.py")
 
 
 def _scanobjectnn_fixture(root, n=30, points=128):
@@ -138,6 +163,7 @@ def test_scanobjectnn_tool_end_to_end_on_fixture_data(pretrained, tmp_path, monk
                           monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert "| test acc " in out and os.path.isdir(tmp_path / "exp" / "finetune_scan_hardest" / "default")
+    assert_meta(tmp_path / "exp" / "finetune_scan_hardest" / "default", "finetune_scanobjectnn.py")
 
 
 PEER_FIXTURES = os.path.join(REPO, "tests", "fixtures", "peers")

@@ -10,15 +10,17 @@ except ImportError:  # a checkout used without `pip install -e .`
     sys.path.insert(0, REPO)
 
 from pointmap.config import Config, load_config  # noqa: E402
-from pointmap.engine import format_results, shutdown  # noqa: E402
+from pointmap.engine import RunInterrupted, shutdown  # noqa: E402
 from pointmap.engine.distributed import is_main_process  # noqa: E402
+from pointmap.experiments import evaluate_checkpoint, format_results, run_finetune  # noqa: E402
 
 
 def cfg_path(name: str) -> str:
     return os.path.join(REPO, "cfgs", name)
 
 
-def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: bool = True) -> argparse.ArgumentParser:
+def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: bool = True,
+                 evaluate: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", default=default_cfg,
                    help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
@@ -32,6 +34,11 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: 
         p.add_argument("--linear-probe", nargs="?", const="linear", choices=["linear", "svm"], default=None,
                        help="freeze the encoder: train a linear layer on its pooled features (linear, the default) "
                             "or fit a linear SVM on them (svm); runs go to <exp-name> <mode>_probe by default")
+    if evaluate:
+        p.add_argument("--eval", action="store_true",
+                       help="no training: score a checkpoint on the test split under the config's protocol and "
+                            "voting (--ckpt, default experiments/<cfg>/<exp-name>/ckpt-best.pth); the result "
+                            "goes to experiments/<cfg>/<exp-name>/eval/")
     if seeds:
         p.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="one run per seed, then mean ± std (put key=value overrides before this flag)")
@@ -54,14 +61,31 @@ def load(args: argparse.Namespace, extra_overrides=()) -> Config:
     return cfg
 
 
-def main(run) -> None:
-    """Call ``run()`` (which returns the results); print the summary line, or ``error: ...`` and exit 2."""
+def finetune(args: argparse.Namespace, cfg: Config):
+    """What a finetuning tool does with its parsed flags: train (one run or one per seed), or ``--eval``."""
+    if args.eval:
+        if args.seeds or args.resume:
+            raise ValueError("--eval scores one checkpoint: drop --seeds / --resume")
+        return evaluate_checkpoint(cfg, args.ckpt, device=args.device)
+    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
+
+
+def main(run, summary=format_results) -> None:
+    """Call ``run()`` (which returns the results); print ``summary(results)``, or ``error: ...`` and exit 2,
+    or, when SIGINT/SIGTERM stopped the run, the line saying how to continue and exit 130."""
     try:
         results = run()
         if is_main_process():
-            print(format_results(results))
+            print(summary(results))
     except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as e:
+        if is_main_process():
+            print(str(e), file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of that point
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     finally:
         shutdown()

@@ -9,11 +9,10 @@ Runs go to experiments/<cfg>/<exp-name>/; running the same command again skips t
 and continues a begun one. Prints the table that table.md holds.
 """
 import argparse
-import sys
 
-from _common import cfg_path
+from _common import cfg_path, main
 
-from pointmap.engine.ablation import format_table, load_ablation_config, run_ablation
+from pointmap.experiments.ablation import format_table, load_ablation_config, run_ablation
 
 
 def _run():
@@ -37,8 +36,4 @@ def _run():
 
 
 if __name__ == "__main__":
-    try:
-        print(format_table(_run()))
-    except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+    main(_run, summary=format_table)

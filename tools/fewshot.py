@@ -8,7 +8,7 @@ ModelNet40's folds are read from data/ModelNetFewshot/{way}way_{shot}shot/{fold}
 """
 from _common import build_parser, cfg_path, load, main
 
-from pointmap.engine.fewshot import parse_folds, run_fewshot
+from pointmap.experiments import parse_folds, run_fewshot
 
 
 def _run():

@@ -6,18 +6,16 @@
 Reports class mIoU (mean over categories of the per-category mean shape IoU) and instance mIoU (mean
 over shapes), predictions restricted to the parts of each shape's known category.
 """
-from _common import build_parser, cfg_path, load, main
-
-from pointmap.engine import run_finetune
+from _common import build_parser, cfg_path, finetune, load, main
 
 
 def _run():
-    parser = build_parser(__doc__.splitlines()[0], cfg_path("partseg_demo.yaml"), probe=False)
+    parser = build_parser(__doc__.splitlines()[0], cfg_path("partseg_demo.yaml"), probe=False, evaluate=True)
     args = parser.parse_intermixed_args()
     cfg = load(args)
     if cfg.task != "partseg":
         raise ValueError(f"{args.cfg}: task is {cfg.task!r}; finetune_partseg.py needs task: partseg")
-    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
+    return finetune(args, cfg)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,13 @@
     python tools/finetune_scanobjectnn.py --variant hardest --ckpt experiments/map_shapenet/default/ckpt-last.pth
     python tools/finetune_scanobjectnn.py --variant objbg --ckpt <pretrained.pth> --protocol peer
 """
-from _common import build_parser, cfg_path, load, main
-
-from pointmap.engine import run_finetune
+from _common import build_parser, cfg_path, finetune, load, main
 
 VARIANTS = ("objbg", "objonly", "hardest")
 
 
 def _run():
-    parser = build_parser(__doc__.splitlines()[0], None)
+    parser = build_parser(__doc__.splitlines()[0], None, evaluate=True)
     parser.add_argument("--variant", choices=VARIANTS, default=None,
                         help="default: hardest; picks cfgs/finetune_scan_<variant>.yaml unless --cfg is given")
     args = parser.parse_intermixed_args()
@@ -20,7 +18,7 @@ def _run():
         args.cfg = cfg_path(f"finetune_scan_{args.variant or 'hardest'}.yaml")
     elif args.variant:
         extra.append(f"data.options.variant={args.variant}")
-    return run_finetune(load(args, extra), seeds=args.seeds, device=args.device, resume=args.resume)
+    return finetune(args, load(args, extra))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 """
 from _common import build_parser, cfg_path, load, main
 
-from pointmap.engine import run_pretrain
+from pointmap.experiments import run_pretrain
 
 
 def _run():

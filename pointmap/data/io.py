@@ -7,11 +7,12 @@ its full expected path with a pointer to ``data/README.md``.
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 PathLike = Union[str, os.PathLike]
 README_HINT = "see data/README.md for the expected layout"
@@ -149,16 +150,6 @@ def check_labels(labels, path: PathLike, count: int, num_classes: Optional[int] 
 
 
 def atomic_pickle(obj, path: PathLike) -> None:
-    """Write a pickle via a temporary file in the same folder and a rename, so a failed or interrupted
+    """Pickle ``obj`` to ``path`` whole (:func:`pointmap.atomic.atomic_write`): a failed or interrupted
     write never leaves a truncated file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(str(path), lambda f: pickle.dump(obj, f, protocol=4))

@@ -4,29 +4,26 @@
 ``transform=`` may be a callable or a list of transform config entries (see :mod:`.transforms`).
 """
 import logging
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
+
 logger = logging.getLogger(__name__)
 
-_DATASETS: Dict[str, Callable] = {}
+DATASETS = Registry("data set")
 
 
 def register_dataset(name: str):
     """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``."""
-    def deco(fn):
-        if name in _DATASETS:
-            raise ValueError(f"data set {name!r} is registered twice")
-        _DATASETS[name] = fn
-        return fn
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> List[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def build_dataset(name: str, root=None, split: str = "train", **options) -> Dataset:
@@ -34,13 +31,12 @@ def build_dataset(name: str, root=None, split: str = "train", **options) -> Data
 
     ``root`` is the ``data/`` folder (or the data set's own folder); generated data sets ignore it.
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(list_datasets())}")
+    builder = DATASETS.get(name)
     transform = options.pop("transform", None)
     if isinstance(transform, (list, tuple)):
         from .transforms import build_transforms
         transform = build_transforms(transform)
-    ds = _DATASETS[name](root, split, transform=transform, **options)
+    ds = builder(root, split, transform=transform, **options)
     logger.info("built data set %s/%s: %d items", name, split, len(ds))
     return ds
 

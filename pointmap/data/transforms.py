@@ -9,9 +9,11 @@ generator (seeded per DataLoader worker by torch), never from numpy's global sta
                       {"name": "normalize"}, {"name": "scale_translate"}])
 """
 import math
-from typing import Callable, Dict, List, Sequence, Union
+from typing import Callable, List, Sequence, Union
 
 import torch
+
+from ..registry import Registry
 
 Item = Union[dict, torch.Tensor]
 
@@ -181,23 +183,18 @@ class Compose(Transform):
         return f"Compose({self.transforms!r})"
 
 
-TRANSFORMS: Dict[str, type] = {
-    "sample": Sample,
-    "normalize": Normalize,
-    "scale_translate": ScaleTranslate,
-    "rotate": Rotate,
-    "jitter": Jitter,
-    "dropout": Dropout,
-}
+TRANSFORMS = Registry("transform")
+for _name, _cls in (("sample", Sample), ("normalize", Normalize), ("scale_translate", ScaleTranslate),
+                    ("rotate", Rotate), ("jitter", Jitter), ("dropout", Dropout)):
+    TRANSFORMS.register(_name, _cls)
 
 
 def build_transform(cfg: dict) -> Transform:
     cfg = dict(cfg)
     name = cfg.pop("name", None)
-    if name not in TRANSFORMS:
-        raise ValueError(f"unknown transform {name!r}; valid names: {', '.join(sorted(TRANSFORMS))}")
+    cls = TRANSFORMS.get(name)
     try:
-        return TRANSFORMS[name](**cfg)
+        return cls(**cfg)
     except TypeError as e:
         raise ValueError(f"transform {name!r}: bad options {sorted(cfg)}: {e}") from e
 

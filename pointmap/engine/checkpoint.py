@@ -10,17 +10,19 @@ loads the same with or without DDP or torch.compile.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["atomic_save", "load_file", "get_rng_state", "set_rng_state", "module_generators", "unwrap_model"]
+from ..atomic import atomic_write
+
+__all__ = ["atomic_write", "atomic_save", "atomic_write_json", "load_file", "get_rng_state", "set_rng_state", "module_generators", "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -35,20 +37,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``: a reader (or a
-    crash) sees the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`, fsynced."""
+    atomic_write(path, lambda f: torch.save(obj, f), durable=True)
+
+
+def atomic_write_json(data: Any, path: str) -> None:
+    atomic_write(path, lambda f: json.dump(data, f, indent=2), binary=False)
 
 
 def load_file(path: str) -> Dict[str, Any]:

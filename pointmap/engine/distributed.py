@@ -15,7 +15,7 @@ from torch.utils.data import Sampler
 
 __all__ = [
     "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
-    "all_reduce_sum", "all_reduce_mean", "broadcast_buffers", "resolve_device", "ShardSampler",
+    "all_reduce_sum", "all_reduce_mean", "broadcast_buffers", "resolve_device", "ShardSampler", "shutdown",
 ]
 
 
@@ -100,3 +100,9 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
+
+
+def shutdown() -> None:
+    """Leave the process group (tools call it once at exit; harmless without torchrun)."""
+    if is_distributed():
+        dist.destroy_process_group()

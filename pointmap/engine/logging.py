@@ -4,13 +4,14 @@ Only rank 0 writes files; other ranks log warnings and errors to the console.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from typing import Any, Dict, Optional
 
-__all__ = ["setup_logging", "close_log_file", "RunWriter", "format_metrics"]
+from .checkpoint import atomic_write_json
+
+__all__ = ["setup_logging", "close_log_file", "RunWriter", "format_metrics", "format_value"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -63,12 +64,14 @@ class _StdoutHandler(logging.StreamHandler):
 
 def format_metrics(metrics: Dict[str, Any], prefix: str = "") -> str:
     """``{"acc": 91.234, "loss": 0.00123}`` -> ``acc 91.23 loss 0.00123``."""
-    parts = []
-    for k, v in metrics.items():
-        if isinstance(v, float):
-            v = f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}"
-        parts.append(f"{prefix}{k} {v}")
-    return " ".join(parts)
+    return " ".join(f"{prefix}{k} {format_value(v)}" for k, v in metrics.items())
+
+
+def format_value(v: Any) -> str:
+    """Floats to 2 decimals (4 significant digits under 1), None as ``-``, anything else as it prints."""
+    if v is None:
+        return "-"
+    return (f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}") if isinstance(v, float) else str(v)
 
 
 class RunWriter:
@@ -102,11 +105,7 @@ class RunWriter:
     def write_json(self, data: Dict[str, Any], name: str = "metrics.json") -> None:
         if not self.enabled:
             return
-        path = os.path.join(self.work_dir, name)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
+        atomic_write_json(data, os.path.join(self.work_dir, name))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..config import Config
+from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split
 from .metrics import classification_metrics, confusion_matrix
 
@@ -36,22 +37,26 @@ __all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task
 
 logger = logging.getLogger(__name__)
 
-TASKS: Dict[str, Type["Task"]] = {}
+TASKS = Registry("task")
 
 
-def register_task(name: str) -> Callable[[Type["Task"]], Type["Task"]]:
+def register_task(name: str, override: bool = False) -> Callable[[Type["Task"]], Type["Task"]]:
     def wrap(cls: Type["Task"]) -> Type["Task"]:
         cls.name = name
-        TASKS[name] = cls
-        return cls
+        return TASKS.register(name, cls, override=override)
     return wrap
 
 
 def build_task(cfg: Config) -> "Task":
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; registered tasks: {', '.join(sorted(TASKS))}")
+    """The task ``cfg.task`` names; ``train.probe: svm`` on classification is the ``svm_probe`` task."""
+    name = cfg.task
+    if cfg.train.probe == "svm":
+        if cfg.task != "classification":
+            raise ValueError(f"train.probe=svm needs task: classification, not {cfg.task!r}")
+        name = "svm_probe"
+    cls = TASKS.get(name)
     try:
-        return TASKS[cfg.task](cfg, **cfg.task_args)
+        return cls(cfg, **cfg.task_args)
     except TypeError as e:
         raise ValueError(f"task {cfg.task!r}: bad task_args {cfg.task_args}: {e}") from None
 
@@ -76,6 +81,7 @@ class Task:
     name = "task"
     monitor = "loss"
     monitor_mode = "min"
+    trains = True  # False: a closed-form task; the Trainer calls solve() instead of its loop
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -114,6 +120,11 @@ class Task:
         raise NotImplementedError
 
     def summarize(self, sums: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def solve(self, trainer) -> Dict[str, Any]:
+        """A task with ``trains = False``: fit in closed form from ``trainer.module`` / ``trainer.datasets``
+        and return what metrics.json holds."""
         raise NotImplementedError
 
 
@@ -191,7 +202,7 @@ class ClassificationTask(Task):
 
         num_classes = self.num_classes or datasets["train"].num_classes
         if self.cfg.train.probe:  # frozen encoder, a linear layer on its pooled features
-            from .probe import LinearProbe
+            from ..models.linear_probe import LinearProbe
 
             return LinearProbe(create_model(self.cfg.model.name, **self.cfg.model.args), num_classes)
         return create_model(self.cfg.model.name, num_classes=num_classes, **self.cfg.model.args)

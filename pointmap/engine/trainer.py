@@ -1,34 +1,39 @@
-"""One Trainer for every task: the loop, optimization, evaluation protocol, checkpoints and logging.
+"""One Trainer for every task: the loop, optimization and the evaluation protocol's final test.
 
 What differs between pretraining, classification and segmentation lives in a task object
-(:mod:`pointmap.engine.tasks`); extra behaviour at fixed points of the loop lives in hooks
-(:mod:`pointmap.engine.hooks`). ``Trainer(cfg).fit()`` is everything a tool does.
+(:mod:`pointmap.engine.tasks`); what happens after an epoch (evaluation, best-epoch selection, the log
+line, checkpoints) lives in hooks (:mod:`pointmap.engine.hooks`, the defaults configurable from the
+config's ``hooks``); the run folder is a :class:`~pointmap.engine.rundir.RunDir`.
+``Trainer(cfg).fit()`` is everything a tool does.
+
+The loop never waits for the device between steps: losses add up on the device, a non-finite loss or
+gradient skips its optimizer step there (fused AdamW's ``found_inf``, as GradScaler drives it), and the
+sums are read once per ``train.log_every`` steps, where a non-finite loss stops the run.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import random
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict
 from ..version import __version__
 from . import distributed as du
-from .checkpoint import atomic_save, get_rng_state, load_file, set_rng_state, unwrap_model
+from .checkpoint import get_rng_state, load_file, set_rng_state, unwrap_model
 from .datasets import to_device
-from .hooks import Hook, build_hooks
-from .logging import RunWriter, close_log_file, format_metrics, setup_logging
+from .hooks import DEFAULT_HOOKS, Hook, build_hooks
+from .logging import RunWriter, format_metrics
+from .loop import StepMeter, build_loaders, optimizer_step
 from .optim import build_optimizer, build_scheduler
+from .rundir import InterruptGuard, RunDir, RunInterrupted, command_line
 from .tasks import Task, build_task
 
 __all__ = ["Trainer", "NonFiniteLossError", "seed_everything"]
@@ -37,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; training stopped before the step was applied."""
+    """The loss became NaN/inf; its optimizer step was skipped and training stopped at the next log."""
 
 
 def seed_everything(seed: int) -> None:
@@ -59,40 +64,50 @@ class Trainer:
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
         self.task = task if task is not None else build_task(cfg)
-        self.work_dir = work_dir or os.path.join(cfg.train.output_dir, cfg.name or "run", cfg.exp_name)
+        kw = dict(resume=resume, overwrite=cfg.train.overwrite, main=self.is_main)
+        self.run = RunDir(work_dir, **kw) if work_dir else RunDir.of(cfg, **kw)
         self.resume = resume
-        self.hooks = list(hooks) + build_hooks(cfg.hooks)
+        self.hooks = build_hooks(cfg.hooks, DEFAULT_HOOKS) + list(hooks)
         self.epoch = 0
+        self.start_step = 0  # steps of ``epoch`` already done (a run interrupted mid-epoch)
         self.global_step = 0
         self.best: Dict[str, Any] = {"epoch": None, "value": None, "metrics": {}}
+        self.best_saved: Optional[int] = None  # the epoch ckpt-best.pth holds
         self.history: list = []
         self.writer: Optional[RunWriter] = None
+        self.selection: Dict[str, Any] = {}
+        self._guard: Optional[InterruptGuard] = None
+        self._stop = False
+        self._rng_after_iter: Optional[Dict[str, Any]] = None
+        self._epoch_start = time.time()
 
     # ------------------------------------------------------------------ setup
     @property
+    def work_dir(self) -> str:
+        return self.run.path
+
+    @property
     def ckpt_last(self) -> str:
-        return os.path.join(self.work_dir, "ckpt-last.pth")
+        return self.run.ckpt_last
 
     @property
     def ckpt_best(self) -> str:
-        return os.path.join(self.work_dir, "ckpt-best.pth")
+        return self.run.ckpt_best
 
     @property
     def select_split(self) -> Optional[str]:
-        """Where the checkpoint is chosen: val (clean), test (peer), or None (train loss)."""
-        return "val" if "val" in self.loaders else None
+        """Where the checkpoint is chosen: val (clean), test (peer), or None (train metrics)."""
+        return "val" if "val" in self.datasets else None
+
+    def split_label(self, split: str) -> str:
+        """The peer protocol selects on the test set (its "val" split is the test set): label it ``test``."""
+        return "test" if split == "val" and self.datasets.get("val") is self.datasets.get("test") else split
 
     def setup(self) -> None:
         cfg = self.cfg
-        if self.resume and not os.path.isfile(self.ckpt_last):
-            raise FileNotFoundError(f"nothing to resume: {self.ckpt_last} not found")
-        if not self.resume and not cfg.train.overwrite and os.path.isfile(self.ckpt_last):
-            raise ValueError(f"{self.work_dir} already holds a run: pass --resume to continue it, "
-                             f"--exp-name NAME for a new one, or train.overwrite=true")
+        self.run.check(can_resume=self.task.trains)
         du.barrier()  # every rank has checked before rank 0 writes anything
-        setup_logging(os.path.join(self.work_dir, "log.txt"), self.is_main)
-        if self.is_main:
-            save_config(cfg, os.path.join(self.work_dir, "config.yaml"))
+        self.run.open(cfg, device=self.device, world_size=self.world_size, check=False)
         if cfg.ops:
             from ..ops import set_backend
 
@@ -101,7 +116,6 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-
         seed_everything(cfg.train.seed)
         self.datasets = self.task.build_datasets()
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
@@ -111,20 +125,24 @@ class Trainer:
         self.module.to(self.device)
         self.net = torch.compile(self.module) if cfg.train.compile else self.module
         self.model = self.net
-        if self.world_size > 1:
+        if self.world_size > 1 and self.task.trains:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids,
                                                  find_unused_parameters=cfg.train.find_unused_parameters)
-        self.loaders = self._build_loaders()
-        self.steps_per_epoch = len(self.loaders["train"])
+        split = self.select_split
+        self.selection = {"split": self.split_label(split) if split else "train", "metric": self.task.monitor,
+                          "mode": self.task.monitor_mode}
+        self.loaders, self.train_sampler = build_loaders(self.datasets, cfg, self.device, self.task.trains)
+        self.steps_per_epoch = len(self.loaders["train"]) if self.task.trains else 0
         self.optimizer = build_optimizer(self.module, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.train.precision == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+        self.meter = StepMeter(self.device)
         self.writer = RunWriter(self.work_dir, enabled=self.is_main)
         seed_everything(cfg.train.seed + self.rank)  # augmentations and masks differ between ranks
-        if self.resume:
+        if self.resume and self.task.trains:
             self._load_resume()
         n_params = sum(p.numel() for p in self.module.parameters())
         logger.info("task %s | model %s (%.2fM parameters) | %d train samples, %d steps/epoch | world %d on %s"
@@ -132,29 +150,76 @@ class Trainer:
                     len(self.datasets["train"]), self.steps_per_epoch, self.world_size, self.device,
                     cfg.eval.protocol, self.work_dir)
 
-    def _build_loaders(self) -> Dict[str, DataLoader]:
-        cfg = self.cfg.data
-        for name, size in (("data.batch_size", cfg.batch_size), ("data.eval_batch_size", cfg.eval_batch_size)):
-            if size is not None and size % self.world_size:
-                raise ValueError(f"{name}={size} does not split evenly over {self.world_size} processes")
-        per_rank = cfg.batch_size // self.world_size
-        eval_per_rank = (cfg.eval_batch_size or cfg.batch_size) // self.world_size
-        pin = self.device.type == "cuda"
-        common = dict(num_workers=cfg.num_workers, pin_memory=pin, persistent_workers=cfg.num_workers > 0)
-        train: Dataset = self.datasets["train"]
-        self.train_sampler = DistributedSampler(train, num_replicas=self.world_size, rank=self.rank,
-                                                shuffle=True, seed=self.cfg.train.seed)
-        loaders = {"train": DataLoader(train, batch_size=per_rank, sampler=self.train_sampler,
-                                       drop_last=True, **common)}
-        if len(loaders["train"]) == 0:
-            raise ValueError(f"the train split has {len(train)} samples, fewer than one batch of {per_rank} "
-                             f"per process: lower data.batch_size")
-        for split in ("val", "test"):
-            if split in self.datasets:
-                ds = self.datasets[split]
-                loaders[split] = DataLoader(ds, batch_size=eval_per_rank, sampler=du.ShardSampler(len(ds)),
-                                            **common)
-        return loaders
+    # ------------------------------------------------------------------ sessions
+    def fit(self) -> Dict[str, Any]:
+        """Train for ``optim.epochs``, pick the checkpoint by the protocol, score the test set once."""
+        return self._session(self._fit)
+
+    def score(self, ckpt: str) -> Dict[str, Any]:
+        """Score the weights of pointmap checkpoint ``ckpt`` on the test split (with the config's voting),
+        into this trainer's run folder: what ``--eval`` does."""
+        return self._session(lambda: self._score(ckpt))
+
+    def _session(self, body: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        """Run ``body`` with SIGINT/SIGTERM turned into a clean stop; meta.json records how it ended."""
+        try:
+            with InterruptGuard() as self._guard:
+                results = body()
+            self.run.close("finished", steps=self.global_step)
+            return results
+        except KeyboardInterrupt:
+            self.run.close("interrupted", steps=self.global_step)
+            raise
+        except BaseException as e:
+            if self.run.opened:
+                self.run.close("failed", e, steps=self.global_step)
+            raise
+        finally:
+            self._guard = None
+            if self.writer is not None:
+                self.writer.close()
+
+    def _fit(self) -> Dict[str, Any]:
+        self.setup()
+        if not self.task.trains:  # a closed-form task (the SVM probe): no loop
+            results = self.task.solve(self)
+            self.run.write_json(results)
+        else:
+            self._call_hooks("before_train")
+            for epoch in range(self.epoch, self.cfg.optim.epochs):
+                self.epoch = epoch
+                self._epoch_start = time.time()
+                self._call_hooks("before_epoch")
+                entry = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                         "train": self.train_one_epoch()}
+                self.history.append(entry)
+                self._call_hooks("after_epoch", entry)  # evaluate, best, log, checkpoint, then the rest
+            results = self.test()
+        self._call_hooks("after_train", results)
+        return results
+
+    def _score(self, ckpt: str) -> Dict[str, Any]:
+        self.setup()
+        state = load_file(ckpt)
+        if "model" not in state:
+            raise ValueError(f"--eval {ckpt}: not a pointmap training checkpoint (no 'model' entry)")
+        try:
+            self.module.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ValueError(f"--eval {ckpt} does not fit {self.cfg.model.name}: "
+                             f"{' '.join(str(e).split())[:300]}") from None
+        results = self.test(use_best=False)
+        results.update(evaluated=ckpt, tested_epoch=state.get("epoch"))  # the epochs behind those weights
+        self.run.write_json(results)
+        return results
+
+    def _call_hooks(self, event: str, *args) -> None:
+        for hook in self.hooks:
+            if self.is_main or not hook.main_process_only:
+                getattr(hook, event)(self, *args)
+
+    def epoch_time(self) -> float:
+        return time.time() - self._epoch_start
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -162,103 +227,62 @@ class Trainer:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def _call_hooks(self, event: str, *args) -> None:
-        for hook in self.hooks:
-            if self.is_main or not hook.main_process_only:
-                getattr(hook, event)(self, *args)
-
-    def fit(self) -> Dict[str, Any]:
-        """Train for ``optim.epochs``, pick the checkpoint by the protocol, score the test set once."""
-        self.setup()
-        try:
-            self._call_hooks("before_train")
-            for epoch in range(self.epoch, self.cfg.optim.epochs):
-                self.epoch = epoch
-                self._run_epoch()
-            results = self._final_test()
-            self._call_hooks("after_train", results)
-            return results
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-            close_log_file()
-
-    def _run_epoch(self) -> None:
-        cfg, epoch = self.cfg, self.epoch
-        start = time.time()
-        self._call_hooks("before_epoch")
-        train_metrics = self.train_one_epoch()
-        entry: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                                 "train": train_metrics}
-        split, value = self.select_split, None
-        last = epoch + 1 == cfg.optim.epochs
-        if split is None:
-            value = train_metrics.get(self.task.monitor)
-        elif (epoch + 1) % cfg.train.eval_every == 0 or last:
-            entry[self._split_label(split)] = self.evaluate(split)
-            value = entry[self._split_label(split)][self.task.monitor]
-        improved = value is not None and (self.best["value"] is None or (
-            value > self.best["value"] if self.task.monitor_mode == "max" else value < self.best["value"]))
-        if improved:
-            self.best = {"epoch": epoch + 1, "value": value, "metrics": dict(entry)}
-        entry["time_s"] = round(time.time() - start, 2)
-        self.history.append(entry)
-        self.epoch = epoch + 1  # the checkpoint records the next epoch to run
-        self.save_checkpoint(best=improved)
-        self.epoch = epoch
-        if self.writer is not None:
-            self.writer.scalars(train_metrics, epoch + 1, "epoch/train_")
-            for k in ("val", "test"):
-                self.writer.scalars(entry.get(k, {}), epoch + 1, f"epoch/{k}_")
-            self.writer.write_json(self._summary())
-        evals = " ".join(format_metrics(entry[k], f"{k}_") for k in ("val", "test") if k in entry)
-        logger.info("epoch %d/%d | %s %s | lr %.3g | best %s %s at epoch %s | %.1fs | protocol %s",
-                    epoch + 1, cfg.optim.epochs, format_metrics(train_metrics, "train_"), evals, entry["lr"],
-                    self.task.monitor, _fmt(self.best["value"]), self.best["epoch"], entry["time_s"],
-                    cfg.eval.protocol)
-        self._call_hooks("after_epoch", entry)
-
-    def _split_label(self, split: str) -> str:
-        """The peer protocol selects on the test set (its "val" split is the test set): label it ``test``."""
-        return "test" if split == "val" and self.datasets.get("val") is self.datasets.get("test") else split
-
     def train_one_epoch(self) -> Dict[str, float]:
-        cfg = self.cfg
+        cfg, steps = self.cfg, self.steps_per_epoch
         self.model.train()
+        first, self.start_step = self.start_step, 0
         self.train_sampler.set_epoch(self.epoch)
-        totals: Dict[str, float] = {}
-        bar = tqdm(self.loaders["train"], desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
+        self.train_sampler.skip = first * self.loaders["train"].batch_size
+        batches = iter(self.loaders["train"])
+        if self._rng_after_iter is not None:  # resumed mid-epoch: the state when it stopped, after this draw
+            set_rng_state(self._rng_after_iter, self.module)
+            self._rng_after_iter = None
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
                    dynamic_ncols=True, disable=not (self.is_main and cfg.train.progress))
-        for step, batch in enumerate(bar):
+        for step in range(first, steps):
+            if self._stop or (self.world_size == 1 and self._guard is not None and self._guard.received):
+                self._interrupt(step, bar)
             self.scheduler.step_update(self.global_step)
-            batch = to_device(batch, self.device)
+            batch = to_device(next(batches), self.device)
             with self._autocast():
                 loss, logs = self.task.train_step(self.model, batch)
-            loss_value = du.all_reduce_mean(loss.detach().float()).item()
-            if not math.isfinite(loss_value):
-                kept = self.ckpt_last if os.path.isfile(self.ckpt_last) else "none written yet"
-                raise NonFiniteLossError(
-                    f"loss is {loss_value} at epoch {self.epoch + 1}, step {step + 1} (global step "
-                    f"{self.global_step + 1}); stopped before applying it; last good checkpoint: {kept}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.optim.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            finite_loss, applied = optimizer_step(self, loss)
             self.global_step += 1
-            step_logs = {"loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
-                         **{k: float(v) for k, v in logs.items()}}
-            for k, v in step_logs.items():
-                totals[k] = totals.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{step_logs['lr']:.2e}")
-            if self.writer is not None:
-                self.writer.scalars(step_logs, self.global_step, "train/")
-            self._call_hooks("after_step", step_logs)
+            self.meter.add(loss.detach(), logs, finite_loss, applied, self.global_step)
+            self._call_hooks("after_step", {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"], **logs})
+            bar.update()
+            if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
+                self._log(step + 1, bar)
+        bar.close()
         du.broadcast_buffers(self.module)
-        n = max(len(self.loaders["train"]), 1)
-        return {k: v / n for k, v in totals.items() if k != "lr"}
+        return self.meter.end_epoch(steps)
+
+    def _log(self, step: int, bar: Any) -> None:
+        """The one read of the device per log interval: the interval's means, then the NaN stop."""
+        stop = self._guard is not None and self._guard.received is not None
+        logs, bad = self.meter.read(step, stop if self.world_size > 1 else None)
+        if bad is not None:
+            g = bad["global_step"]
+            where = (f"at epoch {(g - 1) // self.steps_per_epoch + 1}, step {(g - 1) % self.steps_per_epoch + 1} "
+                     f"(global step {g})") if g > 0 else "on another process"
+            kept = self.ckpt_last if self.run.has_checkpoint() else "none written yet"
+            raise NonFiniteLossError(
+                f"loss is {bad['loss']} {where}; stopped before applying it (its optimizer step was skipped), "
+                f"at the log of epoch {self.epoch + 1} step {step}; last good checkpoint: {kept}")
+        self._stop = self._stop or bool(logs.pop("stop", 0.0))
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.2e}")
+        if self.writer is not None:
+            self.writer.scalars(logs, self.global_step, "train/")
+        self._call_hooks("after_log", logs)
+
+    def _interrupt(self, step: int, bar: Any) -> None:
+        """Stop before ``step``: check the sums, save the exact point reached, say how to continue."""
+        if step % self.cfg.train.log_every:
+            self._log(step, bar)
+        bar.close()
+        self.save_checkpoint(epoch=self.epoch, step=step, rng_after_iter=True)
+        raise RunInterrupted(self.epoch + 1, step, command_line(resume=True))
 
     @torch.no_grad()
     def evaluate(self, split: str, views: int = 1) -> Dict[str, float]:
@@ -270,9 +294,9 @@ class Trainer:
             with self._autocast():
                 out = self.task.eval_step(self.net, batch, views=views)
             for k, v in out.items():
-                v = v.detach().cpu()
-                v = v.double() if v.is_floating_point() else v.long()
+                v = v.detach().double() if v.is_floating_point() else v.detach().long()
                 sums[k] = sums[k] + v if k in sums else v
+        sums = {k: v.cpu() for k, v in sums.items()}  # one read of the device per evaluation
         if self.world_size > 1:
             gathered = [None] * self.world_size
             dist.all_gather_object(gathered, sums)
@@ -283,11 +307,14 @@ class Trainer:
         return self.task.summarize(sums)
 
     # ------------------------------------------------------------------ results
-    def _final_test(self) -> Dict[str, Any]:
-        results = self._summary()
+    def test(self, use_best: bool = True) -> Dict[str, Any]:
+        """Score the test split once (with the best epoch's weights when ``use_best`` and one was saved)."""
+        results = self.summary()
         if "test" in self.loaders:
-            if self.best["epoch"] is not None:
+            results["tested_epoch"] = len(self.history)  # the weights scored: the last epoch's, or the best's
+            if use_best and self.best_saved is not None:
                 self._load_best_weights()
+                results["tested_epoch"] = self.best_saved
             results["test"] = self.evaluate("test")
             if self.cfg.eval.vote > 1:
                 results["test_vote"] = self.evaluate("test", views=self.cfg.eval.vote)
@@ -297,19 +324,15 @@ class Trainer:
             results["protocol_note"] = how[self.cfg.eval.protocol]
             logger.info("test %s%s | epoch %s | protocol %s: %s", format_metrics(results["test"]),
                         f" | vote x{self.cfg.eval.vote} {format_metrics(results['test_vote'])}"
-                        if "test_vote" in results else "", self.best["epoch"], self.cfg.eval.protocol,
+                        if "test_vote" in results else "", results["tested_epoch"], self.cfg.eval.protocol,
                         results["protocol_note"])
-        if self.writer is not None:
-            self.writer.write_json(results)
+        self.run.write_json(results)
         return results
 
-    def _summary(self) -> Dict[str, Any]:
+    def summary(self) -> Dict[str, Any]:
         return {"protocol": self.cfg.eval.protocol, "task": self.task.name, "config": self.cfg.name,
-                "exp_name": self.cfg.exp_name, "work_dir": os.path.abspath(self.work_dir),
-                "epochs_done": len(self.history), "selection": {
-                    "split": self._split_label(self.select_split) if self.select_split else "train",
-                    "metric": self.task.monitor, "mode": self.task.monitor_mode},
-                "best": self.best, "history": self.history,
+                "exp_name": self.cfg.exp_name, "work_dir": self.run.abspath, "epochs_done": len(self.history),
+                "selection": dict(self.selection), "best": self.best, "history": self.history,
                 **({"probe": self.cfg.train.probe} if self.cfg.train.probe else {})}
 
     def _load_best_weights(self) -> None:
@@ -320,31 +343,37 @@ class Trainer:
         self.module.load_state_dict(state[0])
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, best: bool = False) -> None:
+    def save_checkpoint(self, epoch: int, step: int = 0, last: bool = True, best: bool = False,
+                        rng_after_iter: bool = False) -> None:
+        """The state before step ``step`` of epoch ``epoch`` (0-based; step 0: the epoch's start), on
+        every rank's call; rank 0 writes it to ckpt-last.pth (``last``) and ckpt-best.pth (``best``).
+        ``rng_after_iter``: saved inside the epoch, after its loader iterator drew its seed."""
         rng = get_rng_state(self.module)
         rngs = [rng]
         if self.world_size > 1:
             rngs = [None] * self.world_size
             dist.all_gather_object(rngs, rng)
-        if not self.is_main:
-            return
+        if best:
+            self.best_saved = self.best["epoch"]
         ckpt = {
             "model": unwrap_model(self.module).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
+            "epoch": epoch,
+            "step_in_epoch": step,
+            "rng_after_iter": rng_after_iter,
+            "epoch_sums": self.meter.state() if step else None,
             "global_step": self.global_step,
             "best": self.best,
+            "best_saved": self.best_saved,
             "history": self.history,
             "rng": rngs,
             "config": config_to_dict(self.cfg),
             "meta": {"task": self.task.name, "model": self.cfg.model.name, "protocol": self.cfg.eval.protocol,
                      "pointmap_version": __version__, "world_size": self.world_size},
         }
-        atomic_save(ckpt, self.ckpt_last)
-        if best:
-            atomic_save(ckpt, self.ckpt_best)
+        self.run.save_checkpoint(ckpt, last=last, best=best)
 
     def _load_resume(self) -> None:
         ckpt = load_file(self.ckpt_last)
@@ -353,11 +382,15 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
+        self.start_step = ckpt.get("step_in_epoch", 0)
         self.best, self.history = ckpt["best"], ckpt["history"]
+        self.best_saved = ckpt.get("best_saved", self.best["epoch"])
+        if ckpt.get("epoch_sums") is not None:
+            self.meter.load(ckpt["epoch_sums"])
         rngs = ckpt["rng"]
-        set_rng_state(rngs[self.rank] if len(rngs) == self.world_size else rngs[0], self.module)
-        logger.info("resumed %s at epoch %d (global step %d)", self.ckpt_last, self.epoch, self.global_step)
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "-" if v is None else (f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}")
+        rng = rngs[self.rank] if len(rngs) == self.world_size else rngs[0]
+        set_rng_state(rng, self.module)
+        if ckpt.get("rng_after_iter"):
+            self._rng_after_iter = rng  # the epoch's loader iterator draws once more before it applies
+        logger.info("resumed %s at epoch %d step %d (global step %d)", self.ckpt_last, self.epoch + 1,
+                    self.start_step, self.global_step)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence
 
 from ..config import Config
-from . import distributed as du
-from .hooks import Hook
-from .logging import RunWriter
-from .metrics import summarize_seeds
-from .runner import run
+from ..engine import Hook, RunDir
+from ..engine import distributed as du
+from ..engine.metrics import summarize_seeds
+from .runs import driver_run, run_child
 
 __all__ = ["run_fewshot", "missing_folds", "parse_folds"]
 
@@ -83,36 +82,24 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
         raise ValueError("few-shot: no folds to run")
     _ensure_folds(cfg, way, shot, folds, prepare)
     setting = f"{way}way_{shot}shot"
-    base = os.path.join(cfg.train.output_dir, cfg.name or "run", cfg.exp_name, setting)
-    runs: List[Dict[str, Any]] = []
-    for fold in folds:
-        c = copy.deepcopy(cfg)
-        c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
-        work_dir = os.path.join(base, f"fold{fold}")
-        started = os.path.isfile(os.path.join(work_dir, "ckpt-last.pth")) or (
-            c.train.probe == "svm" and os.path.isfile(os.path.join(work_dir, "metrics.json")))
-        if resume and started and c.train.probe == "svm":
-            runs.append(_load_json(os.path.join(work_dir, "metrics.json")))
-            continue
-        runs.append(run(c, device=device, resume=resume and started, work_dir=work_dir, hooks=hooks))
-        logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
-    per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]
-    results: Dict[str, Any] = {
-        "protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name, "exp_name": cfg.exp_name,
-        "work_dir": os.path.abspath(base), "way": int(way), "shot": int(shot), "folds": [int(f) for f in folds],
-        "runs": [os.path.join(base, f"fold{f}") for f in folds], "per_fold": per_fold,
-        "test": summarize_seeds([r["test"] for r in runs])}
-    if cfg.train.probe:
-        results["probe"] = cfg.train.probe
-    RunWriter(base, enabled=du.is_main_process()).write_json(results, "fewshot.json")
+    base = os.path.join(RunDir.of(cfg).path, setting)
+    with driver_run(base) as folder:
+        runs: List[Dict[str, Any]] = []
+        for fold in folds:
+            c = copy.deepcopy(cfg)
+            c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
+            runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks))
+            logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
+        per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]
+        results: Dict[str, Any] = {
+            "protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name, "exp_name": cfg.exp_name,
+            "work_dir": folder.abspath, "way": int(way), "shot": int(shot), "folds": [int(f) for f in folds],
+            "runs": [os.path.join(base, f"fold{f}") for f in folds], "per_fold": per_fold,
+            "test": summarize_seeds([r["test"] for r in runs])}
+        if cfg.train.probe:
+            results["probe"] = cfg.train.probe
+        folder.write_json(results, "fewshot.json")
     acc = results["test"]["acc"]
     logger.info("%d-way %d-shot, %d folds | test acc %.2f ± %.2f | protocol %s", way, shot, len(folds),
                 acc["mean"], acc["std"], cfg.eval.protocol)
     return results
-
-
-def _load_json(path: str) -> Dict[str, Any]:
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -1,0 +1,164 @@
+"""The pieces of the training loop that keep it from waiting on the device: loaders that can start
+mid-epoch, the optimizer step that skips non-finite steps on the device, and the meter that adds up
+losses there and is read once per log interval."""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..config import Config
+from . import distributed as du
+
+__all__ = ["ResumableSampler", "build_loaders", "optimizer_step", "total_norm", "StepMeter"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that leaves out the first ``skip`` indices of the epoch (a run resumed
+    mid-epoch continues with exactly the batches it had not seen, without loading the others)."""
+
+    skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.device, train: bool = True
+                  ) -> Tuple[Dict[str, DataLoader], Optional[ResumableSampler]]:
+    """Train loader (shuffled per epoch, split over processes, last partial batch dropped) and
+    val/test loaders (each process its shard, no padding); ``train=False``: no train loader."""
+    d, world, rank = cfg.data, du.get_world_size(), du.get_rank()
+    for name, size in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
+        if size is not None and size % world:
+            raise ValueError(f"{name}={size} does not split evenly over {world} processes")
+    per_rank = d.batch_size // world
+    eval_per_rank = (d.eval_batch_size or d.batch_size) // world
+    common = dict(num_workers=d.num_workers, pin_memory=device.type == "cuda", persistent_workers=d.num_workers > 0)
+    loaders: Dict[str, DataLoader] = {}
+    sampler = None
+    if train:
+        ds = datasets["train"]
+        sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+        loaders["train"] = DataLoader(ds, batch_size=per_rank, sampler=sampler, drop_last=True, **common)
+        if len(loaders["train"]) == 0:
+            raise ValueError(f"the train split has {len(ds)} samples, fewer than one batch of {per_rank} "
+                             f"per process: lower data.batch_size")
+    for split in ("val", "test"):
+        if split in datasets:
+            ds = datasets[split]
+            loaders[split] = DataLoader(ds, batch_size=eval_per_rank, sampler=du.ShardSampler(len(ds)), **common)
+    return loaders, sampler
+
+
+def optimizer_step(trainer: Any, loss: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Backward, clip, step — skipped on the device when the loss or the gradient norm is not finite.
+    Returns (loss finite, step applied) as device booleans; nothing here waits for the device."""
+    opt, scaler, clip = trainer.optimizer, trainer.scaler, trainer.cfg.optim.grad_clip
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # a no-op unless fp16 scaling is on
+    if clip:
+        norm = torch.nn.utils.clip_grad_norm_(trainer.module.parameters(), clip)
+    else:
+        norm = total_norm([p.grad for p in trainer.module.parameters() if p.grad is not None])
+    finite_loss = torch.isfinite(loss.detach())
+    ok = finite_loss & torch.isfinite(norm).to(finite_loss.device)
+    if scaler.is_enabled():  # fp16: the scaler skips steps with non-finite gradients itself
+        scaler.step(opt)
+        scaler.update()
+    elif getattr(opt, "_step_supports_amp_scaling", False):  # fused AdamW: skips where found_inf is set
+        opt.found_inf = (~ok).to(torch.float32)
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf
+    elif bool(ok):  # an optimizer that cannot skip on the device: decided here, one wait per step
+        opt.step()
+    return finite_loss, ok
+
+
+def total_norm(tensors) -> torch.Tensor:
+    """The 2-norm of all ``tensors`` together, on their device (torch's ``get_total_norm`` where it exists)."""
+    fn = getattr(torch.nn.utils, "get_total_norm", None)
+    if fn is not None:
+        return fn(tensors)
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+class StepMeter:
+    """Per-epoch running sums on the device (the loss, the task's scalars, non-finite steps), read with
+    one transfer at each log point; the interval means and the epoch means come from those reads."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Dict[str, torch.Tensor] = {}
+        zero = torch.zeros((), dtype=self.dtype, device=self.device)
+        # [steps with a non-finite loss, steps skipped for non-finite gradients, first such global step, its loss]
+        self.bad = torch.stack([zero, zero, zero, zero])
+        self._last: Dict[str, float] = {}
+        self._last_step = 0
+
+    def add(self, loss: torch.Tensor, logs: Dict[str, Any], finite_loss: torch.Tensor, applied: torch.Tensor,
+            global_step: int) -> None:
+        for k, v in {"loss": loss, **logs}.items():
+            v = torch.as_tensor(v).detach().to(self.device, self.dtype)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        nonfinite = ~finite_loss
+        first = nonfinite & (self.bad[0] == 0)
+        self.bad = torch.stack([self.bad[0] + nonfinite, self.bad[1] + (finite_loss & ~applied),
+                                torch.where(first, float(global_step), self.bad[2]),
+                                torch.where(first, loss.detach().to(self.dtype), self.bad[3])])
+
+    def read(self, step: int, stop: Optional[bool] = None) -> Tuple[Dict[str, float], Optional[Dict[str, Any]]]:
+        """Means over the steps since the last read (summed over processes when ``stop`` is given, the
+        flag added up with them as ``stop``) and, if a loss was not finite, {"global_step", "loss"}."""
+        keys = list(self.sums)
+        shared = torch.stack([*self.sums.values(), self.bad[0], self.bad[1]])
+        world = 1
+        if stop is not None:
+            shared = du.all_reduce_sum(torch.cat([shared, shared.new_tensor([float(stop)])]))
+            world = du.get_world_size()
+        values = torch.cat([shared, self.bad[2:]]).tolist()  # the one wait for the device
+        n = len(keys)
+        cum = {k: v / world for k, v in zip(keys, values[:n])}
+        nonfinite, skipped = values[n], values[n + 1]
+        if nonfinite:
+            return {}, {"global_step": int(values[-2]), "loss": values[-1]}
+        span = max(step - self._last_step, 1)
+        logs = {k: (cum[k] - self._last.get(k, 0.0)) / span for k in keys}
+        if stop is not None:
+            logs["stop"] = values[n + 2]
+        if skipped > self._last.get("_skipped", 0.0):
+            logger.warning("%d optimizer steps skipped so far this epoch: non-finite gradients", int(skipped))
+        self._last, self._last_step = {**cum, "_skipped": skipped}, step
+        return logs, None
+
+    def end_epoch(self, steps: int) -> Dict[str, float]:
+        """The epoch's means (from the read at its last step), then a fresh meter for the next one."""
+        means = {k: v / max(steps, 1) for k, v in self._last.items() if not k.startswith("_")}
+        self.reset()
+        return means
+
+    def state(self) -> Dict[str, Any]:
+        """What a mid-epoch checkpoint keeps, so the resumed epoch's means equal an uninterrupted one's."""
+        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "bad": self.bad.detach().cpu(),
+                "last": dict(self._last), "last_step": self._last_step}
+
+    def load(self, state: Dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device, self.dtype) for k, v in state["sums"].items()}
+        self.bad = state["bad"].to(self.device, self.dtype)
+        self._last, self._last_step = dict(state["last"]), int(state["last_step"])
