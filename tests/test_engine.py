@@ -267,3 +267,50 @@ def test_point_mae_pretraining_checkpoint_loads_into_pointmae_classifier(tmp_pat
     assert report.unexpected_keys == [] and not any(k.startswith("encoder.") for k in report.missing_keys)
     assert torch.equal(model.state_dict()["encoder.blocks.0.mixer.qkv.weight"],
                        state["module.MAE_encoder.blocks.blocks.0.attn.qkv.weight"])
+
+
+def test_a_partial_last_batch_is_named_not_silently_dropped():
+    import logging
+
+    from pointmap.engine.loop import build_loaders
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    seen, log = Records(), logging.getLogger("pointmap.engine.loop")
+    log.addHandler(seen)
+    try:
+        data = torch.utils.data.TensorDataset(torch.randn(38, 3))
+        loaders = build_loaders({"train": data}, tiny_cfg(data={"batch_size": 32, "num_workers": 0}),
+                                torch.device("cpu"))[0]
+        assert len(loaders["train"]) == 1
+        assert any("38 samples: batches of 32 leave out 6 of them each epoch" in m for m in seen.messages)
+        seen.messages.clear()
+        build_loaders({"train": torch.utils.data.TensorDataset(torch.randn(32, 3))},
+                      tiny_cfg(data={"batch_size": 8, "num_workers": 0}), torch.device("cpu"))
+        assert not any("leave out" in m for m in seen.messages)
+    finally:
+        log.removeHandler(seen)
+
+
+def test_tensorboard_has_hyperparameters_and_test_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg("classification", optim={"lr": 3e-3})
+    Trainer(cfg, TinyCls(cfg), work_dir=str(tmp_path), device="cpu").fit()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"hparam/test.acc", "hparam/test.loss"} <= scalars, scalars
+    plugin = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugin and "_hparams_/session_start_info" in plugin
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["optim.lr"].number_value == pytest.approx(3e-3)
+    assert start.hparams["task"].string_value == "classification"

@@ -51,6 +51,11 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
         if len(loaders["train"]) == 0:
             raise ValueError(f"the train split has {len(ds)} samples, fewer than one batch of {per_rank} "
                              f"per process: lower data.batch_size")
+        dropped = (len(sampler) - len(loaders["train"]) * per_rank) * world
+        if dropped:  # full batches only (BatchNorm, equal steps on every rank): say what that costs
+            logger.warning("the train split has %d samples: batches of %d leave out %d of them each epoch (others "
+                           "every epoch, as the order is shuffled); a data.batch_size dividing %d uses them all",
+                           len(ds), d.batch_size, dropped, len(ds))
     for split in ("val", "test"):
         if split in datasets:
             ds = datasets[split]
