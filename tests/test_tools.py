@@ -239,3 +239,16 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
     if case == "nan_loss":
         ckpts = [f for f in os.listdir(tmp_path / "exp" / "map_demo" / "default") if f.endswith(".pth")]
         assert "stopped before applying it" in err and (ckpts == [] or "ckpt-last.pth" in err)
+
+
+def test_help_lists_only_the_flags_a_tool_reads(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(TOOLS)
+    helps = {}
+    for name in ("pretrain.py", "finetune_modelnet.py"):
+        monkeypatch.setattr(sys, "argv", [name, "--help"])
+        with pytest.raises(SystemExit):
+            runpy.run_path(os.path.join(TOOLS, name), run_name="__main__")
+        helps[name] = capsys.readouterr().out
+    assert "--protocol" not in helps["pretrain.py"] and "--linear-probe" not in helps["pretrain.py"]
+    assert "--protocol" in helps["finetune_modelnet.py"] and "--linear-probe" in helps["finetune_modelnet.py"]
+    assert "PointMamba" in helps["pretrain.py"]                         # --ckpt names the peer formats

@@ -20,17 +20,21 @@ def cfg_path(name: str) -> str:
 
 
 def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: bool = True,
-                 evaluate: bool = False) -> argparse.ArgumentParser:
+                 evaluate: bool = False, downstream: bool = True) -> argparse.ArgumentParser:
+    """The common flags; ``downstream=False`` (pretraining) leaves out the ones only a downstream task reads
+    (--protocol, --linear-probe)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--cfg", default=default_cfg,
                    help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
     p.add_argument("--exp-name", default=None, help="run folder: experiments/<cfg>/<exp-name>/ (default: default)")
     p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth")
-    p.add_argument("--ckpt", default=None, help="pretrained weights: a pointmap checkpoint or a Point-MAE one")
+    p.add_argument("--ckpt", default=None, help="weights to start from: a pointmap checkpoint or a peer's "
+                                                "(Point-MAE, PointMamba, MAP 3D; see the README)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--protocol", choices=["clean", "peer"], default=None,
-                   help="clean: a validation split picks the checkpoint (default); peer: select on test")
-    if probe:
+    if downstream:
+        p.add_argument("--protocol", choices=["clean", "peer"], default=None,
+                       help="clean: a validation split picks the checkpoint (default); peer: select on test")
+    if probe and downstream:
         p.add_argument("--linear-probe", nargs="?", const="linear", choices=["linear", "svm"], default=None,
                        help="freeze the encoder: train a linear layer on its pooled features (linear, the default) "
                             "or fit a linear SVM on them (svm); runs go to <exp-name> <mode>_probe by default")
@@ -56,7 +60,7 @@ def load(args: argparse.Namespace, extra_overrides=()) -> Config:
         cfg.exp_name = args.exp_name
     if args.ckpt:
         cfg.pretrained = os.path.abspath(args.ckpt)
-    if args.protocol:
+    if getattr(args, "protocol", None):
         cfg.eval.protocol = args.protocol
     return cfg
 

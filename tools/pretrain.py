@@ -10,7 +10,7 @@ from pointmap.experiments import run_pretrain
 
 
 def _run():
-    args = build_parser(__doc__.splitlines()[0], cfg_path("map_demo.yaml"), seeds=False).parse_intermixed_args()
+    args = build_parser(__doc__.splitlines()[0], cfg_path("map_demo.yaml"), seeds=False, downstream=False).parse_intermixed_args()
     return run_pretrain(load(args), device=args.device, resume=args.resume)
 
 
