@@ -74,6 +74,16 @@ def format_value(v: Any) -> str:
     return (f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}") if isinstance(v, float) else str(v)
 
 
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    """Nested dicts → ``{"a.b.c": value}``; other values as they are."""
+    if not isinstance(d, dict):
+        return {prefix: d} if prefix else {}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 class RunWriter:
     """TensorBoard scalars under ``<work_dir>/tb`` and ``<work_dir>/metrics.json``; a no-op off rank 0."""
 
@@ -96,6 +106,19 @@ class RunWriter:
         for k, v in values.items():
             if isinstance(v, (int, float)):
                 tb.add_scalar(f"{prefix}{k}", v, step)
+
+    def hparams(self, config: Dict[str, Any], results: Dict[str, Any]) -> None:
+        """The run's settings (the config, flattened: ``optim.lr``, ``model.args.layout``, ...) beside its final
+        numbers (``test``, ``test_vote`` and ``best`` entries of ``results``) in TensorBoard's HParams tab."""
+        if not self.enabled:
+            return
+        settings = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                    for k, v in _flatten(config).items() if v is not None}
+        metrics = {f"hparam/{k}": float(v) for k, v in _flatten({key: results.get(key) for key in
+                                                                ("test", "test_vote", "best")}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = metrics or {"hparam/epochs_done": float(results.get("epochs_done", 0))}
+        self._writer().add_hparams(settings, metrics, run_name=".")
 
     def image(self, tag: str, image: Any, step: int) -> None:
         """An (H, W, 3) uint8 image (a hook's picture) under ``tag``."""

@@ -195,6 +195,8 @@ class Trainer:
                 self.history.append(entry)
                 self._call_hooks("after_epoch", entry)  # evaluate, best, log, checkpoint, then the rest
             results = self.test()
+        if self.writer is not None:
+            self.writer.hparams(config_to_dict(self.cfg), results)
         self._call_hooks("after_train", results)
         return results
 
