@@ -11,6 +11,11 @@ Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on
 (a chunked scan in time-major layout: short loops inside chunks of ~√L steps, all chunks at once, and
 across chunks; its backward recomputes the states and runs the same scan in reverse, so nothing of size
 (B, D, L, N) is stored), ``reference`` (step by step, the oracle).
+
+Precision: the recurrence runs in float32 on purpose (float64 for float64 inputs), whatever the input
+dtype, with autocast turned off inside (forward and backward): a bf16 state would lose the small
+``delta B u`` increments against a decaying state over L steps. The output has u's dtype, as
+mamba_ssm's; gradients have their inputs' dtypes.
 """
 import importlib.util
 import math
@@ -19,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import Backend, register_backend, resolve
+from ._precision import no_autocast
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -166,6 +172,11 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, _glast):
+        with no_autocast(gy.device):
+            return _SelectiveScanFn._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         u, delta, A, Bx, Cx = ctx.saved_tensors
         L, Bsz, dim = u.shape
         N = A.shape[1]
@@ -314,4 +325,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Mamba's selective scan; see the module docstring for shapes. Differentiable in every input."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     fn = resolve("selective_scan", backend, u)
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    with no_autocast(u.device):
+        return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
