@@ -7,7 +7,8 @@
 u, delta, z: (B, D, L); A: (D, N) real; B, C: (D, N) (constant), (B, N, L) or (B, G, N, L) (G groups of
 channels); D, delta_bias: (D,). Returns out (B, D, L) [, last_state (B, D, N)].
 
-Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``torch``
+Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``triton``
+(pointmap's Triton kernels, ``selective_scan_triton.py``: on CUDA when mamba_ssm does not import), ``torch``
 (a chunked scan in time-major layout: short loops inside chunks of ~√L steps, all chunks at once, and
 across chunks; its backward recomputes the states and runs the same scan in reverse, so nothing of size
 (B, D, L, N) is stored), ``reference`` (step by step, the oracle).
@@ -269,26 +270,45 @@ def _mamba_fn(*args, **kwargs):
     return selective_scan_fn(*args, **kwargs)
 
 
-_MAMBA_STATE = {}
+def _triton_fn(*args, **kwargs):
+    from .selective_scan_triton import selective_scan_triton
+
+    return selective_scan_triton(*args, **kwargs)
 
 
-def _has_mamba():
-    if "ok" not in _MAMBA_STATE:
+_IMPORTS_ON_CUDA = {}
+
+
+def _imports_on_cuda(package: str, probe) -> bool:
+    """CUDA is available and ``probe()`` (an import) succeeds; decided once per process."""
+    if package not in _IMPORTS_ON_CUDA:
         ok = False
-        if importlib.util.find_spec("mamba_ssm") is not None and torch.cuda.is_available():
+        if importlib.util.find_spec(package) is not None and torch.cuda.is_available():
             try:
-                from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+                probe()
                 ok = True
             except (ImportError, OSError, RuntimeError):  # built for another torch, or no CUDA runtime
                 ok = False
-        _MAMBA_STATE["ok"] = ok
-    return _MAMBA_STATE["ok"]
+        _IMPORTS_ON_CUDA[package] = ok
+    return _IMPORTS_ON_CUDA[package]
+
+
+def _has_mamba():
+    return _imports_on_cuda("mamba_ssm", lambda: __import__("mamba_ssm.ops.selective_scan_interface"))
+
+
+def _has_triton():
+    return _imports_on_cuda("triton", lambda: __import__("pointmap.ops.selective_scan_triton"))
 
 
 register_backend("selective_scan", Backend(
     "mamba_ssm", _mamba_fn, available=_has_mamba, supports=lambda u: u.is_cuda,
     hint="install mamba-ssm on a CUDA machine: pip install --no-build-isolation mamba-ssm "
          "(or pip install --no-build-isolation 'pointmap[cuda]')"))
+register_backend("selective_scan", Backend(
+    "triton", _triton_fn, available=_has_triton, supports=lambda u: u.is_cuda,
+    hint="the Triton kernel needs a CUDA device and triton (shipped with CUDA builds of torch: pip install "
+         "triton); on a CPU, TRITON_INTERPRET=1 runs it through pointmap.ops.selective_scan_triton directly"))
 register_backend("selective_scan", Backend("torch", selective_scan_torch, available=lambda: True))
 register_backend("selective_scan", Backend("reference", selective_scan_ref, available=lambda: True))
 
