@@ -96,6 +96,10 @@ def _knn_block(query: torch.Tensor, points: torch.Tensor, k: int, pp: torch.Tens
 
 
 def knn_torch(query: torch.Tensor, points: torch.Tensor, k: int, max_elems: int = MAX_ELEMS):
+    if torch.compiler.is_compiling():
+        # the fast path decides on the host which rows to redo (a graph break); the reference's stable
+        # sort gives the same answer with no data-dependent branch, and inductor fuses its distances
+        return knn_ref(query, points, k)
     B, M, _ = query.shape
     N = points.shape[1]
     pp = (points * points).sum(-1)

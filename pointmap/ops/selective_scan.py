@@ -117,7 +117,7 @@ def _chunk_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torc
         chunks = range(1, nc) if not reverse else range(nc - 2, -1, -1)
         for c in chunks:
             p = c - 1 if not reverse else c + 1
-            torch.addcmul(h[p, last], decay[p], carry[p], out=carry[c])
+            carry[c] = torch.addcmul(h[p, last], decay[p], carry[p])  # no out= into a slice: torch.compile breaks there
         x = carry
         for t in (range(T) if not reverse else range(T - 1, -1, -1)):
             x = a[:, t] * x
