@@ -38,6 +38,8 @@ def group(xyz: torch.Tensor, num_group: int, group_size: int, fps_backend: str =
     xyz: (B, N, 3) float -> neighborhood: (B, G, K, 3) relative to its center, center: (B, G, 3)
     (and idx: (B, G, K) long into xyz when ``return_idx``). Patch g is centered on the g-th FPS point;
     its points are the K nearest, ascending in distance (the center itself first).
+    float16 / bfloat16 xyz: FPS and KNN choose on its float32 values (the same patches as for
+    ``xyz.float()``); the returned coordinates keep xyz's dtype.
     """
     _check(xyz, num_group, group_size)
     center = gather_points(xyz, fps(xyz, num_group, backend=fps_backend))
