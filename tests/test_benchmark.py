@@ -32,3 +32,24 @@ def test_cli_env_json(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(out.read_text())
     assert set(data["env"]["ops"]) >= {"fps", "knn", "chamfer", "selective_scan"}
+
+
+def test_step_variants_amp_and_compile_on_cpu():
+    names = [v[0] for v in benchmark._step_variants(torch.device("cpu"), amp="bf16", compile=True)]
+    assert names[1:] == ["MAP fp32, scan=torch", "MAP fp32 compiled, scan=torch", "MAP bf16, scan=torch",
+                         "MAP bf16 compiled, scan=torch"]
+    assert [v[0] for v in benchmark._step_variants(torch.device("cpu"))][1:] == ["MAP fp32, scan=torch"]
+
+
+def test_step_benchmark_bf16_on_cpu():
+    rows = benchmark.bench_step(torch.device("cpu"), os.path.join(ROOT, "cfgs", "map_demo.yaml"), batch=2,
+                                points=256, steps=1, include_baseline=False, amp="bf16", compile=False)
+    assert [r["variant"] for r in rows] == ["MAP fp32, scan=torch", "MAP bf16, scan=torch"]
+    assert all("error" not in r and r["ms_per_step"] > 0 for r in rows), rows
+
+
+def test_scan_benchmark_rows():
+    rows = benchmark.bench_scan(torch.device("cpu"), [(1, 8, 16, 4)], repeat=1, dtypes=(torch.float32, torch.bfloat16))
+    assert {(r["op"], r["backend"]) for r in rows} == {
+        (op, b) for op in ("selective_scan fwd+bwd", "selective_scan fwd+bwd bfloat16") for b in ("reference", "torch")}
+    assert all(r["ms"] > 0 for r in rows)

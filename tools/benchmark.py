@@ -2,10 +2,16 @@
 
     python tools/benchmark.py --ops [--json FILE] [--quick]
     python tools/benchmark.py --step [--cfg cfgs/map_demo.yaml] [--batch B] [--points N] [--json FILE]
+                                     [--device cpu] [--amp bf16] [--compile]
+    python tools/benchmark.py --scan [--json FILE]     # selective_scan backends, fp32 and bf16 inputs
     python tools/benchmark.py --env
 
 Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
 synchronized. Ratios are "reference time / backend time" from the same process.
+
+``--step`` times the float32 step and, in the same process, the ``--amp`` one (autocast to bf16 or fp16)
+and the ``torch.compile``d ones (``--compile``: inductor, on the CPU too); on CUDA both are on by default
+(``--amp none --no-compile`` turns them off), on the CPU off.
 """
 import argparse
 import json
@@ -114,33 +120,65 @@ def bench_ops(device, quick=False, repeat=5):
     shape = (128, 768, 64, 16) if gpu else (8, 768, 128, 16)
     if quick and not gpu:
         shape = (2, 768, 128, 16)
-    t = scan_inputs(*shape, device=device)
-    args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]
+    return rows + bench_scan(device, [shape], repeat=repeat)
 
-    def ss(fn):
-        def run():
+
+def bench_scan(device, shapes, repeat=5, dtypes=(torch.float32,)):
+    """selective_scan forward+backward on every backend here (and the reference), per shape and dtype of
+    u, delta, B, C, z (A, D, delta_bias stay float32, as a Mamba layer passes them). Rows carry the ratio
+    to the reference and, where mamba_ssm runs, ``x_vs_mamba_ssm`` (its time / this backend's time)."""
+    gpu = device.type == "cuda"
+    rows = []
+    for shape in shapes:
+        for dtype in dtypes:
+            t = scan_inputs(*shape, device=device, requires_grad=False)
+            for k in ("u", "delta", "B", "C", "z"):
+                t[k] = t[k].to(dtype)
             for v in t.values():
-                v.grad = None
-            fn(*args, delta_bias=t["delta_bias"], delta_softplus=True).sum().backward()
-        return run
-    cands = {"reference": ss(selective_scan_ref)}
-    for bk in available_backends("selective_scan"):
-        if bk != "reference" and (bk != "mamba_ssm" or gpu):
-            cands[bk] = ss(lambda *x, bk=bk, **k: selective_scan(*x, backend=bk, **k))
-    rows += _rows("selective_scan fwd+bwd", "B={} D={} L={} N={}".format(*shape), cands, "reference", device,
-                  repeat)
+                v.requires_grad_()
+            args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]
+
+            def ss(fn):
+                def run():
+                    for v in t.values():
+                        v.grad = None
+                    fn(*args, delta_bias=t["delta_bias"], delta_softplus=True).float().sum().backward()
+                return run
+            cands = {"reference": ss(selective_scan_ref)}
+            for bk in available_backends("selective_scan"):
+                if bk != "reference" and (bk not in ("mamba_ssm", "triton") or gpu):
+                    cands[bk] = ss(lambda *x, bk=bk, **k: selective_scan(*x, backend=bk, **k))
+            name = "selective_scan fwd+bwd" + ("" if dtype == torch.float32 else f" {str(dtype)[6:]}")
+            got = _rows(name, "B={} D={} L={} N={}".format(*shape), cands, "reference", device, repeat)
+            mamba = next((r["ms"] for r in got if r["backend"] == "mamba_ssm" and r["ms"]), None)
+            for r in got:
+                if mamba and r["ms"]:
+                    r["x_vs_mamba_ssm"] = round(mamba / r["ms"], 2)
+            rows += got
     return rows
 
 
-def _step_variants(device):
-    """(name, model kind, autocast dtype or None, compile, selective_scan backend, fps backend)."""
-    scans = ["torch"] + (["mamba_ssm"] if device.type == "cuda" and "mamba_ssm" in available_backends("selective_scan") else [])
+_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _step_variants(device, amp=None, compile=None):
+    """(name, model kind, autocast dtype or None, compile, selective_scan backend, fps backend).
+
+    amp: "none", "bf16", "fp16" or None (bf16 on CUDA, none on the CPU); compile: bool or None (True on
+    CUDA, False on the CPU). The float32 eager step is always there, to compare against. Every
+    selective_scan backend that runs here is timed eager; the compiled steps use the one auto picks.
+    """
+    cuda = device.type == "cuda"
+    scans = ["torch"] + [b for b in ("triton", "mamba_ssm") if cuda and b in available_backends("selective_scan")]
+    amp_dtype = _AMP[amp if amp is not None else ("bf16" if cuda else "none")]
+    compile = cuda if compile is None else compile
     out = [("baseline: Point-MAE-sized MAE, fp32, unfused attention, PyTorch FPS", "baseline", None, False, "torch", "torch")]
-    dtypes = [None, torch.bfloat16] if device.type == "cuda" else [None]
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     for scan in scans:
-        for dt in dtypes:
-            for comp in ([False, True] if device.type == "cuda" else [False]):
-                name = f"MAP {'bf16' if dt else 'fp32'}{' compiled' if comp else ''}, scan={scan}"
+        for dt in [None] + ([amp_dtype] if amp_dtype is not None else []):
+            # compiling takes minutes per variant: only with the scan backend that auto picks (the last)
+            for comp in [False] + ([True] if compile and scan == scans[-1] else []):
+                name = f"MAP {names[dt]}{' compiled' if comp else ''}, scan={scan}"
                 out.append((name, "map", dt, comp, scan, "auto"))
     return out
 
@@ -163,13 +201,16 @@ def _build_step_model(kind, cfg_path):
     return create_pretrainer("hybridnet_s", objective="map", mask_ratio=0.5)
 
 
-def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_baseline=True):
-    """Samples/s of one optimizer step (grouping on the device, encoder, decoder, loss, backward, AdamW)."""
+def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_baseline=True, amp=None,
+               compile=None):
+    """Samples/s of one optimizer step (grouping on the device, encoder, decoder, loss, backward, AdamW).
+
+    amp, compile: the extra variants (see :func:`_step_variants`)."""
     from pointmap.ops import set_backend
 
     x = random_cloud(batch, points, device=device)
     rows, base = [], None
-    for name, kind, dt, comp, scan, fps_backend in _step_variants(device):
+    for name, kind, dt, comp, scan, fps_backend in _step_variants(device, amp, compile):
         if kind == "baseline" and not include_baseline:
             continue
         set_backend("selective_scan", scan)
@@ -187,8 +228,14 @@ def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_
                 opt.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            t = timeit(step, device, repeat=steps, warmup=3 if comp else 1, budget_s=60)
+            first = time.perf_counter()
+            step()  # the first call compiles (and warms up the eager step)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            first = time.perf_counter() - first
+            t = timeit(step, device, repeat=steps, warmup=2 if comp else 0, budget_s=60)
             row = {"variant": name, "batch": batch, "points": points, "ms_per_step": round(t * 1e3, 2),
+                   "first_step_s": round(first, 2),
                    "samples_per_s": round(batch / t, 1),
                    "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
             if device.type == "cuda":
@@ -222,30 +269,37 @@ def print_step_rows(rows, device):
 def print_rows(rows, device):
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# ops on {name} (torch {torch.__version__})")
-    print(f"{'op':24s} {'shape':28s} {'backend':28s} {'ms':>10s} {'x vs ref':>9s}")
+    print(f"{'op':32s} {'shape':28s} {'backend':28s} {'ms':>10s} {'x vs ref':>9s} {'x vs mamba_ssm':>15s}")
     for r in rows:
         ms = "n/a" if r["ms"] is None else f"{r['ms']:.3f}"
         sp = "" if r["speedup_vs_ref"] is None else f"{r['speedup_vs_ref']:.2f}"
-        print(f"{r['op']:24s} {r['shape']:28s} {r['backend']:28s} {ms:>10s} {sp:>9s}")
+        vm = f"{r['x_vs_mamba_ssm']:.2f}" if "x_vs_mamba_ssm" in r else ""
+        print(f"{r['op']:32s} {r['shape']:28s} {r['backend']:28s} {ms:>10s} {sp:>9s} {vm:>15s}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", action="store_true", help="time every op on every backend available here")
     ap.add_argument("--env", action="store_true", help="print the backends each op can use here")
+    ap.add_argument("--scan", action="store_true",
+                    help="time selective_scan on every backend (Triton, mamba-ssm, PyTorch), fp32 and bf16 inputs")
     ap.add_argument("--step", action="store_true", help="time the MAP pretraining step against the baseline step")
     ap.add_argument("--cfg", help="--step: build the pretrainer from this config (default: hybridnet_s)")
     ap.add_argument("--batch", type=int, default=None, help="--step batch size (default 128, or the config's)")
     ap.add_argument("--points", type=int, default=None, help="--step points per cloud (default 1024, or the config's)")
     ap.add_argument("--steps", type=int, default=10, help="--step: timed steps per variant")
     ap.add_argument("--no-baseline", action="store_true", help="--step: skip the Point-MAE-sized baseline")
+    ap.add_argument("--amp", choices=sorted(_AMP), default=None,
+                    help="--step: also time the step under autocast to this dtype (default: bf16 on CUDA, none on CPU)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="--step: also time torch.compile'd steps (default: on CUDA yes, on CPU no)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller CPU shapes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
-    if not (args.ops or args.env or args.step):
-        ap.error("choose --ops, --step and/or --env")
+    if not (args.ops or args.env or args.step or args.scan):
+        ap.error("choose --ops, --scan, --step and/or --env")
     out = {"env": pm_env.report()}
     if args.env:
         print(pm_env.format_report(dict(out["env"], ops={k: dict(v) for k, v in out["env"]["ops"].items()})))
@@ -254,6 +308,12 @@ def main(argv=None):
         out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
         out["ops"] = bench_ops(device, quick=args.quick, repeat=args.repeat)
         print_rows(out["ops"], device)
+    if args.scan:
+        device = torch.device(args.device)
+        out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+        shapes = [(128, 768, 64, 16), (32, 768, 256, 16)] if device.type == "cuda" else [(2, 768, 128, 16)]
+        out["scan"] = bench_scan(device, shapes, repeat=args.repeat, dtypes=(torch.float32, torch.bfloat16))
+        print_rows(out["scan"], device)
     if args.step:
         device = torch.device(args.device)
         batch, points = args.batch or 128, args.points or 1024
@@ -264,7 +324,7 @@ def main(argv=None):
             points = args.points or int(cfg.data.options.get("num_points", 1024))
         out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
         out["step"] = bench_step(device, args.cfg, batch, points, steps=args.steps,
-                                 include_baseline=not args.no_baseline)
+                                 include_baseline=not args.no_baseline, amp=args.amp, compile=args.compile)
         print_step_rows(out["step"], device)
     if args.json:
         tmp = args.json + ".tmp"

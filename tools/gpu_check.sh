@@ -2,8 +2,11 @@
 # The GPU check, in one call on a bare GPU machine (see README "GPU check"):
 #   OUT=/some/dir bash tools/gpu_check.sh [path/to/mamba_ssm-*.tar.gz]
 # installs pointmap without dependencies, builds mamba-ssm from the given source package for sm_90 only
-# (optional), compiles pointmap's CUDA ops, runs the GPU-marked tests and the benchmarks, and leaves
-# env.txt, tests.txt, bench_ops.json, bench_step.json and their printed tables in $OUT.
+# (optional), compiles pointmap's CUDA ops, runs the GPU-marked tests (among them the Triton selective
+# scan compiled for the GPU, against the float64 reference) and the benchmarks (ops; selective_scan on
+# every backend: Triton vs PyTorch vs mamba-ssm, fp32 and bf16 inputs; the pretraining step fp32 / bf16 /
+# compiled with each scan backend), and leaves env.txt, tests.txt, bench_ops.json, bench_scan.json,
+# bench_step.json and their printed tables in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/pointmap_gpu}
@@ -33,10 +36,14 @@ python -c "from pointmap.ops import _ext; m = _ext.get(); print('compiled:', m i
   >>"$OUT/log.txt" 2>&1
 python -m pointmap.env | tee "$OUT/env.txt"
 
+unset TRITON_INTERPRET  # the Triton kernels must run compiled here, not interpreted
+python -c "import triton; print('triton', triton.__version__)" >>"$OUT/log.txt" 2>&1 || log "triton does not import"
+
 log "GPU tests"
-python -m pytest -q -m gpu -rs 2>&1 | tee "$OUT/tests.txt" | tail -n 5
+python -m pytest -q -m gpu -rs --durations=10 2>&1 | tee "$OUT/tests.txt" | tail -n 5
 
 log "benchmarks"
 python tools/benchmark.py --ops --json "$OUT/bench_ops.json" 2>&1 | tee "$OUT/bench_ops.txt"
+python tools/benchmark.py --scan --json "$OUT/bench_scan.json" 2>&1 | tee "$OUT/bench_scan.txt"
 python tools/benchmark.py --step --json "$OUT/bench_step.json" 2>&1 | tee "$OUT/bench_step.txt"
 log "done"

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pointmap.layers import PosMLP, linear_rates, TokenContext, transformer_block
-from pointmap.ops import chamfer
+from pointmap.ops import chamfer, gather_points
 
 from .hybrid_encoder import init_weights
 from .registry import create_model
@@ -254,24 +254,27 @@ class MAPPretrainer(nn.Module):
         mask = make_mask(self.mask_strategy, b, g, self.mask_ratio, self.row_size, generator, inputs.device)
         m = int(self.mask_ratio * g)
         v = g - m
-        vis_coords = pt.coords[~mask].reshape(b, v, -1)
-        feats = enc.encode(pt.tokens[~mask].reshape(b, v, c), vis_coords, pt.order[~mask].reshape(b, v)).tokens
+        # positions of the visible / masked tokens, ascending: gathers of a fixed size instead of boolean
+        # indexing, whose data-dependent shape breaks torch.compile's graph
+        by_mask = mask.to(torch.uint8).argsort(dim=1, stable=True)
+        vis, msk = by_mask[:, :v], by_mask[:, v:]
+        vis_coords = gather_points(pt.coords, vis)
+        feats = enc.encode(gather_points(pt.tokens, vis), vis_coords, pt.order.gather(1, vis)).tokens
         dec_pos = self.decoder_pos_embed(pt.coords)                        # (B, G, C)
         if self.decoder_order == "inplace":
-            x = self.mask_token.to(feats.dtype).expand(b, g, c).clone()
-            x[~mask] = feats.reshape(-1, c)
-            out = self._decode(x, dec_pos, generator)[mask].reshape(b, m, c)
+            x = self.mask_token.to(feats.dtype).expand(b, g, c).scatter(1, vis.unsqueeze(-1).expand(-1, -1, c), feats)
+            out = gather_points(self._decode(x, dec_pos, generator), msk)
         else:
             x = torch.cat([feats, self.mask_token.to(feats.dtype).expand(b, m, c)], dim=1)
-            pos = torch.cat([dec_pos[~mask].reshape(b, v, c), dec_pos[mask].reshape(b, m, c)], dim=1)
+            pos = torch.cat([gather_points(dec_pos, vis), gather_points(dec_pos, msk)], dim=1)
             out = self._decode(x, pos, generator)[:, v:]
         pred = self.predictor(out)                                          # (B, M, T)
-        target = pt.target[mask].reshape(b, m, -1)
+        target = gather_points(pt.target, msk)
         loss = self._loss(pred, target)
         patches = pt.target
         if enc.modality == "points":
             k = pt.target.shape[-1] // 3
-            masked_centers = pt.coords[mask].reshape(b, m, 1, 3)
+            masked_centers = gather_points(pt.coords, msk).reshape(b, m, 1, 3)
             pred = pred.reshape(b, m, k, 3) + masked_centers
             target = target.reshape(b, m, k, 3) + masked_centers
             patches = pt.target.reshape(b, g, k, 3) + pt.coords.unsqueeze(2)

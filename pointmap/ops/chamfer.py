@@ -4,11 +4,16 @@ norm=2 (Point-MAE's ChamferDistanceL2): mean over a of the squared distance to t
 plus the same from b to a. norm=1 (ChamferDistanceL1): the same with distances instead of squared
 distances, the sum halved. reduction="mean" averages over the batch too (one scalar, as Point-MAE);
 "none" gives one value per set, (B,).
+
+Precision: computed in float32 on purpose, with autocast turned off inside (a bf16 matmul picks wrong
+nearest neighbours); float16 / bfloat16 inputs are upcast and the distance is returned in float32, as a
+loss should be.
 """
 import torch
 
 from ._backend import Backend, register_backend, resolve
 from ._check import check_points, check_same_batch
+from ._precision import no_autocast, upcast
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -62,7 +67,8 @@ register_backend("chamfer", Backend("reference", chamfer_ref, available=lambda: 
 
 def chamfer(a: torch.Tensor, b: torch.Tensor, norm: int = 2, reduction: str = "mean",
             backend: str = "auto") -> torch.Tensor:
-    """Chamfer distance. a: (B, P, 3), b: (B, Q, 3) -> scalar (reduction="mean") or (B,) ("none")."""
+    """Chamfer distance. a: (B, P, 3), b: (B, Q, 3) -> scalar (reduction="mean") or (B,) ("none"), float32
+    for float16 / bfloat16 inputs."""
     check_points("a", a, check_finite=False)
     check_points("b", b, check_finite=False)
     check_same_batch("a", a, "b", b)
@@ -72,4 +78,6 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, norm: int = 2, reduction: str = "m
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     if a.shape[1] == 0 or b.shape[1] == 0:
         raise ValueError(f"chamfer needs non-empty sets, got a {tuple(a.shape)} and b {tuple(b.shape)}")
-    return resolve("chamfer", backend, a, b)(a, b, norm, reduction)
+    fn = resolve("chamfer", backend, a, b)
+    with no_autocast(a.device):
+        return fn(upcast(a), upcast(b), norm, reduction)

@@ -39,6 +39,8 @@ def group(xyz: torch.Tensor, num_group: int, group_size: int, fps_backend: str =
     (and idx: (B, G, K) long into xyz when ``return_idx``). Patch g is centered on the g-th FPS point;
     its points are the K nearest, ascending in distance (the center itself first).
     ``skip_near_origin``: pointnet2_ops' FPS quirk (see :func:`pointmap.ops.fps`).
+    float16 / bfloat16 xyz: FPS and KNN choose on its float32 values (the same patches as for
+    ``xyz.float()``); the returned coordinates keep xyz's dtype.
     """
     _check(xyz, num_group, group_size)
     center = gather_points(xyz, fps(xyz, num_group, backend=fps_backend, skip_near_origin=skip_near_origin))

@@ -6,11 +6,16 @@ rounding and the same on every device. The fast path finds candidates with one b
 row that no point outside the candidates could be closer (a bound on the matmul's rounding error); rows
 it cannot prove are redone exactly. Queries are processed in chunks so that a (B, m, N) distance block
 never exceeds ``max_elems`` elements.
+
+Precision: computed in float32 on purpose for float16 / bfloat16 inputs (dist2 is returned in float32:
+rounding squared distances back to 16 bits would make ties of distinct points), and with autocast
+turned off inside, so the candidate matmul is never run in bf16 behind the caller's back.
 """
 import torch
 
 from ._backend import Backend, register_backend, resolve
 from ._check import check_count, check_points, check_same_batch
+from ._precision import no_autocast, upcast
 
 MAX_ELEMS = 1 << 25  # elements of one chunk's (B, m, N) distance block: 128 MiB in float32
 
@@ -91,6 +96,10 @@ def _knn_block(query: torch.Tensor, points: torch.Tensor, k: int, pp: torch.Tens
 
 
 def knn_torch(query: torch.Tensor, points: torch.Tensor, k: int, max_elems: int = MAX_ELEMS):
+    if torch.compiler.is_compiling():
+        # the fast path decides on the host which rows to redo (a graph break); the reference's stable
+        # sort gives the same answer with no data-dependent branch, and inductor fuses its distances
+        return knn_ref(query, points, k)
     B, M, _ = query.shape
     N = points.shape[1]
     pp = (points * points).sum(-1)
@@ -112,10 +121,13 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int, backend: str = "auto"
     """The k nearest ``points`` of every query point.
 
     query: (B, M, 3) float, points: (B, N, 3) float -> dist2: (B, M, k), idx: (B, M, k) long, ascending.
-    Differentiable in dist2 with respect to both inputs.
+    Differentiable in dist2 with respect to both inputs. float16 / bfloat16 inputs are computed in
+    float32 and give float32 dist2 (see the module docstring).
     """
     check_points("query", query)
     check_points("points", points)
     check_same_batch("query", query, "points", points)
     check_count("k", k, points.shape[1], "N (number of points)")
-    return resolve("knn", backend, query, points)(query, points, k)
+    fn = resolve("knn", backend, query, points)
+    with no_autocast(query.device):
+        return fn(upcast(query), upcast(points), k)

@@ -7,10 +7,16 @@
 u, delta, z: (B, D, L); A: (D, N) real; B, C: (D, N) (constant), (B, N, L) or (B, G, N, L) (G groups of
 channels); D, delta_bias: (D,). Returns out (B, D, L) [, last_state (B, D, N)].
 
-Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``torch``
+Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``triton``
+(pointmap's Triton kernels, ``selective_scan_triton.py``: on CUDA when mamba_ssm does not import), ``torch``
 (a chunked scan in time-major layout: short loops inside chunks of ~√L steps, all chunks at once, and
 across chunks; its backward recomputes the states and runs the same scan in reverse, so nothing of size
 (B, D, L, N) is stored), ``reference`` (step by step, the oracle).
+
+Precision: the recurrence runs in float32 on purpose (float64 for float64 inputs), whatever the input
+dtype, with autocast turned off inside (forward and backward): a bf16 state would lose the small
+``delta B u`` increments against a decaying state over L steps. The output has u's dtype, as
+mamba_ssm's; gradients have their inputs' dtypes.
 """
 import importlib.util
 import math
@@ -19,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import Backend, register_backend, resolve
+from ._precision import no_autocast
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -110,7 +117,7 @@ def _chunk_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torc
         chunks = range(1, nc) if not reverse else range(nc - 2, -1, -1)
         for c in chunks:
             p = c - 1 if not reverse else c + 1
-            torch.addcmul(h[p, last], decay[p], carry[p], out=carry[c])
+            carry[c] = torch.addcmul(h[p, last], decay[p], carry[p])  # no out= into a slice: torch.compile breaks there
         x = carry
         for t in (range(T) if not reverse else range(T - 1, -1, -1)):
             x = a[:, t] * x
@@ -166,6 +173,11 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, _glast):
+        with no_autocast(gy.device):
+            return _SelectiveScanFn._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         u, delta, A, Bx, Cx = ctx.saved_tensors
         L, Bsz, dim = u.shape
         N = A.shape[1]
@@ -258,26 +270,45 @@ def _mamba_fn(*args, **kwargs):
     return selective_scan_fn(*args, **kwargs)
 
 
-_MAMBA_STATE = {}
+def _triton_fn(*args, **kwargs):
+    from .selective_scan_triton import selective_scan_triton
+
+    return selective_scan_triton(*args, **kwargs)
 
 
-def _has_mamba():
-    if "ok" not in _MAMBA_STATE:
+_IMPORTS_ON_CUDA = {}
+
+
+def _imports_on_cuda(package: str, probe) -> bool:
+    """CUDA is available and ``probe()`` (an import) succeeds; decided once per process."""
+    if package not in _IMPORTS_ON_CUDA:
         ok = False
-        if importlib.util.find_spec("mamba_ssm") is not None and torch.cuda.is_available():
+        if importlib.util.find_spec(package) is not None and torch.cuda.is_available():
             try:
-                from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+                probe()
                 ok = True
             except (ImportError, OSError, RuntimeError):  # built for another torch, or no CUDA runtime
                 ok = False
-        _MAMBA_STATE["ok"] = ok
-    return _MAMBA_STATE["ok"]
+        _IMPORTS_ON_CUDA[package] = ok
+    return _IMPORTS_ON_CUDA[package]
+
+
+def _has_mamba():
+    return _imports_on_cuda("mamba_ssm", lambda: __import__("mamba_ssm.ops.selective_scan_interface"))
+
+
+def _has_triton():
+    return _imports_on_cuda("triton", lambda: __import__("pointmap.ops.selective_scan_triton"))
 
 
 register_backend("selective_scan", Backend(
     "mamba_ssm", _mamba_fn, available=_has_mamba, supports=lambda u: u.is_cuda,
     hint="install mamba-ssm on a CUDA machine: pip install --no-build-isolation mamba-ssm "
          "(or pip install --no-build-isolation 'pointmap[cuda]')"))
+register_backend("selective_scan", Backend(
+    "triton", _triton_fn, available=_has_triton, supports=lambda u: u.is_cuda,
+    hint="the Triton kernel needs a CUDA device and triton (shipped with CUDA builds of torch: pip install "
+         "triton); on a CPU, TRITON_INTERPRET=1 runs it through pointmap.ops.selective_scan_triton directly"))
 register_backend("selective_scan", Backend("torch", selective_scan_torch, available=lambda: True))
 register_backend("selective_scan", Backend("reference", selective_scan_ref, available=lambda: True))
 
@@ -314,4 +345,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Mamba's selective scan; see the module docstring for shapes. Differentiable in every input."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     fn = resolve("selective_scan", backend, u)
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    with no_autocast(u.device):
+        return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
