@@ -18,13 +18,12 @@ dtype, with autocast turned off inside (forward and backward): a bf16 state woul
 ``delta B u`` increments against a decaying state over L steps. The output has u's dtype, as
 mamba_ssm's; gradients have their inputs' dtypes.
 """
-import importlib.util
 import math
 
 import torch
 import torch.nn.functional as F
 
-from ._backend import Backend, register_backend, resolve
+from ._backend import Backend, module_present, register_backend, resolve
 from ._precision import no_autocast
 
 
@@ -283,7 +282,7 @@ def _imports_on_cuda(package: str, probe) -> bool:
     """CUDA is available and ``probe()`` (an import) succeeds; decided once per process."""
     if package not in _IMPORTS_ON_CUDA:
         ok = False
-        if importlib.util.find_spec(package) is not None and torch.cuda.is_available():
+        if module_present(package) and torch.cuda.is_available():
             try:
                 probe()
                 ok = True
