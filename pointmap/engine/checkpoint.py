@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 from typing import Any, Dict, List, Optional
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..atomic import atomic_write
+from ..models.checkpoint import read_checkpoint
 
 __all__ = ["atomic_write", "atomic_save", "atomic_write_json", "load_file", "get_rng_state", "set_rng_state", "module_generators", "unwrap_model"]
 
@@ -49,10 +49,7 @@ def load_file(path: str) -> Dict[str, Any]:
     """Read a checkpoint written by :func:`atomic_save` (or any torch.save'd dict), on CPU."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {' '.join(str(e).split())}") from e
+    obj = read_checkpoint(path)  # a file torch.load cannot parse is a one-line CheckpointError (a ValueError)
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj

@@ -56,12 +56,12 @@ def _head(state: Dict[str, torch.Tensor]) -> Dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items() if k.startswith("head.")}
 
 
-def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module):
+def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module, target: Dict[str, torch.Tensor]):
     """Re-roots names onto ``model`` (an encoder-level file into a classifier, a classifier-level file into
     an encoder) and sets aside the keys of another kind of model that ``model`` has no place for. A head
     is kept only when it is the same head as the target's (same names and shapes: a part segmenter's into
-    a part segmenter, a 40-class classifier's into a 40-class classifier); any other head is set aside."""
-    target = model.state_dict()
+    a part segmenter, a 40-class classifier's into a 40-class classifier); any other head is set aside.
+    ``target``: ``model.state_dict()``."""
     if isinstance(model, TokenEncoder):
         state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
     elif not any(k.startswith("encoder.") for k in state):
@@ -78,10 +78,10 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module):
     return kept, ignored
 
 
-def _encoder_keys(model: nn.Module) -> List[str]:
+def _encoder_keys(model: nn.Module, target: Dict[str, torch.Tensor]) -> List[str]:
     """The target's encoder tensors (BatchNorm's num_batches_tracked aside: load_state_dict fills it)."""
     prefix = "" if isinstance(model, TokenEncoder) else "encoder."
-    return [k for k in model.state_dict() if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+    return [k for k in target if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
 
 
 def _names(keys: List[str]) -> str:
@@ -134,10 +134,10 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
     if fmt in CONVERTERS:
         encoder = getattr(model, "encoder", model)
         state = CONVERTERS[fmt](state, getattr(encoder, "layout", None))
-    state, ignored = _adapt_to_target(state, model)
     target = model.state_dict()
+    state, ignored = _adapt_to_target(state, model, target)
     where = f"checkpoint {path} ({fmt} format) into {type(model).__name__}"
-    encoder = _encoder_keys(model)
+    encoder = _encoder_keys(model, target)
     missing_enc = [k for k in encoder if k not in state]
     unexpected = [k for k in state if k not in target]
     problems = []
