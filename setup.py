@@ -104,7 +104,9 @@ setup(
         # mamba-ssm compiles against the installed torch: install it with
         #   pip install --no-build-isolation "pointmap[cuda]"
         "cuda": ["mamba-ssm>=2.0", "ninja"],
-        "dev": ["pytest", "scipy", "rtree", "fpsample", "matplotlib", "scikit-learn", "ninja", "Pillow"],
+        # fpsample 1.x is published as an sdist only, whose build needs scikit-build-core: the README's
+        # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
+        "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],

@@ -65,6 +65,10 @@ class DataConfig:
     batch_size: int = 32  # total over all processes; each gets batch_size / world_size
     eval_batch_size: Optional[int] = None  # None: batch_size
     num_workers: int = 0
+    # classification: train on a stratified fraction of the labelled training shapes (low-data finetuning);
+    # drawn after the clean protocol's validation hold-out, with label_seed (None: train.seed)
+    label_fraction: float = 1.0
+    label_seed: Optional[int] = None
 
 
 @dataclass

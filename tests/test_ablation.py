@@ -133,7 +133,11 @@ def tool(argv, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--variants", "map", "mea"], "unknown ablation variant 'mea': use map, mae, ar or scratch"),
+    (["--variants", "map", "mea"], "unknown ablation variant 'mea': use map, mae, ar, local_mae or scratch"),
+    (["reference=map-concat"], "reference 'map-concat' is not one of the variants"),
+    (["lowdata={fraction: 1.5}"], "lowdata.fraction must be in (0, 1)"),
+    (["fewshot={way: 5, shot: 1, folds: [0]}"], "fewshot needs cfg"),
+    (["fewshot={cfg: fewshot_demo.yaml, way: 5, shot: 1, folds: [0, 0]}"], "fewshot.folds must be distinct"),
     (["--mask-ratios", "1.5"], "the mask ratio must be in (0, 1)"),
     (["probe=lasso"], "probe must be svm, linear or none"),
     (["seed=[0]"], "unknown ablation key 'seed'"),
@@ -150,5 +154,54 @@ def test_shipped_ablation_configs_validate(name):
     acfg = load_ablation_config(os.path.join(CFGS, name))
     for v in expand_variants(acfg):
         cfgs = variant_configs(acfg, v, acfg.seeds[0])
-        assert cfgs["finetune"].task == "classification" and cfgs.get("pretrain", cfgs["finetune"]).task in (
-            "pretrain", "classification")
+        assert set(cfgs) - {"pretrain"}, name  # something is measured downstream
+        assert all(c.task == "classification" for stage, c in cfgs.items() if stage != "pretrain")
+        assert cfgs.get("pretrain") is None or cfgs["pretrain"].task == "pretrain"
+
+
+def test_variant_grammar_v2():
+    v = parse_variant("map-mask0.25-diagonal-concat-shuffled")
+    assert (v.objective, v.mask_ratio, v.mask_strategy, v.decoder_order, v.row_order) == (
+        "map", 0.25, "diagonal", "concat", "shuffled")
+    assert parse_variant("local_mae").objective == "local_mae"
+    assert parse_variant("map").mask_strategy is None and parse_variant("map").decoder_order is None
+    for bad in ("map-concat-sequential", "local-mae", "map-zigzag"):
+        with pytest.raises(ValueError, match="unknown ablation variant"):
+            parse_variant(bad)
+
+
+def test_v2_stages_paired_differences(tmp_path):
+    """Low-data finetuning and few-shot folds beside the probe, and the paired differences against MAE:
+    the same folds and label subsets for every variant, pairs per seed and per seed × fold."""
+    fs = {"cfg": os.path.join(CFGS, "fewshot_demo.yaml"), "way": 3, "shot": 2, "folds": [0, 1],
+          "overrides": {"optim": {"epochs": 1, "warmup_epochs": 0}, "data": {"options": {"num_points": 64}, "batch_size": 2}}}
+    path = write_cfg(tmp_path, variants=["map-concat", "local_mae", "mae", "scratch"], seeds=[0, 1],
+                     skip_finetune=True, mask_strategies=["random", "sequential"], reference="mae",
+                     lowdata={"fraction": 0.5}, fewshot=fs)
+    acfg = load_ablation_config(path)
+    assert [v.name for v in expand_variants(acfg)] == ["map-concat", "local_mae", "mae", "scratch", "map",
+                                                       "map-sequential"]
+    cfgs = variant_configs(acfg, parse_variant("map-concat"), 1)
+    assert list(cfgs) == ["pretrain", "probe", "lowdata", "fewshot/fold0", "fewshot/fold1"]
+    assert cfgs["pretrain"].objective.decoder_order == "concat" and cfgs["lowdata"].data.label_fraction == 0.5
+    assert cfgs["fewshot/fold1"].data.options["fold"] == 1 and cfgs["fewshot/fold1"].pretrained == cfgs["probe"].pretrained
+    assert variant_configs(acfg, parse_variant("map-sequential"), 0)["pretrain"].objective.mask_strategy == "sequential"
+    res = run_ablation(acfg, device="cpu")
+    root = tmp_path / "exp" / "abl" / "default"
+    by = {v["name"]: v for v in res["variants"]}
+    assert len(by["mae"]["fewshot_acc"]["values"]) == 4 and len(by["mae"]["lowdata_acc"]["values"]) == 2
+    assert by["map-sequential"]["mask_strategy"] == "sequential" and by["map-concat"]["decoder_order"] == "concat"
+    # the low-data run trained on half of each class's train shapes (after the validation hold-out)
+    log = (root / "mae" / "seed0" / "lowdata" / "log.txt").read_text()
+    assert "data.label_fraction 0.5: training on" in log
+    per = {name: [json.loads((root / name / f"seed{k}" / "result.json").read_text()) for k in (0, 1)]
+           for name in by}
+    assert set(res["paired"]) == {"map-concat", "local_mae", "scratch", "map", "map-sequential"}
+    d = res["paired"]["local_mae"]["fewshot_acc"]
+    expect = [a - b for ra, rb in zip(per["local_mae"], per["mae"]) for a, b in zip(ra["fewshot_acc"], rb["fewshot_acc"])]
+    assert d["values"] == pytest.approx(expect) and d["n"] == 4 and d["ci"][0] <= d["mean"] <= d["ci"][1]
+    assert res["paired"]["scratch"]["lowdata_acc"]["n"] == 2
+    table = (root / "table.md").read_text()
+    assert "few-shot acc (%)" in table and "low-data finetune acc (%)" in table and "| variant − mae |" in table
+    assert "95% Student-t interval" in table
+    assert (root / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -67,11 +67,11 @@ def test_other_parameter_counts():
     # the README table
     assert n_params("pointmamba", num_classes=40) == 12_297_768
     assert n_params("map3d_official", num_classes=15) == 25_220_623
-    assert n_params("hybridnet_s", num_classes=40) == 14_821_416
-    assert n_params("hybridnet_s") == 14_546_688
+    assert n_params("hybridnet_s", num_classes=40) == 15_533_352  # bidirectional Mamba (Vim biscan)
+    assert n_params("hybridnet_s") == 15_258_624
     assert n_params("pointmamba") == 12_122_112
     assert n_params("map3d_official") == 24_952_320
-    assert [n_params(f"hybridnet_image_{v}") for v in "tsb"] == [3_773_184, 14_347_392, 55_900_032]
+    assert [n_params(f"hybridnet_image_{v}") for v in "tsb"] == [4_046_208, 15_059_328, 57_987_456]
 
 
 def test_pointmae_matches_point_mae_module_names():
@@ -142,3 +142,29 @@ def test_no_weight_decay_names():
     assert {"cls_token", "cls_pos", "encoder.blocks.0.mixer.A_log", "encoder.blocks.0.mixer.D",
             "encoder.blocks.1.norm1.weight", "head.0.bias"} <= names
     assert "encoder.blocks.1.mixer.qkv.weight" not in names and "encoder.blocks.0.mixer.in_proj.weight" not in names
+
+
+def _first_token_moves(enc, length=16):
+    """Whether perturbing the last token of the block input changes the first token's output."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, length, enc.embed_dim, generator=g, dtype=torch.float64)
+    pos = torch.zeros_like(x)
+    later = x.clone()
+    later[:, -1] = torch.randn(enc.embed_dim, generator=g, dtype=torch.float64)  # (a constant shift LayerNorm removes)
+    with torch.no_grad():
+        a, _ = enc.double().forward_tokens(x, pos)
+        b, _ = enc.forward_tokens(later, pos)
+    assert not torch.equal(a[:, -1], b[:, -1])
+    return not torch.equal(a[:, 0], b[:, 0])
+
+
+@pytest.mark.parametrize("name", ["hybridnet_s", "hybridnet_image_t"])
+def test_hybrid_presets_scan_both_ways(name):
+    """A Mamba-only stack of the hybrid presets: a token late in the scan changes an early output (Vim's
+    biscan); with one-way mixers, and with Mamba3D's channel flip, the first output cannot see it."""
+    kw, _ = tiny_input(name)
+    enc = pointmap.create_model(name, **{**kw, "layout": "MM"}).eval()
+    assert all(b.mixer.bidirectional == "sequence" for b in enc.blocks)
+    assert _first_token_moves(enc)
+    for one_way in (False, "channel"):
+        assert not _first_token_moves(pointmap.create_model(name, **{**kw, "layout": "MM", "bidirectional": one_way}).eval())

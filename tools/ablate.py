@@ -21,15 +21,18 @@ def _run():
     p.add_argument("--exp-name", default=None, help="experiments/<cfg>/<exp-name>/ (default: default)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the config's)")
     p.add_argument("--variants", nargs="+", default=None,
-                   help="(put key=value overrides before this flag) map|mae|ar[-mask<ratio>][-shuffled], or scratch (default: the config's)")
+                   help="(put key=value overrides before this flag) map|mae|ar|local_mae[-mask<ratio>][-sequential|-diagonal]"
+                        "[-concat][-shuffled], or scratch (default: the config's)")
     p.add_argument("--mask-ratios", type=float, nargs="+", default=None, help="MAP mask-ratio sweep, e.g. 0.25 0.5 0.75")
     p.add_argument("--row-orders", nargs="+", choices=["aligned", "shuffled"], default=None,
                    help="MAP decoder rows along the encoder's scan order (aligned) or a random permutation (shuffled)")
+    p.add_argument("--mask-strategies", nargs="+", choices=["random", "sequential", "diagonal"], default=None,
+                   help="MAP mask strategy sweep: adds map-sequential / map-diagonal")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation config overrides, e.g. probe=linear")
     args = p.parse_intermixed_args()
     acfg = load_ablation_config(args.cfg, args.overrides)
-    for key in ("exp_name", "seeds", "variants", "mask_ratios", "row_orders"):
+    for key in ("exp_name", "seeds", "variants", "mask_ratios", "row_orders", "mask_strategies"):
         if getattr(args, key) is not None:
             setattr(acfg, key, getattr(args, key))
     return run_ablation(acfg, device=args.device)

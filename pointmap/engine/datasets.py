@@ -17,20 +17,32 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i]["label"]).reshape(()) for i in range(len(dataset))]).long()
 
 
+def _per_class(labels: torch.Tensor, seed: int, count) -> Tuple[List[int], List[int]]:
+    """Each class's indices in a random order (generator seeded by ``seed``), cut after ``count(n)`` of its
+    n: sorted (rest, first parts)."""
+    gen = torch.Generator().manual_seed(seed)
+    rest, first = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
+        k = count(len(idx))
+        first += idx[:k]
+        rest += idx[k:]
+    return sorted(rest), sorted(first)
+
+
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[List[int], List[int]]:
     """Hold out ``fraction`` of every class (rounded, at least one sample of classes with two or more),
     chosen with a generator seeded by ``seed``. Returns sorted (keep, held_out) indices."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"eval.val_fraction must be in (0, 1) for the clean protocol, got {fraction}")
-    gen = torch.Generator().manual_seed(seed)
-    keep, held = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
-        n_val = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
-        held += idx[:n_val]
-        keep += idx[n_val:]
-    return sorted(keep), sorted(held)
+    return _per_class(labels, seed, lambda n: min(n - 1, max(1, round(fraction * n))) if n > 1 else 0)
+
+
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> List[int]:
+    """``fraction`` of every class (rounded, at least one sample of each), chosen with a generator seeded
+    by ``seed``; sorted indices."""
+    return _per_class(labels, seed, lambda n: min(n, max(1, round(fraction * n))))[1]
 
 
 class SplitView(Dataset):

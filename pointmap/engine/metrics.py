@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import torch
 
@@ -33,6 +33,25 @@ def mean_std(values: Sequence[float]) -> Dict[str, float]:
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return {"mean": mean, "std": std}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Dict[str, Any]:
+    """Paired differences a[i] - b[i] (the same seed, fold, ... in both): their mean, sample std, count,
+    the two-sided ``confidence`` interval of the mean from Student's t (None for fewer than two pairs),
+    and how many pairs are positive / negative."""
+    from scipy import stats
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists; got {len(a)} and {len(b)}")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    ms = mean_std(d)
+    n = len(d)
+    ci = None
+    if n > 1:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * ms["std"] / math.sqrt(n)
+        ci = [ms["mean"] - half, ms["mean"] + half]
+    return {**ms, "n": n, "ci": ci, "confidence": confidence, "positive": sum(x > 0 for x in d),
+            "negative": sum(x < 0 for x in d), "values": d}
 
 
 def summarize_seeds(results: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:

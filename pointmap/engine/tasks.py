@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..config import Config
 from ..registry import Registry
-from .datasets import SplitView, dataset_labels, stratified_split
+from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
 from .metrics import classification_metrics, confusion_matrix
 
 __all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task", "build_task", "model_inputs"]
@@ -189,13 +189,30 @@ class ClassificationTask(Task):
         base_train, base_test = self.build_base(d.train_split), self.build_base(d.test_split)
         self.num_classes = base_train.num_classes
         test = SplitView(base_test, None, test_tf)
+        labels = dataset_labels(base_train)
         if cfg.eval.protocol == "peer":
-            return {"train": SplitView(base_train, None, train_tf), "val": test, "test": test}
-        keep, held = stratified_split(dataset_labels(base_train), cfg.eval.val_fraction, cfg.eval.split_seed)
+            keep = self._label_subset(labels, list(range(len(labels))))
+            return {"train": SplitView(base_train, keep, train_tf), "val": test, "test": test}
+        keep, held = stratified_split(labels, cfg.eval.val_fraction, cfg.eval.split_seed)
+        keep = self._label_subset(labels, keep)
         logger.info("clean protocol: %d train / %d validation (held out of %s, seed %d) / %d test",
                     len(keep), len(held), d.train_split, cfg.eval.split_seed, len(test))
         return {"train": SplitView(base_train, keep, train_tf), "val": SplitView(base_train, held, test_tf),
                 "test": test}
+
+    def _label_subset(self, labels: torch.Tensor, indices: List[int]) -> List[int]:
+        """``data.label_fraction`` of ``indices``, stratified by class (rounded, at least one shape of each),
+        drawn with ``data.label_seed`` (default ``train.seed``); all of them at fraction 1."""
+        d = self.cfg.data
+        if d.label_fraction == 1.0:
+            return indices
+        if not 0.0 < d.label_fraction < 1.0:
+            raise ValueError(f"data.label_fraction must be in (0, 1], got {d.label_fraction}")
+        seed = self.cfg.train.seed if d.label_seed is None else d.label_seed
+        picked = [indices[i] for i in stratified_subset(labels[indices], d.label_fraction, seed)]
+        logger.info("data.label_fraction %g: training on %d of %d labelled shapes (seed %d)",
+                    d.label_fraction, len(picked), len(indices), seed)
+        return picked
 
     def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
         from ..models import create_model

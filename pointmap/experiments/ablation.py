@@ -20,151 +20,44 @@ An ablation config (yaml; paths relative to the file that names them)::
     probe: svm                           # svm | linear | none
     skip_finetune: false                 # true: pretrain + probe only (a cheaper look at the features)
     probe_overrides: {}                  # merged into the probe's config (linear: its epochs, lr)
-    variants: [map, mae, ar, scratch]    # map|mae|ar[-mask<ratio>][-aligned|-shuffled], or scratch
+    variants: [map, mae, ar, scratch]    # see parse_variant; scratch: no pretraining
     seeds: [0, 1, 2]
     mask_ratios: []                      # a sweep of MAP's mask ratio: adds map-mask<r> variants
     row_orders: []                       # [shuffled]: adds map-shuffled (decoder rows off the scan order)
+    mask_strategies: []                  # [sequential, diagonal]: adds map-sequential, map-diagonal
+    lowdata: {fraction: 0.1, overrides: {}}   # or null: finetune on 10% of the labels (finetune_cfg)
+    fewshot: {cfg: fewshot_demo.yaml, way: 5, shot: 10, folds: [0, 1, 2, 3], overrides: {}}   # or null
+    reference: mae                       # paired differences (per seed, per seed × fold) against it
+
+``lowdata`` and ``fewshot`` are downstream stages beside ``finetune`` and ``probe``: every variant and
+seed finetunes on the same stratified label subset (drawn per seed) and on the same few-shot folds, so
+the report can pair each variant's number with the reference variant's of the same seed (and fold)
+and give the mean difference with a 95% t interval (:func:`~pointmap.engine.metrics.paired_difference`).
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
 import os
-import re
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..config import Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, load_yaml
+from ..config import Config, config_to_dict, deep_merge
 from ..engine import RunDir
 from ..engine import distributed as du
 from ..engine.logging import format_value
 from ..engine.metrics import mean_std
-from .ablation_report import format_table, machine_description, row_losses, write_chart
+from .ablation_config import (AblationConfig, Variant, base_mask_ratio, base_objective, stage_config,
+                              expand_variants, load_ablation_config, parse_variant)
+from .ablation_report import format_table, machine_description, paired_report, row_losses, write_chart
 from .runs import driver_run, run_finetune, run_pretrain
 
 __all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config",
            "variant_configs", "run_ablation", "format_table", "row_losses"]
 
 logger = logging.getLogger(__name__)
-
-OBJECTIVES = ("map", "mae", "ar")
-_VARIANT = re.compile(r"^(?P<objective>map|mae|ar)(?:-mask(?P<mask>\d*\.\d+))?(?:-(?P<order>aligned|shuffled))?$")
-_GRAMMAR = ("map, mae, ar or scratch, optionally with -mask<ratio> and then -shuffled or -aligned "
-            "(e.g. map-mask0.25, map-shuffled, mae-mask0.75)")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One arm of the ablation. ``objective`` None: no pretraining; ``mask_ratio`` None: the config's."""
-    name: str
-    objective: Optional[str]
-    mask_ratio: Optional[float] = None
-    row_order: str = "aligned"
-
-
-def parse_variant(name: str) -> Variant:
-    if name == "scratch":
-        return Variant(name, None)
-    m = _VARIANT.match(str(name))
-    if not m:
-        raise ValueError(f"unknown ablation variant {name!r}: use {_GRAMMAR}")
-    mask = float(m["mask"]) if m["mask"] else None
-    if mask is not None and not 0.0 < mask < 1.0:
-        raise ValueError(f"ablation variant {name!r}: the mask ratio must be in (0, 1)")
-    return Variant(name, m["objective"], mask, m["order"] or "aligned")
-
-
-@dataclass
-class AblationConfig:
-    pretrain_cfg: str
-    finetune_cfg: str
-    name: str = ""  # the file stem by default: <output_dir>/<name>/<exp_name>/
-    exp_name: str = "default"
-    output_dir: str = "experiments"
-    common: Dict[str, Any] = field(default_factory=dict)
-    pretrain: Dict[str, Any] = field(default_factory=dict)
-    finetune: Dict[str, Any] = field(default_factory=dict)
-    probe: Optional[str] = "svm"
-    probe_overrides: Dict[str, Any] = field(default_factory=dict)
-    skip_finetune: bool = False
-    variants: List[str] = field(default_factory=lambda: ["map", "mae", "ar", "scratch"])
-    seeds: List[int] = field(default_factory=lambda: [0])
-    mask_ratios: List[float] = field(default_factory=list)
-    row_orders: List[str] = field(default_factory=list)
-
-    @property
-    def root(self) -> str:
-        return os.path.join(self.output_dir, self.name, self.exp_name)
-
-
-_TYPES = {"pretrain_cfg": str, "finetune_cfg": str, "name": str, "exp_name": str, "output_dir": str,
-          "common": dict, "pretrain": dict, "finetune": dict, "probe": (str, type(None)),
-          "probe_overrides": dict, "skip_finetune": bool, "variants": list, "seeds": list, "mask_ratios": list, "row_orders": list}
-
-
-def load_ablation_config(path: str, overrides=()) -> AblationConfig:
-    """Read an ablation yaml (``_base_`` allowed), apply ``key=value`` overrides, check every key."""
-    data = apply_overrides(load_yaml(path), list(overrides))
-    for key, value in data.items():
-        if key not in _TYPES:
-            raise ValueError(f"{path}: unknown ablation key {key!r}; valid keys: {', '.join(_TYPES)}")
-        if not isinstance(value, _TYPES[key]):
-            raise ValueError(f"{path}: ablation key {key!r} has the wrong type ({value!r})")
-    for key in ("pretrain_cfg", "finetune_cfg"):
-        if key not in data:
-            raise ValueError(f"{path}: the ablation needs {key}")
-        if not os.path.isabs(data[key]):
-            data[key] = os.path.join(os.path.dirname(os.path.abspath(path)), data[key])
-    if data.get("probe") == "none":
-        data["probe"] = None
-    if data.get("probe") not in ("svm", "linear", None):
-        raise ValueError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
-    if data.get("skip_finetune") and data.get("probe", "svm") is None:
-        raise ValueError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in data.get("seeds", [0])) or not data.get(
-            "seeds", [0]):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
-    acfg = AblationConfig(**data)
-    acfg.name = acfg.name or os.path.splitext(os.path.basename(path))[0]
-    expand_variants(acfg)  # a bad variant name or sweep value fails here, before anything runs
-    return acfg
-
-
-def expand_variants(acfg: AblationConfig) -> List[Variant]:
-    """The listed variants, then the sweeps' MAP variants (a sweep value equal to the default adds nothing)."""
-    names = list(acfg.variants)
-    for r in acfg.mask_ratios:
-        names.append(f"map-mask{float(r):g}")
-    for order in acfg.row_orders:
-        names.append("map" if order == "aligned" else f"map-{order}")
-    out: List[Variant] = []
-    for name in names:
-        v = parse_variant(name)
-        if v.objective and v.mask_ratio is not None and v.mask_ratio == _base_mask_ratio(acfg):
-            v = dataclasses.replace(v, name=v.name.replace(f"-mask{v.mask_ratio:g}", ""), mask_ratio=None)
-        if v.name not in [o.name for o in out]:
-            out.append(v)
-    if not out:
-        raise ValueError("the ablation has no variants")
-    return out
-
-
-def _base_mask_ratio(acfg: AblationConfig) -> float:
-    return _stage_config(acfg, acfg.pretrain_cfg, acfg.pretrain, "pretrain").objective.mask_ratio
-
-
-def _stage_config(acfg: AblationConfig, path: str, section: Dict[str, Any], stage: str) -> Config:
-    data = deep_merge(deep_merge(load_yaml(path), acfg.common), section)
-    try:
-        cfg = config_from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"ablation {acfg.name}, {stage} config: {e}") from None
-    cfg.name = cfg.name or os.path.splitext(os.path.basename(path))[0]
-    return cfg
 
 
 def variant_configs(acfg: AblationConfig, variant: Variant, seed: int,
@@ -175,21 +68,37 @@ def variant_configs(acfg: AblationConfig, variant: Variant, seed: int,
     run_dir = os.path.join(acfg.root, variant.name, f"seed{seed}")
     out: Dict[str, Config] = {}
     if variant.objective:
-        pre = _stage_config(acfg, acfg.pretrain_cfg, acfg.pretrain, "pretrain")
+        pre = stage_config(acfg, acfg.pretrain_cfg, acfg.pretrain, "pretrain")
         pre.objective.name = variant.objective
         if variant.mask_ratio is not None:
             pre.objective.mask_ratio = variant.mask_ratio
         if variant.row_order != "aligned":
             pre.objective.args = {**pre.objective.args, "decoder_row_order": variant.row_order}
+        if variant.mask_strategy is not None:
+            pre.objective.mask_strategy = variant.mask_strategy
+        if variant.decoder_order is not None:
+            pre.objective.decoder_order = variant.decoder_order
         out["pretrain"] = pre
-    fin = _stage_config(acfg, acfg.finetune_cfg, acfg.finetune, "finetune")
+    fin = stage_config(acfg, acfg.finetune_cfg, acfg.finetune, "finetune")
     fin.pretrained = os.path.abspath(os.path.join(run_dir, "pretrain", "ckpt-last.pth")) if variant.objective else None
     if not (acfg.skip_finetune if skip_finetune is None else skip_finetune):
         out["finetune"] = fin
     if acfg.probe:
-        probe = _stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.probe_overrides), "probe")
+        probe = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.probe_overrides), "probe")
         probe.train.probe, probe.pretrained = acfg.probe, fin.pretrained
         out["probe"] = probe
+    if acfg.lowdata:
+        low = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.lowdata.get("overrides", {})),
+                            "lowdata")
+        low.data.label_fraction, low.pretrained = float(acfg.lowdata["fraction"]), fin.pretrained
+        out["lowdata"] = low
+    if acfg.fewshot:
+        fs = acfg.fewshot
+        for fold in fs["folds"]:
+            c = stage_config(acfg, fs["cfg"], fs.get("overrides", {}), "fewshot")
+            c.data.options = {**c.data.options, "way": fs["way"], "shot": fs["shot"], "fold": int(fold)}
+            c.pretrained = fin.pretrained
+            out[f"fewshot/fold{fold}"] = c
     for stage, cfg in out.items():
         cfg.train.seed, cfg.exp_name = int(seed), f"{acfg.exp_name}/{variant.name}/seed{seed}/{stage}"
     return out
@@ -251,18 +160,23 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
     for stage, cfg in cfgs.items():
         start = time.time()
         m = _run_stage(cfg, os.path.join(run_dir, stage), device)
-        res["time_s"][stage] = round(time.time() - start, 1)
+        kind = stage.split("/")[0]
+        res["time_s"][kind] = round(res["time_s"].get(kind, 0.0) + time.time() - start, 1)
         if stage == "pretrain":
             res["pretrain_loss"] = m["history"][-1]["train"]["loss"]
+        elif kind == "fewshot":  # one accuracy per fold, in the config's fold order
+            res.setdefault("fewshot_acc", []).append(m["test"]["acc"])
         else:
             res[f"{stage}_acc"], res[f"{stage}_macc"] = m["test"]["acc"], m["test"]["macc"]
         RunDir(acfg.root).attach_log()  # each run detaches its own log at its end
     if variant.objective:
         res["row_losses"] = row_losses(os.path.join(run_dir, "pretrain"), device=device)
     RunDir(run_dir).write_json(res, "result.json")
-    logger.info("ablation %s | %s seed %d | pretrain loss %s | finetune acc %s | probe acc %s | %.0fs",
-                acfg.name, variant.name, seed, format_value(res["pretrain_loss"]), format_value(res["finetune_acc"]),
-                format_value(res["probe_acc"]), sum(res["time_s"].values()))
+    fewshot = res.get("fewshot_acc")
+    logger.info("ablation %s | %s seed %d | pretrain loss %s | finetune acc %s | probe acc %s | low-data acc %s | "
+                "few-shot acc %s | %.0fs", acfg.name, variant.name, seed, format_value(res["pretrain_loss"]),
+                format_value(res["finetune_acc"]), format_value(res["probe_acc"]), format_value(res.get("lowdata_acc")),
+                format_value(sum(fewshot) / len(fewshot)) if fewshot else "–", sum(res["time_s"].values()))
     return res
 
 
@@ -282,6 +196,9 @@ def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
                    "machine": machine_description(device), "elapsed_s": round(time.time() - start, 1),
                    "setup": _setup_line(acfg), "variants": [_summarize_variant(acfg, v, per_variant[v.name])
                                                             for v in variants]}
+        if acfg.reference:
+            results["reference"] = acfg.reference
+            results["paired"] = paired_report(per_variant, acfg.reference)
         folder.write_json(results, "results.json")
         folder.write_text(format_table(results) + "\n", "table.md")
         write_chart(results, folder.file("chart.png"))
@@ -293,10 +210,14 @@ def _summarize_variant(acfg: AblationConfig, v: Variant, runs: List[Dict[str, An
     """Mean ± std over seeds of one variant's numbers, the mean loss by row, the minutes per seed."""
     entry: Dict[str, Any] = {"name": v.name, "objective": v.objective, "row_order": v.row_order if v.objective
                              else None, "mask_ratio": (v.mask_ratio if v.mask_ratio is not None else
-                                                       _base_mask_ratio(acfg)) if v.objective else None}
-    for key in ("pretrain_loss", "finetune_acc", "probe_acc"):
+                                                       base_mask_ratio(acfg)) if v.objective else None}
+    for key in ("pretrain_loss", "finetune_acc", "probe_acc", "lowdata_acc"):
         values = [r[key] for r in runs if r.get(key) is not None]
         entry[key] = {**mean_std(values), "values": values} if values else None
+    folds = [a for r in runs for a in r.get("fewshot_acc") or []]  # seed-major, then fold
+    entry["fewshot_acc"] = {**mean_std(folds), "values": folds} if folds else None
+    entry["mask_strategy"] = (v.mask_strategy or base_objective(acfg).mask_strategy) if v.objective else None
+    entry["decoder_order"] = (v.decoder_order or base_objective(acfg).decoder_order) if v.objective else None
     per_row = [r["row_losses"] for r in runs if r.get("row_losses")]
     entry["row_losses"] = [sum(col) / len(col) for col in zip(*per_row)] if per_row else None
     entry["minutes_per_seed"] = sum(sum(r["time_s"].values()) for r in runs) / len(runs) / 60
@@ -304,13 +225,28 @@ def _summarize_variant(acfg: AblationConfig, v: Variant, runs: List[Dict[str, An
 
 
 def _setup_line(acfg: AblationConfig) -> str:
-    pre = _stage_config(acfg, acfg.pretrain_cfg, acfg.pretrain, "pretrain")
-    fin = _stage_config(acfg, acfg.finetune_cfg, acfg.finetune, "finetune")
+    pre = stage_config(acfg, acfg.pretrain_cfg, acfg.pretrain, "pretrain")
+    fin = stage_config(acfg, acfg.finetune_cfg, acfg.finetune, "finetune")
     args = pre.model.args
     probe = {"svm": "linear SVM on frozen pooled features, C chosen on the validation split",
              "linear": "linear layer trained on frozen pooled features", None: "none"}[acfg.probe]
     return (f"{pre.model.name} {args.get('layout', '')} C={args.get('embed_dim', '?')}, "
             f"G={args.get('num_group', '?')}×K={args.get('group_size', '?')}; pretrain {pre.data.name} "
             f"{pre.optim.epochs} epochs; finetune {fin.data.name} {fin.optim.epochs} epochs, "
-            f"{fin.eval.protocol} protocol (a held-out validation split picks the checkpoint, test scored once); "
-            f"probe: {probe}")
+            f"{fin.eval.protocol} protocol (a held-out validation split picks the checkpoint, test scored once)"
+            f"{' (skipped)' if acfg.skip_finetune else ''}; probe: {probe}" + _downstream_line(acfg))
+
+
+def _downstream_line(acfg: AblationConfig) -> str:
+    out = ""
+    if acfg.lowdata:
+        low = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.lowdata.get("overrides", {})),
+                           "lowdata")
+        out += (f"; low-data: finetuning on {100 * acfg.lowdata['fraction']:g}% of the labelled train shapes "
+                f"(stratified, drawn per seed), {low.optim.epochs} epochs")
+    if acfg.fewshot:
+        fs = acfg.fewshot
+        c = stage_config(acfg, fs["cfg"], fs.get("overrides", {}), "fewshot")
+        out += (f"; few-shot: {fs['way']}-way {fs['shot']}-shot {c.data.name} folds {fs['folds']} (the same for "
+                f"every variant and seed), {c.optim.epochs} epochs")
+    return out

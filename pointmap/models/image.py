@@ -87,8 +87,9 @@ def _build_image(defaults: dict, num_classes: Optional[int], overrides: dict) ->
 
 
 def _image_preset(embed_dim: int, num_heads: int):
+    """The image HybridNets: bidirectional Mamba mixers in the MAP 2D release's (Vim's) form."""
     return dict(img_size=224, patch_size=16, in_chans=3, embed_dim=embed_dim, num_heads=num_heads,
-                layout="MMMTMMMTMMMT", drop_path_rate=0.1)
+                layout="MMMTMMMTMMMT", bidirectional="sequence", drop_path_rate=0.1)
 
 
 @register_model

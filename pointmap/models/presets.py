@@ -32,9 +32,17 @@ def _build(defaults: dict, num_classes: Optional[int], overrides: dict) -> nn.Mo
 
 @register_model
 def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
-    """HybridNet-S: C=384, layout MMMTMMMTMMMT, hilbert order; head on [cls; max + mean]."""
+    """HybridNet-S: C=384, layout MMMTMMMTMMMT, hilbert order; head on [cls; max + mean].
+
+    Its Mamba mixers scan both ways, as both MAP releases do, in the 2D release's form
+    (``bidirectional="sequence"``, Vim's biscan: a second scan over the reversed token sequence with its
+    own conv1d_b / x_proj_b / dt_proj_b / A_b_log / D_b, outputs summed), so every token sees every other
+    one. The 3D release's form (Mamba3D's channel flip, ``"channel"``) runs its second scan in the same
+    direction along the sequence, so a Mamba-only stack stays causal; ``bidirectional=False`` gives the
+    one-way mixer."""
     cfg = dict(embed_dim=384, layout="MMMTMMMTMMMT", num_heads=6, num_group=64, group_size=32,
-               order="hilbert", drop_path_rate=0.1, cls_token=True, global_pool="cls_maxmean")
+               order="hilbert", bidirectional="sequence", drop_path_rate=0.1, cls_token=True,
+               global_pool="cls_maxmean")
     return _build(cfg, num_classes, kwargs)
 
 
