@@ -12,6 +12,7 @@ import argparse
 
 from _common import cfg_path, main
 
+from pointmap.errors import add_debug_flag
 from pointmap.experiments.ablation import format_table, load_ablation_config, run_ablation
 
 
@@ -26,6 +27,7 @@ def _run():
     p.add_argument("--row-orders", nargs="+", choices=["aligned", "shuffled"], default=None,
                    help="MAP decoder rows along the encoder's scan order (aligned) or a random permutation (shuffled)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation config overrides, e.g. probe=linear")
     args = p.parse_intermixed_args()
     acfg = load_ablation_config(args.cfg, args.overrides)

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..errors import ConfigError, UserError
 from ..config import Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, load_yaml
 from ..engine import RunDir
 from ..engine import distributed as du
@@ -71,10 +72,10 @@ def parse_variant(name: str) -> Variant:
         return Variant(name, None)
     m = _VARIANT.match(str(name))
     if not m:
-        raise ValueError(f"unknown ablation variant {name!r}: use {_GRAMMAR}")
+        raise UserError(f"unknown ablation variant {name!r}: use {_GRAMMAR}")
     mask = float(m["mask"]) if m["mask"] else None
     if mask is not None and not 0.0 < mask < 1.0:
-        raise ValueError(f"ablation variant {name!r}: the mask ratio must be in (0, 1)")
+        raise UserError(f"ablation variant {name!r}: the mask ratio must be in (0, 1)")
     return Variant(name, m["objective"], mask, m["order"] or "aligned")
 
 
@@ -111,23 +112,23 @@ def load_ablation_config(path: str, overrides=()) -> AblationConfig:
     data = apply_overrides(load_yaml(path), list(overrides))
     for key, value in data.items():
         if key not in _TYPES:
-            raise ValueError(f"{path}: unknown ablation key {key!r}; valid keys: {', '.join(_TYPES)}")
+            raise UserError(f"{path}: unknown ablation key {key!r}; valid keys: {', '.join(_TYPES)}")
         if not isinstance(value, _TYPES[key]):
-            raise ValueError(f"{path}: ablation key {key!r} has the wrong type ({value!r})")
+            raise UserError(f"{path}: ablation key {key!r} has the wrong type ({value!r})")
     for key in ("pretrain_cfg", "finetune_cfg"):
         if key not in data:
-            raise ValueError(f"{path}: the ablation needs {key}")
+            raise UserError(f"{path}: the ablation needs {key}")
         if not os.path.isabs(data[key]):
             data[key] = os.path.join(os.path.dirname(os.path.abspath(path)), data[key])
     if data.get("probe") == "none":
         data["probe"] = None
     if data.get("probe") not in ("svm", "linear", None):
-        raise ValueError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
+        raise UserError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
     if data.get("skip_finetune") and data.get("probe", "svm") is None:
-        raise ValueError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
+        raise UserError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in data.get("seeds", [0])) or not data.get(
             "seeds", [0]):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
+        raise UserError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
     acfg = AblationConfig(**data)
     acfg.name = acfg.name or os.path.splitext(os.path.basename(path))[0]
     expand_variants(acfg)  # a bad variant name or sweep value fails here, before anything runs
@@ -149,7 +150,7 @@ def expand_variants(acfg: AblationConfig) -> List[Variant]:
         if v.name not in [o.name for o in out]:
             out.append(v)
     if not out:
-        raise ValueError("the ablation has no variants")
+        raise UserError("the ablation has no variants")
     return out
 
 
@@ -161,8 +162,8 @@ def _stage_config(acfg: AblationConfig, path: str, section: Dict[str, Any], stag
     data = deep_merge(deep_merge(load_yaml(path), acfg.common), section)
     try:
         cfg = config_from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"ablation {acfg.name}, {stage} config: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"ablation {acfg.name}, {stage} config: {e}") from e
     cfg.name = cfg.name or os.path.splitext(os.path.basename(path))[0]
     return cfg
 
@@ -239,7 +240,7 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
         # skipping finetuning, a result that also finetuned under the same other settings serves as well
         full = _fingerprint(variant_configs(acfg, variant, seed, skip_finetune=False)) if acfg.skip_finetune else fp
         if res.get("fingerprint") not in (fp, full):
-            raise ValueError(f"{run_dir} holds a result of other settings than this ablation's: use another "
+            raise UserError(f"{run_dir} holds a result of other settings than this ablation's: use another "
                              f"--exp-name, or remove that folder")
         logger.info("ablation %s | %s seed %d: done before, skipped", acfg.name, variant.name, seed)
         if variant.objective and "row_losses" not in res:  # a result from before row losses were measured
@@ -269,7 +270,7 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
 def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
     """Every variant × seed (skipping finished ones), then results.json, table.md, chart.png in ``acfg.root``."""
     if du.is_distributed():
-        raise ValueError("the ablation runs its variants one after another in one process; start it without torchrun")
+        raise UserError("the ablation runs its variants one after another in one process; start it without torchrun")
     variants = expand_variants(acfg)
     with driver_run(acfg.root, log=True) as folder:
         logger.info("ablation %s | %d variants (%s) × seeds %s | %s", acfg.name, len(variants),

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence
 
+from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
 from ..engine import Hook, RunDir
 from ..engine import distributed as du
@@ -32,10 +33,10 @@ def parse_folds(text: str) -> List[int]:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
             folds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise ValueError(f"--folds {text!r}: expected fold numbers like 0-9 or 0,2,4") from None
+    except ValueError as e:
+        raise UserError(f"--folds {text!r}: expected fold numbers like 0-9 or 0,2,4") from e
     if not folds or min(folds) < 0 or len(set(folds)) != len(folds):
-        raise ValueError(f"--folds {text!r}: expected distinct non-negative fold numbers")
+        raise UserError(f"--folds {text!r}: expected distinct non-negative fold numbers")
     return folds
 
 
@@ -59,7 +60,7 @@ def _ensure_folds(cfg: Config, way: int, shot: int, folds: Sequence[int], prepar
     if not missing:
         return
     if not prepare:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"few-shot fold file {missing[0]} not found ({len(missing)} missing): download Point-BERT's folds, "
             f"or draw them from ModelNet40 with python tools/prepare_data.py fewshot --root {cfg.data.root} "
             f"--ways {way} --shots {shot} (or pass --prepare-folds)")
@@ -77,9 +78,9 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     """Run ``cfg`` (a classification config on a few-shot data set) on every fold; returns what
     ``fewshot.json`` holds: per-fold test metrics and their mean ± std."""
     if cfg.task != "classification":
-        raise ValueError(f"{cfg.name}: few-shot runs task 'classification', the config has {cfg.task!r}")
+        raise UserError(f"{cfg.name}: few-shot runs task 'classification', the config has {cfg.task!r}")
     if not folds:
-        raise ValueError("few-shot: no folds to run")
+        raise UserError("few-shot: no folds to run")
     _ensure_folds(cfg, way, shot, folds, prepare)
     setting = f"{way}way_{shot}shot"
     base = os.path.join(RunDir.of(cfg).path, setting)
