@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError, UserError
 from ..config import Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, load_yaml
-from ..engine import RunDir
+from ..engine import RunDir, build_task
 from ..engine import distributed as du
 from ..engine.logging import format_value
 from ..engine.metrics import mean_std
@@ -272,6 +272,9 @@ def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
     if du.is_distributed():
         raise UserError("the ablation runs its variants one after another in one process; start it without torchrun")
     variants = expand_variants(acfg)
+    for v in variants:  # a stage config its task rejects (a ConfigError) writes nothing
+        for stage_cfg in variant_configs(acfg, v, acfg.seeds[0]).values():
+            build_task(stage_cfg)
     with driver_run(acfg.root, log=True) as folder:
         logger.info("ablation %s | %d variants (%s) × seeds %s | %s", acfg.name, len(variants),
                     ", ".join(v.name for v in variants), acfg.seeds, acfg.root)

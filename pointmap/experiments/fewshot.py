@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Sequence
 
 from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir
+from ..engine import Hook, RunDir, build_task
 from ..engine import distributed as du
 from ..engine.metrics import summarize_seeds
 from .runs import driver_run, run_child
@@ -84,11 +84,13 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     _ensure_folds(cfg, way, shot, folds, prepare)
     setting = f"{way}way_{shot}shot"
     base = os.path.join(RunDir.of(cfg).path, setting)
+    fold_cfgs = [copy.deepcopy(cfg) for _ in folds]
+    for c, fold in zip(fold_cfgs, folds):
+        c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
+    build_task(fold_cfgs[0])  # a config its task rejects (a ConfigError) writes no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
-        for fold in folds:
-            c = copy.deepcopy(cfg)
-            c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
+        for c, fold in zip(fold_cfgs, folds):
             runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks))
             logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
         per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]
