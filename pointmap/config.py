@@ -22,15 +22,13 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import yaml
 
+from .errors import ConfigError, UserFileNotFoundError
+
 __all__ = [
     "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict",
     "save_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used: unreadable, unknown key, wrong type. The message is one line."""
 
 
 @dataclass
@@ -134,7 +132,7 @@ def load_yaml(path: str, _seen: Sequence[str] = ()) -> Dict[str, Any]:
     if path in _seen:
         raise ConfigError(f"config {path}: _base_ cycle through {' -> '.join(_seen)}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise UserFileNotFoundError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -294,7 +292,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
     try:
         cfg = config_from_dict(data)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {e}") from e
     if not cfg.name:
         cfg.name = os.path.splitext(os.path.basename(path))[0]
     return cfg

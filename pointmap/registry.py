@@ -9,7 +9,7 @@ transforms.
     @HOOKS.register("vis")        # under a given name
     class VisHook(Hook): ...
 
-    MODELS.get("hybridnet_s")     # an unknown name is a ValueError listing the registered ones
+    MODELS.get("hybridnet_s")     # an unknown name is a ConfigError (a ValueError) listing the registered ones
 
 Registering a name twice is an error unless ``override=True`` says the second one is meant to replace
 the first. A registry reads like a mapping (``name in REG``, ``REG[name]``, ``sorted(REG)``).
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import fnmatch
 from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from .errors import ConfigError
 
 __all__ = ["Registry"]
 
@@ -41,7 +43,7 @@ class Registry:
 
     def get(self, name: str) -> Any:
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names()) or 'none'}")
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names()) or 'none'}")
         return self._entries[name]
 
     def names(self, pattern: Optional[str] = None) -> List[str]:

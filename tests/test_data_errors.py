@@ -143,7 +143,7 @@ def test_unknown_names_list_valid_ones(tmp_path):
         build_dataset("scanobjectnn", tmp_path, "train", variant="pb_t25")
     with pytest.raises(ValueError, match="valid names: dropout, jitter, normalize, rotate, sample, scale_translate"):
         build_transforms([{"name": "shear"}])
-    with pytest.raises(ValueError, match="transform 'jitter': bad options"):
+    with pytest.raises(ValueError, match="unknown argument 'sigmaa' of transform 'jitter' \\(did you mean 'sigma'\\?\\)"):
         build_transforms([{"name": "jitter", "sigmaa": 0.1}])
 
 

@@ -178,7 +178,8 @@ def _peer_file(path, peer, drop):
 
 @pytest.mark.parametrize("case", ["missing_cfg", "unreadable_cfg", "unknown_key", "wrong_type", "bad_ckpt", "misfit_ckpt",
                                   "pointmamba_blocks_missing", "map3d_blocks_missing", "unknown_ckpt", "text_ckpt",
-                                  "incomplete_root", "nan_loss", "resume_missing"])
+                                  "incomplete_root", "nan_loss", "resume_missing", "model_args_typo",
+                                  "meshes_options"])
 def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypatch, capsys):
     name, cfg, extra = "finetune_modelnet.py", os.path.join(CFGS, "finetune_demo.yaml"), []
     expect = {
@@ -193,6 +194,8 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         "unknown_ckpt": "unknown format (1 tensors, first keys backbone.fc.weight); pointmap reads",
         "text_ckpt": "is not a readable torch checkpoint", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
         "resume_missing": "nothing to resume",
+        "model_args_typo": "model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)",
+        "meshes_options": "data.options: unknown argument 'size' of data set 'meshes'",
     }[case]
     if case == "missing_cfg":
         cfg = str(tmp_path / "nope.yaml")
@@ -224,6 +227,11 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         extra = [f"data.root={tmp_path}"]
     elif case == "resume_missing":
         extra = ["--resume"]
+    elif case == "model_args_typo":
+        extra = ["model.args.embed_dimm=128"]
+    elif case == "meshes_options":  # the demo's data.options (size) do not fit the mesh folder
+        name, cfg = "pretrain.py", os.path.join(CFGS, "map_demo.yaml")
+        extra = TINY_PRETRAIN + ["data.name=meshes", f"data.root={tmp_path}"]
     elif case == "nan_loss":
         name, cfg = "pretrain.py", os.path.join(CFGS, "map_demo.yaml")
         extra = TINY_PRETRAIN + ["optim.lr=1e30", "optim.epochs=2"]
@@ -236,6 +244,8 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
     if case.endswith("_ckpt") or case.endswith("_missing"):  # nothing trained, no checkpoint written
         run = tmp_path / "exp" / "finetune_demo" / "default"
         assert not run.exists() or not [f for f in os.listdir(run) if f.endswith(".pth")]
+    if case in ("model_args_typo", "meshes_options"):  # rejected before the run folder exists
+        assert not (tmp_path / "exp").exists()
     if case == "nan_loss":
         ckpts = [f for f in os.listdir(tmp_path / "exp" / "map_demo" / "default") if f.endswith(".pth")]
         assert "stopped before applying it" in err and (ckpts == [] or "ckpt-last.pth" in err)

@@ -11,6 +11,7 @@ except ImportError:  # a checkout used without `pip install -e .`
 
 from pointmap.config import Config, load_config  # noqa: E402
 from pointmap.engine import RunInterrupted, shutdown  # noqa: E402
+from pointmap.errors import UserError, add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.engine.distributed import is_main_process  # noqa: E402
 from pointmap.experiments import evaluate_checkpoint, format_results, run_finetune  # noqa: E402
 
@@ -46,6 +47,7 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: 
     if seeds:
         p.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="one run per seed, then mean ± std (put key=value overrides before this flag)")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=5e-4")
     return p
 
@@ -69,21 +71,23 @@ def finetune(args: argparse.Namespace, cfg: Config):
     """What a finetuning tool does with its parsed flags: train (one run or one per seed), or ``--eval``."""
     if args.eval:
         if args.seeds or args.resume:
-            raise ValueError("--eval scores one checkpoint: drop --seeds / --resume")
+            raise UserError("--eval scores one checkpoint: drop --seeds / --resume")
         return evaluate_checkpoint(cfg, args.ckpt, device=args.device)
     return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
 
 
-def main(run, summary=format_results) -> None:
-    """Call ``run()`` (which returns the results); print ``summary(results)``, or ``error: ...`` and exit 2,
-    or, when SIGINT/SIGTERM stopped the run, the line saying how to continue and exit 130."""
+def main(run, summary=format_results, debug=None) -> None:
+    """Call ``run()`` (which returns the results); print ``summary(results)``; a user error (a
+    :class:`~pointmap.errors.UserError`: config, data, checkpoint, flags, a diverged run) is ``error: ...``
+    on one line and exit 2, with its traceback first under ``--debug`` (``debug``: None reads it from
+    sys.argv); anything else is a bug and raises with its traceback. When SIGINT/SIGTERM stopped the run:
+    the line saying how to continue and exit 130."""
+    debug = "--debug" in sys.argv[1:] if debug is None else debug
     try:
-        results = run()
-        if is_main_process():
-            print(summary(results))
-    except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+        with user_errors_exit(debug):
+            results = run()
+            if is_main_process():
+                print(summary(results))
     except RunInterrupted as e:
         if is_main_process():
             print(str(e), file=sys.stderr)

@@ -12,6 +12,7 @@ import argparse
 
 from _common import cfg_path, main
 
+from pointmap.errors import add_debug_flag
 from pointmap.experiments.ablation import format_table, load_ablation_config, run_ablation
 
 
@@ -29,6 +30,7 @@ def _run():
     p.add_argument("--mask-strategies", nargs="+", choices=["random", "sequential", "diagonal"], default=None,
                    help="MAP mask strategy sweep: adds map-sequential / map-diagonal")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation config overrides, e.g. probe=linear")
     args = p.parse_intermixed_args()
     acfg = load_ablation_config(args.cfg, args.overrides)

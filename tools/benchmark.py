@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pointmap import env as pm_env  # noqa: E402
+from pointmap.errors import add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.ops import (available_backends, chamfer, chamfer_ref, fps, fps_ref, group, group_ref,  # noqa: E402
                           knn, knn_ref, selective_scan, selective_scan_ref, serialize, serialize_ref)
 from tests.helpers import random_cloud, scan_inputs  # noqa: E402
@@ -297,9 +298,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller CPU shapes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     if not (args.ops or args.env or args.step or args.scan):
         ap.error("choose --ops, --scan, --step and/or --env")
+    with user_errors_exit(args.debug):
+        run(args)
+
+
+def run(args) -> None:
     out = {"env": pm_env.report()}
     if args.env:
         print(pm_env.format_report(dict(out["env"], ops={k: dict(v) for k, v in out["env"]["ops"].items()})))

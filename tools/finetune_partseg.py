@@ -8,13 +8,15 @@ over shapes), predictions restricted to the parts of each shape's known category
 """
 from _common import build_parser, cfg_path, finetune, load, main
 
+from pointmap.errors import UserError
+
 
 def _run():
     parser = build_parser(__doc__.splitlines()[0], cfg_path("partseg_demo.yaml"), probe=False, evaluate=True)
     args = parser.parse_intermixed_args()
     cfg = load(args)
     if cfg.task != "partseg":
-        raise ValueError(f"{args.cfg}: task is {cfg.task!r}; finetune_partseg.py needs task: partseg")
+        raise UserError(f"{args.cfg}: task is {cfg.task!r}; finetune_partseg.py needs task: partseg")
     return finetune(args, cfg)
 
 

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from pointmap.data import CHECKS, check_root, write_modelnet_cache, write_modelnet_fewshot
+from pointmap.errors import UserError, add_debug_flag, report_user_error
 
 
 def cmd_check(args) -> int:
@@ -60,6 +61,7 @@ def cmd_fewshot(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="report what is found and what is missing")
     p.add_argument("--root", default="data")
@@ -84,8 +86,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:  # anything else is a bug: its traceback
+        report_user_error(e, args.debug)
         return 1
 
 

@@ -12,11 +12,11 @@ matplotlib (with a warning saying why) when Open3D cannot render here.
 """
 import argparse
 import os
-import sys
 
 from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
 
-from pointmap.config import ConfigError, load_config
+from pointmap.config import load_config
+from pointmap.errors import UserError, UserFileNotFoundError, add_debug_flag, user_errors_exit
 from pointmap.vis import dataset_item, image_grid, load_input, reconstruction_figure, save_png, show_panels
 from pointmap.vis.model import load_pretrainer
 
@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--point-size", type=float, default=4.0, help="dot size in pixels")
     p.add_argument("--num-images", type=int, default=4, help="image models: rows of the grid")
     p.add_argument("--device", default="cpu")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (with --cfg)")
     args = p.parse_args(argv)
     if not (args.out or args.ply or args.show):
@@ -55,21 +56,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _size(text: str):
     try:
         w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size {text!r}: expected WxH, e.g. 1600x440") from None
+    except ValueError as e:
+        raise UserError(f"--size {text!r}: expected WxH, e.g. 1600x440") from e
     return w, h
 
 
 def run(args: argparse.Namespace) -> str:
     size = _size(args.size)
     if args.input and not os.path.isfile(args.input):
-        raise FileNotFoundError(f"input file not found: {os.path.abspath(args.input)}")
+        raise UserFileNotFoundError(f"input file not found: {os.path.abspath(args.input)}")
     cfg = load_config(args.cfg, args.overrides) if args.cfg else None
     model, cfg = load_pretrainer(args.ckpt, cfg, args.device)
     d = cfg.data
     if model.encoder.modality == "image":
         if args.input:
-            raise ValueError("--input takes point clouds and meshes; an image model shows --dataset items")
+            raise UserError("--input takes point clouds and meshes; an image model shows --dataset items")
         import torch
 
         name = args.dataset or d.name
@@ -101,11 +102,8 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
+    with user_errors_exit(args.debug):
         print(run(args))
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, ConfigError, IndexError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

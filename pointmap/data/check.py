@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
+from ..errors import UserError
 from . import mesh, modelnet, scanobjectnn, shapenet, shapenetpart
 from .fewshot import FEWSHOT_DIR, NUM_FOLDS, SHOTS, WAYS
 from .io import find_dir, read_json, read_lines
@@ -134,5 +135,5 @@ def check_root(root, names: Optional[Iterable[str]] = None) -> List[Report]:
     names = list(names or DEFAULT_CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        raise ValueError(f"unknown data sets {unknown}; valid: {', '.join(CHECKS)}")
+        raise UserError(f"unknown data sets {unknown}; valid: {', '.join(CHECKS)}")
     return [CHECKS[n](root) for n in names]

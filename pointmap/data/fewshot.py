@@ -11,6 +11,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
 from .io import atomic_pickle, check_points, check_split, load_pickle, read_lines, resolve_dir
 from .registry import PointDataset, register_dataset, split_points
 
@@ -32,12 +33,12 @@ def draw_fold(train_labels: Sequence[int], test_labels: Sequence[int], way: int,
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     pool = np.unique(train_labels)
     if way > len(pool):
-        raise ValueError(f"few-shot: way={way} but the data has only {len(pool)} classes")
+        raise UserError(f"few-shot: way={way} but the data has only {len(pool)} classes")
     train, test = [], []
     for new, cls in enumerate(rng.permutation(pool)[:way]):
         tr, te = np.flatnonzero(train_labels == cls), np.flatnonzero(test_labels == cls)
         if len(tr) < shot or len(te) < num_query:
-            raise ValueError(f"few-shot: class {cls} has {len(tr)} train / {len(te)} test items, "
+            raise UserError(f"few-shot: class {cls} has {len(tr)} train / {len(te)} test items, "
                              f"needs {shot} / {num_query}")
         train += [(int(i), new, int(cls)) for i in rng.permutation(tr)[:shot]]
         test += [(int(i), new, int(cls)) for i in rng.permutation(te)[:num_query]]
@@ -79,15 +80,15 @@ class ModelNetFewShot(PointDataset):
         path = base / f"{fold}.pkl"
         data = load_pickle(path)
         if not isinstance(data, dict) or split not in data:
-            raise ValueError(f"{path}: expected a dict with keys 'train' and 'test', got {type(data).__name__}")
+            raise UserError(f"{path}: expected a dict with keys 'train' and 'test', got {type(data).__name__}")
         self.points, selection = [], []
         for i, entry in enumerate(data[split]):
             if not isinstance(entry, (tuple, list)) or len(entry) != 3:
-                raise ValueError(f"{path}: {split} entry {i} is not a (points, label, orig_label) triple")
+                raise UserError(f"{path}: {split} entry {i} is not a (points, label, orig_label) triple")
             self.points.append(check_points(entry[0], f"{path} [{split}][{i}]"))
             label, orig = (int(np.asarray(x).reshape(-1)[0]) for x in entry[1:])
             if not 0 <= label < way:
-                raise ValueError(f"{path}: {split} entry {i} has label {label}, expected [0, {way - 1}]")
+                raise UserError(f"{path}: {split} entry {i} has label {label}, expected [0, {way - 1}]")
             selection.append((i, label, orig))
         self.labels = np.array([s[1] for s in selection], dtype=np.int64)
         names_dir = text_dir(root)  # the data root's own shape names, when it has them
@@ -103,7 +104,7 @@ class ModelNetFewShot(PointDataset):
                 "label": self.labels[index]}
 
 
-@register_dataset("modelnet40_fewshot")
+@register_dataset("modelnet40_fewshot", forwards=(ModelNetFewShot,))
 def _build_modelnet_fewshot(root, split, **options):
     return ModelNetFewShot(root, split, **options)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import MissingPackageError
 from .io import check_split
 from .registry import register_dataset
 
@@ -21,7 +22,7 @@ class Digits(Dataset):
         try:
             from sklearn.datasets import load_digits
         except ImportError as e:
-            raise ImportError("the digits data set needs scikit-learn: pip install scikit-learn") from e
+            raise MissingPackageError("the digits data set needs scikit-learn: pip install scikit-learn") from e
         data = load_digits()
         order = np.random.default_rng(seed).permutation(len(data.target))
         n_train, n_val = int(0.7 * len(order)), int(0.1 * len(order))
@@ -40,6 +41,6 @@ class Digits(Dataset):
         return self.transform(item) if self.transform is not None else item
 
 
-@register_dataset("digits")
+@register_dataset("digits", forwards=(Digits,))
 def _build_digits(root, split, **options):
     return Digits(split, **options)

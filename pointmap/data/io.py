@@ -12,14 +12,15 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import UserError, UserFileNotFoundError
 from ..atomic import atomic_write
 
 PathLike = Union[str, os.PathLike]
 README_HINT = "see data/README.md for the expected layout"
 
 
-def missing(path: PathLike, what: str = "file") -> FileNotFoundError:
-    return FileNotFoundError(f"{what} not found: {Path(path).absolute()} ({README_HINT})")
+def missing(path: PathLike, what: str = "file") -> UserFileNotFoundError:
+    return UserFileNotFoundError(f"{what} not found: {Path(path).absolute()} ({README_HINT})")
 
 
 def require(path: PathLike, what: str = "file") -> Path:
@@ -45,7 +46,7 @@ def find_dir(root: Optional[PathLike], rel: str, marker: str) -> Optional[Path]:
 def resolve_dir(root: Optional[PathLike], rel: str, marker: str) -> Path:
     """:func:`find_dir`, raising FileNotFoundError naming ``root/rel/marker`` when nothing is found."""
     if root is None:
-        raise ValueError(f"this data set needs a root folder ({README_HINT})")
+        raise UserError(f"this data set needs a root folder ({README_HINT})")
     if not Path(root).is_dir():
         raise missing(root, "data root")
     found = find_dir(root, rel, marker)
@@ -56,7 +57,7 @@ def resolve_dir(root: Optional[PathLike], rel: str, marker: str) -> Path:
 
 def check_split(split: str, valid: Sequence[str], name: str) -> str:
     if split not in valid:
-        raise ValueError(f"{name}: unknown split {split!r}; valid splits: {', '.join(valid)}")
+        raise UserError(f"{name}: unknown split {split!r}; valid splits: {', '.join(valid)}")
     return split
 
 
@@ -71,14 +72,14 @@ def read_json(path: PathLike):
         with open(require(path)) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"corrupted json file {path}: {e}") from e
+        raise UserError(f"corrupted json file {path}: {e}") from e
 
 
 def load_npy(path: PathLike) -> np.ndarray:
     try:
         return np.load(require(path), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"corrupted or truncated npy file {path}: {e}") from e
+        raise UserError(f"corrupted or truncated npy file {path}: {e}") from e
 
 
 def load_pickle(path: PathLike):
@@ -87,7 +88,7 @@ def load_pickle(path: PathLike):
             return pickle.load(f)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
             IndexError, KeyError) as e:
-        raise ValueError(f"corrupted or truncated pickle file {path}: {type(e).__name__}: {e}") from e
+        raise UserError(f"corrupted or truncated pickle file {path}: {type(e).__name__}: {e}") from e
 
 
 def load_h5(path: PathLike, keys: Iterable[str], optional: Iterable[str] = ()) -> dict:
@@ -100,13 +101,13 @@ def load_h5(path: PathLike, keys: Iterable[str], optional: Iterable[str] = ()) -
         with h5py.File(path, "r") as f:
             for key in keys:
                 if key not in f:
-                    raise ValueError(f"h5 file {path} has no key {key!r} (keys: {', '.join(f.keys())})")
+                    raise UserError(f"h5 file {path} has no key {key!r} (keys: {', '.join(f.keys())})")
                 out[key] = f[key][()]
             for key in optional:
                 if key in f:
                     out[key] = f[key][()]
     except OSError as e:
-        raise ValueError(f"corrupted or truncated h5 file {path}: {e}") from e
+        raise UserError(f"corrupted or truncated h5 file {path}: {e}") from e
     return out
 
 
@@ -115,7 +116,7 @@ def load_text_points(path: PathLike, delimiter: Optional[str] = None) -> np.ndar
     try:
         arr = np.loadtxt(require(path), delimiter=delimiter, dtype=np.float32, ndmin=2)
     except ValueError as e:
-        raise ValueError(f"unreadable point text file {path}: {e}") from e
+        raise UserError(f"unreadable point text file {path}: {e}") from e
     return arr
 
 
@@ -126,15 +127,15 @@ def check_points(arr, path: PathLike, min_cols: int = 3, ndim: int = 2, num_poin
     if (arr.ndim != ndim or arr.shape[-1] < min_cols or arr.shape[-2] == 0
             or (num_points is not None and arr.shape[-2] != num_points)):
         want = ("(M, " if ndim == 3 else "(") + f"{num_points or 'N'}, >={min_cols})"
-        raise ValueError(f"{path}: point array has shape {tuple(arr.shape)}, expected {want}")
+        raise UserError(f"{path}: point array has shape {tuple(arr.shape)}, expected {want}")
     if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{path}: point array has non-numeric dtype {arr.dtype}")
+        raise UserError(f"{path}: point array has non-numeric dtype {arr.dtype}")
     arr = arr.astype(np.float32, copy=False)
     finite = np.isfinite(arr).all(axis=-1)
     if not finite.all():
         idx = tuple(int(i) for i in np.argwhere(~finite)[0])
         where = f"point {idx[-1]}" if len(idx) == 1 else f"cloud {idx[0]}, point {idx[1]}"
-        raise ValueError(f"{path}: non-finite coordinates at {where}")
+        raise UserError(f"{path}: non-finite coordinates at {where}")
     return arr
 
 
@@ -142,10 +143,10 @@ def check_labels(labels, path: PathLike, count: int, num_classes: Optional[int] 
     """Labels as a (count,) int64 array; shapes (count,) and (count, 1) are accepted."""
     labels = np.asarray(labels)
     if labels.size != count or (labels.ndim == 2 and labels.shape[1] != 1) or labels.ndim > 2:
-        raise ValueError(f"{path}: label array has shape {tuple(labels.shape)}, expected ({count},) or ({count}, 1)")
+        raise UserError(f"{path}: label array has shape {tuple(labels.shape)}, expected ({count},) or ({count}, 1)")
     labels = labels.reshape(-1).astype(np.int64)
     if num_classes is not None and count and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{path}: labels span [{labels.min()}, {labels.max()}], expected [0, {num_classes - 1}]")
+        raise UserError(f"{path}: labels span [{labels.min()}, {labels.max()}], expected [0, {num_classes - 1}]")
     return labels
 
 

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import UserError, UserFileNotFoundError
 from .io import check_points, missing
 from .registry import PointDataset, register_dataset
 
@@ -30,9 +31,9 @@ def load_mesh_points(path, num_points: int = 1024, seed: int = 0) -> Dict[str, n
     try:
         mesh = trimesh.load(path, force="mesh")
     except Exception as e:  # trimesh raises many types for unreadable files; name the file, keep the cause
-        raise ValueError(f"unreadable mesh file {path}: {type(e).__name__}: {e}") from e
+        raise UserError(f"unreadable mesh file {path}: {type(e).__name__}: {e}") from e
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or mesh.area <= 0:
-        raise ValueError(f"mesh file {path} has no surface to sample (no faces or zero area)")
+        raise UserError(f"mesh file {path} has no surface to sample (no faces or zero area)")
     pts, face = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
     return {"points": check_points(pts, path), "normals": np.asarray(mesh.face_normals[face], dtype=np.float32)}
 
@@ -60,7 +61,7 @@ class MeshFolder(PointDataset):
         base = mesh_base(root, split)
         self.files, names = find_meshes(base, extensions)
         if not self.files:
-            raise FileNotFoundError(f"no mesh files ({', '.join(extensions)}) under {base.absolute()}")
+            raise UserFileNotFoundError(f"no mesh files ({', '.join(extensions)}) under {base.absolute()}")
         self.classes = sorted(set(names))
         self.labels = np.array([self.classes.index(n) for n in names], dtype=np.int64)
         self.num_points, self.seed, self.use_normals = num_points, seed, use_normals
@@ -77,6 +78,6 @@ class MeshFolder(PointDataset):
                 "label": self.labels[index]}
 
 
-@register_dataset("meshes")
+@register_dataset("meshes", forwards=(MeshFolder,))
 def _build_meshes(root, split, **options):
     return MeshFolder(root, split, **options)

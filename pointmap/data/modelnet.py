@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .io import (atomic_pickle, check_labels, check_points, check_split, find_dir, load_h5, load_pickle,
                  load_text_points, missing, read_lines, require)
 from .registry import PointDataset, register_dataset, split_points
@@ -56,7 +57,7 @@ class ModelNet40(PointDataset):
         super().__init__(transform)
         check_split(split, ("train", "test"), "modelnet40")
         if source not in SOURCES:
-            raise ValueError(f"modelnet40: unknown source {source!r}; valid: {', '.join(SOURCES)}")
+            raise UserError(f"modelnet40: unknown source {source!r}; valid: {', '.join(SOURCES)}")
         if root is None or not Path(root).is_dir():
             raise missing(root if root is not None else "<None>", "data root")
         self.split, self.use_normals, self.num_category = split, use_normals, num_category
@@ -95,7 +96,7 @@ class ModelNet40(PointDataset):
         for shape_id in ids:
             cls = shape_id.rsplit("_", 1)[0]
             if cls not in index:
-                raise ValueError(f"{tdir}/modelnet{self.num_category}_{self.split}.txt: id {shape_id!r} "
+                raise UserError(f"{tdir}/modelnet{self.num_category}_{self.split}.txt: id {shape_id!r} "
                                  f"names class {cls!r}, not in the shape names file")
             self.files.append(require(tdir / cls / f"{shape_id}.txt"))
             labels.append(index[cls])
@@ -104,11 +105,11 @@ class ModelNet40(PointDataset):
     def _init_cache(self, path: Path):
         data = load_pickle(path)
         if not isinstance(data, (list, tuple)) or len(data) != 2 or len(data[0]) != len(data[1]):
-            raise ValueError(f"{path}: expected a pickle of [points list, labels list] of equal length")
+            raise UserError(f"{path}: expected a pickle of [points list, labels list] of equal length")
         self.arrays = [check_points(p, f"{path} [item {i}]") for i, p in enumerate(data[0])]
         labels = [np.asarray(lb).reshape(-1)[:1] for lb in data[1]]
         if any(lb.size != 1 for lb in labels):
-            raise ValueError(f"{path}: every label must hold one class index")
+            raise UserError(f"{path}: every label must hold one class index")
         self.labels = check_labels(np.concatenate(labels), path, len(self.arrays), len(self.classes))
 
     def _init_h5(self, root):
@@ -130,7 +131,7 @@ class ModelNet40(PointDataset):
         arrays = np.concatenate(points)
         if self.use_normals:
             if len(normals) != len(files):
-                raise ValueError(f"{hdir}: normals asked for but some h5 files have no 'normal' key")
+                raise UserError(f"{hdir}: normals asked for but some h5 files have no 'normal' key")
             arrays = np.concatenate([arrays, np.concatenate(normals)], axis=-1)
         self.arrays, self.labels = arrays, np.concatenate(labels)
 
@@ -149,7 +150,7 @@ class ModelNet40(PointDataset):
         return {**split_points(self.raw(index), self.use_normals, src), "label": self.labels[index]}
 
 
-@register_dataset("modelnet40")
+@register_dataset("modelnet40", forwards=(ModelNet40,))
 def _build_modelnet40(root, split, **options):
     return ModelNet40(root, split, **options)
 
@@ -171,7 +172,7 @@ def write_modelnet_cache(root, split: str, num_points: int = 8192, num_category:
     for i in range(len(ds)):
         arr = ds.raw(i)
         if len(arr) < num_points:
-            raise ValueError(f"{ds.files[i]}: {len(arr)} points, fewer than {num_points}")
+            raise UserError(f"{ds.files[i]}: {len(arr)} points, fewer than {num_points}")
         idx = fps(torch.from_numpy(np.ascontiguousarray(arr[None, :, :3])), num_points)[0].numpy()
         points.append(np.ascontiguousarray(arr[idx, :6], dtype=np.float32))
         labels.append(np.array([ds.labels[i]], dtype=np.int32))

@@ -4,12 +4,13 @@
 ``transform=`` may be a callable or a list of transform config entries (see :mod:`.transforms`).
 """
 import logging
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError, accepted_kwargs, check_kwargs
 from ..registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -17,9 +18,23 @@ logger = logging.getLogger(__name__)
 DATASETS = Registry("data set")
 
 
-def register_dataset(name: str):
-    """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``."""
-    return DATASETS.register(name)
+def register_dataset(name: str, forwards: Sequence[Callable] = ()):
+    """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``; ``forwards``:
+    where its ``**options`` go (the data set class), which decides the names ``data.options`` may hold."""
+    def add(fn):
+        fn.forwards_kwargs = tuple(forwards)
+        return DATASETS.register(name, fn)
+
+    return add
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any], section: str = "data.options") -> None:
+    """A :class:`~pointmap.errors.ConfigError` naming ``section``, the data set and the first option its
+    builder does not take (``root`` and ``split`` come from their own config keys)."""
+    fn = DATASETS.get(name)
+    accepted = accepted_kwargs(fn, *getattr(fn, "forwards_kwargs", ()))
+    check_kwargs(section, f"data set {name!r}", options, accepted,
+                 fixed={"root": "data.root", "split": "data.train_split / data.test_split"})
 
 
 def list_datasets() -> List[str]:
@@ -84,6 +99,6 @@ def split_points(arr: np.ndarray, use_normals: bool, source: str) -> dict:
     normals = None
     if use_normals:
         if arr.shape[-1] < 6:
-            raise ValueError(f"{source}: normals asked for but the points have shape {arr.shape} (no normal columns)")
+            raise UserError(f"{source}: normals asked for but the points have shape {arr.shape} (no normal columns)")
         normals = arr[..., 3:6]
     return {"points": arr[..., :3], "normals": normals}

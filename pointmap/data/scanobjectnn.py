@@ -6,6 +6,7 @@
 | ``objonly`` (OBJ-ONLY) | ``main_split_nobg/{training,test}_objectdataset.h5`` |
 | ``hardest`` (PB-T50-RS) | ``main_split/{training,test}_objectdataset_augmentedrot_scale75.h5`` |
 """
+from ..errors import UserError
 from .io import check_labels, check_points, check_split, load_h5, resolve_dir
 from .registry import PointDataset, register_dataset
 
@@ -34,7 +35,7 @@ class ScanObjectNN(PointDataset):
         check_split(split, ("train", "test"), "scanobjectnn")
         variant = ALIASES.get(variant.lower(), variant.lower())
         if variant not in VARIANTS:
-            raise ValueError(f"scanobjectnn: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+            raise UserError(f"scanobjectnn: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
         rel = variant_file(variant, split)
         self.path = resolve_dir(root, BASE_DIR, rel) / rel
         d = load_h5(self.path, ("data", "label"))
@@ -49,6 +50,6 @@ class ScanObjectNN(PointDataset):
         return {"points": self.points[index, :, :3], "label": self.labels[index]}
 
 
-@register_dataset("scanobjectnn")
+@register_dataset("scanobjectnn", forwards=(ScanObjectNN,))
 def _build_scanobjectnn(root, split, **options):
     return ScanObjectNN(root, split, **options)

@@ -8,6 +8,7 @@ points; ``num_points`` (2048 by default, None for all) samples each item so batc
 """
 import numpy as np
 
+from ..errors import UserError
 from .io import check_points, check_split, load_text_points, read_json, read_lines, resolve_dir
 from .registry import PointDataset, register_dataset, split_points
 from .transforms import Compose, Sample
@@ -38,7 +39,7 @@ class ShapeNetPart(PointDataset):
         self.base = resolve_dir(root, BASE_DIR, CATEGORY_FILE)
         rows = [ln.split() for ln in read_lines(self.base / CATEGORY_FILE)]
         if any(len(r) != 2 for r in rows):
-            raise ValueError(f"{self.base / CATEGORY_FILE}: expected '<Category> <synset>' on every line")
+            raise UserError(f"{self.base / CATEGORY_FILE}: expected '<Category> <synset>' on every line")
         self.classes = [r[0] for r in rows]
         index = {r[1]: i for i, r in enumerate(rows)}
         self.files, labels = [], []
@@ -47,7 +48,7 @@ class ShapeNetPart(PointDataset):
             for entry in read_json(path):
                 parts = str(entry).split("/")
                 if len(parts) < 3 or parts[-2] not in index:
-                    raise ValueError(f"{path}: entry {entry!r} is not shape_data/<synset>/<id> of a known synset")
+                    raise UserError(f"{path}: entry {entry!r} is not shape_data/<synset>/<id> of a known synset")
                 self.files.append(self.base / parts[-2] / f"{parts[-1]}.txt")
                 labels.append(index[parts[-2]])
         self.labels = np.array(labels, dtype=np.int64)
@@ -61,11 +62,11 @@ class ShapeNetPart(PointDataset):
         arr = check_points(load_text_points(path), path, min_cols=7)
         seg = arr[:, 6].astype(np.int64)
         if seg.min() < 0 or seg.max() >= NUM_PARTS or not np.array_equal(seg, arr[:, 6]):
-            raise ValueError(f"{path}: part labels must be integers in [0, {NUM_PARTS - 1}]")
+            raise UserError(f"{path}: part labels must be integers in [0, {NUM_PARTS - 1}]")
         label = self.labels[index]
         return {**split_points(arr, self.use_normals, path), "label": label, "category": label, "seg": seg}
 
 
-@register_dataset("shapenetpart")
+@register_dataset("shapenetpart", forwards=(ShapeNetPart,))
 def _build_shapenetpart(root, split, **options):
     return ShapeNetPart(root, split, **options)

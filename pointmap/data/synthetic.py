@@ -15,6 +15,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from .fewshot import FewShotSubset, draw_fold, fold_classes, fold_rng
 from .io import check_split
 from .registry import PointDataset, register_dataset
@@ -53,7 +54,7 @@ class SyntheticShapes(PointDataset):
         unknown = [k for k in self.classes if k not in KINDS or (with_parts and k not in PARTS)]
         if unknown:
             valid = PARTS if with_parts else KINDS
-            raise ValueError(f"synthetic: unknown kinds {unknown}; valid: {', '.join(valid)}")
+            raise UserError(f"synthetic: unknown kinds {unknown}; valid: {', '.join(valid)}")
         if size is None:
             size = len(self.classes) * (samples_per_class or DEFAULT_PER_CLASS[split])
         self.size, self.num_points, self.seed, self.stream = int(size), int(num_points), int(seed), _STREAMS[stream]
@@ -102,24 +103,24 @@ class SyntheticShapes(PointDataset):
         return item if self.use_normals else {**item, "normals": None}
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", forwards=(SyntheticShapes,))
 def _build_synthetic(root, split, **options):
     return SyntheticShapes(split, **options)
 
 
-@register_dataset("synthetic_pretrain")
+@register_dataset("synthetic_pretrain", forwards=(SyntheticShapes,))
 def _build_synthetic_pretrain(root, split, size: Optional[int] = None, **options):
     check_split(split, SPLITS, "synthetic_pretrain")
     size = size or {"train": 2048, "val": 256, "test": 256}[split]
     return SyntheticShapes(split, size=size, balanced=False, stream="pretrain", **options)
 
 
-@register_dataset("synthetic_parts")
+@register_dataset("synthetic_parts", forwards=(SyntheticShapes,))
 def _build_synthetic_parts(root, split, kinds=None, **options):
     return SyntheticShapes(split, kinds=kinds or PART_CATEGORIES, with_parts=True, stream="parts", **options)
 
 
-@register_dataset("synthetic_fewshot")
+@register_dataset("synthetic_fewshot", forwards=(SyntheticShapes,))
 def _build_synthetic_fewshot(root, split, way: int = 5, shot: int = 10, fold: int = 0, seed: int = 0,
                              num_query: int = 20, transform=None, **options):
     check_split(split, ("train", "test"), "synthetic_fewshot")

@@ -13,6 +13,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from ..errors import UserError
+
 STRETCH = 1.6  # largest random per-axis stretch of a whole object
 _Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # trimesh's z axis → y
 
@@ -246,7 +248,7 @@ def random_rotation(rng, mode: str) -> np.ndarray:
         q, r = np.linalg.qr(rng.normal(size=(3, 3)))
         q = q * np.sign(np.diag(r))
         return q if np.linalg.det(q) > 0 else -q
-    raise ValueError(f"unknown rotation {mode!r}; valid: up, so3, none")
+    raise UserError(f"unknown rotation {mode!r}; valid: up, so3, none")
 
 
 def generate(kind: str, rng, num_points: int = 1024, noise: float = 0.005, occlusion: float = 0.0,

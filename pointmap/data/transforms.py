@@ -13,6 +13,7 @@ from typing import Callable, List, Sequence, Union
 
 import torch
 
+from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 
 Item = Union[dict, torch.Tensor]
@@ -62,7 +63,7 @@ class Sample(Transform):
 
     def __init__(self, num_points: int, method: str = "random"):
         if method not in self.METHODS:
-            raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(self.METHODS)}")
+            raise ConfigError(f"sample: unknown method {method!r}; valid: {', '.join(self.METHODS)}")
         self.num_points, self.method = int(num_points), method
 
     def apply(self, item):
@@ -123,7 +124,7 @@ class Rotate(Transform):
 
     def __init__(self, axis: str = "y", max_angle: float = 180.0):
         if axis not in self.AXES:
-            raise ValueError(f"rotate: unknown axis {axis!r}; valid: x, y, z")
+            raise ConfigError(f"rotate: unknown axis {axis!r}; valid: x, y, z")
         self.axis, self.max_angle = axis, float(max_angle)
 
     def apply(self, item):
@@ -189,14 +190,26 @@ for _name, _cls in (("sample", Sample), ("normalize", Normalize), ("scale_transl
     TRANSFORMS.register(_name, _cls)
 
 
+def check_transforms(cfgs: Sequence[dict], section: str = "transforms") -> None:
+    """A :class:`~pointmap.errors.ConfigError` for the first entry of ``cfgs`` (config section ``section``) that
+    is not ``{name: <a registered transform>, **options of its class}``."""
+    for i, cfg in enumerate(cfgs or []):
+        where = f"{section}[{i}]"
+        if not isinstance(cfg, dict) or "name" not in cfg:
+            raise ConfigError(f"{where}: expected a mapping {{name: <transform>, ...options}}, got {cfg!r}")
+        cls = TRANSFORMS.get(cfg["name"])
+        options = {k: v for k, v in cfg.items() if k != "name"}
+        check_kwargs(where, f"transform {cfg['name']!r}", options, accepted_kwargs(cls))
+
+
 def build_transform(cfg: dict) -> Transform:
+    check_transforms([cfg])
     cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    cls = TRANSFORMS.get(name)
+    name = cfg.pop("name")
     try:
-        return cls(**cfg)
-    except TypeError as e:
-        raise ValueError(f"transform {name!r}: bad options {sorted(cfg)}: {e}") from e
+        return TRANSFORMS.get(name)(**cfg)
+    except TypeError as e:  # a required option left out
+        raise ConfigError(f"transform {name!r}: bad options {sorted(cfg)}: {one_line(e)}") from e
 
 
 def build_transforms(cfgs: List[dict]) -> Compose:

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from ..atomic import atomic_write
-from ..models.checkpoint import read_checkpoint
+from ..errors import UserFileNotFoundError
+from ..models.checkpoint import CheckpointError, read_checkpoint
 
 __all__ = ["atomic_write", "atomic_save", "atomic_write_json", "load_file", "get_rng_state", "set_rng_state", "module_generators", "unwrap_model"]
 
@@ -48,10 +49,10 @@ def atomic_write_json(data: Any, path: str) -> None:
 def load_file(path: str) -> Dict[str, Any]:
     """Read a checkpoint written by :func:`atomic_save` (or any torch.save'd dict), on CPU."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise UserFileNotFoundError(f"checkpoint not found: {path}")
     obj = read_checkpoint(path)  # a file torch.load cannot parse is a one-line CheckpointError (a ValueError)
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
 
 

@@ -6,6 +6,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
+
 __all__ = ["dataset_labels", "stratified_split", "SplitView", "to_device"]
 
 
@@ -35,7 +37,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[
     """Hold out ``fraction`` of every class (rounded, at least one sample of classes with two or more),
     chosen with a generator seeded by ``seed``. Returns sorted (keep, held_out) indices."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"eval.val_fraction must be in (0, 1) for the clean protocol, got {fraction}")
+        raise ConfigError(f"eval.val_fraction must be in (0, 1) for the clean protocol, got {fraction}")
     return _per_class(labels, seed, lambda n: min(n - 1, max(1, round(fraction * n))) if n > 1 else 0)
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..errors import UserError
+
 __all__ = [
     "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
     "all_reduce_sum", "all_reduce_mean", "broadcast_buffers", "resolve_device", "ShardSampler", "shutdown",
@@ -42,7 +44,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+            raise UserError(f"--device {device}: CUDA is not available on this machine")
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 __all__ = ["Hook", "HOOKS", "register_hook", "build_hooks", "DEFAULT_HOOKS", "EvaluateHook", "BestHook",
@@ -93,7 +94,7 @@ def build_hooks(specs: List[Dict[str, Any]], defaults: Sequence[str] = ()) -> Li
         if name not in HOOKS:
             _register_builtin_hooks()
         if name not in HOOKS:
-            raise ValueError(f"unknown hook {name!r} in config 'hooks'; valid names: {', '.join(HOOKS) or 'none'}")
+            raise ConfigError(f"unknown hook {name!r} in config 'hooks'; valid names: {', '.join(HOOKS) or 'none'}")
         hooks.append(HOOKS[name](**spec))
     return hooks
 
@@ -127,7 +128,7 @@ class BestHook(Hook):
 
     def __init__(self, metric: Optional[str] = None, mode: Optional[str] = None):
         if mode not in (None, "max", "min"):
-            raise ValueError(f"hook best: mode must be max or min, not {mode!r}")
+            raise ConfigError(f"hook best: mode must be max or min, not {mode!r}")
         self.metric, self.mode = metric, mode
 
     def before_train(self, trainer) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import Config
+from ..errors import ConfigError
 from . import distributed as du
 
 __all__ = ["ResumableSampler", "build_loaders", "optimizer_step", "total_norm", "StepMeter"]
@@ -38,7 +39,7 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
     d, world, rank = cfg.data, du.get_world_size(), du.get_rank()
     for name, size in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size)):
         if size is not None and size % world:
-            raise ValueError(f"{name}={size} does not split evenly over {world} processes")
+            raise ConfigError(f"{name}={size} does not split evenly over {world} processes")
     per_rank = d.batch_size // world
     eval_per_rank = (d.eval_batch_size or d.batch_size) // world
     common = dict(num_workers=d.num_workers, pin_memory=device.type == "cuda", persistent_workers=d.num_workers > 0)
@@ -49,7 +50,7 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
         sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
         loaders["train"] = DataLoader(ds, batch_size=per_rank, sampler=sampler, drop_last=True, **common)
         if len(loaders["train"]) == 0:
-            raise ValueError(f"the train split has {len(ds)} samples, fewer than one batch of {per_rank} "
+            raise ConfigError(f"the train split has {len(ds)} samples, fewer than one batch of {per_rank} "
                              f"per process: lower data.batch_size")
         dropped = (len(sampler) - len(loaders["train"]) * per_rank) * world
         if dropped:  # full batches only (BatchNorm, equal steps on every rank): say what that costs

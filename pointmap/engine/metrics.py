@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["confusion_matrix", "classification_metrics", "mean_std", "summarize_seeds", "part_mask",
            "restricted_argmax", "part_iou_sums", "part_seg_metrics"]
 
@@ -71,7 +73,7 @@ def part_mask(seg_classes: Mapping[str, Sequence[int]], categories: Sequence[str
     mask = torch.zeros(len(categories), num_parts, dtype=torch.bool)
     for i, cat in enumerate(categories):
         if cat not in seg_classes:
-            raise ValueError(f"category {cat!r} has no part table; known: {', '.join(seg_classes)}")
+            raise UserError(f"category {cat!r} has no part table; known: {', '.join(seg_classes)}")
         mask[i, list(seg_classes[cat])] = True
     return mask
 

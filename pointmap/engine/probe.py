@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import MissingPackageError, UserError
 from . import distributed as du
 from .datasets import SplitView, to_device
 from .metrics import classification_metrics, confusion_matrix
@@ -46,8 +47,8 @@ def _fit_svm(c: float, x: np.ndarray, y: np.ndarray, seed: int):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import LinearSVC
-    except ImportError:
-        raise ImportError("train.probe=svm needs scikit-learn: pip install scikit-learn") from None
+    except ImportError as e:
+        raise MissingPackageError("train.probe=svm needs scikit-learn: pip install scikit-learn") from e
     return make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=5000, random_state=seed)).fit(x, y)
 
 
@@ -69,7 +70,7 @@ class SvmProbeTask(ClassificationTask):
     def solve(self, trainer) -> Dict[str, Any]:
         cfg, datasets = self.cfg, trainer.datasets
         if du.is_distributed():
-            raise ValueError("train.probe=svm runs in one process; start it without torchrun")
+            raise UserError("train.probe=svm runs in one process; start it without torchrun")
         if not cfg.pretrained:
             logger.warning("svm probe without --ckpt: features of a randomly initialised encoder")
         plain = datasets["test"].transform  # features of un-augmented clouds for every split

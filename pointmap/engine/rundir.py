@@ -31,6 +31,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..config import Config, save_config
+from ..errors import UserError, UserFileNotFoundError
 from ..version import __version__
 from .checkpoint import atomic_save, atomic_write_json
 from .logging import close_log_file, setup_logging
@@ -160,9 +161,9 @@ class RunDir:
     def check(self, can_resume: bool = True) -> None:
         """Refuse to start over a run, or to resume nothing (``can_resume``: a checkpoint is needed)."""
         if self.resume and can_resume and not os.path.isfile(self.ckpt_last):
-            raise FileNotFoundError(f"nothing to resume: {self.ckpt_last} not found")
+            raise UserFileNotFoundError(f"nothing to resume: {self.ckpt_last} not found")
         if not self.resume and not self.overwrite and self.state != "empty":
-            raise ValueError(f"{self.path} already holds a run: pass --resume to continue it, "
+            raise UserError(f"{self.path} already holds a run: pass --resume to continue it, "
                              f"--exp-name NAME for a new one, or train.overwrite=true")
 
     def open(self, cfg: Optional[Config] = None, *, device: Optional[torch.device] = None, world_size: int = 1,

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
 from ..config import Config
 from .metrics import part_iou_sums, part_mask, part_seg_metrics, restricted_argmax
 from .tasks import ClassificationTask, register_task
@@ -35,11 +36,12 @@ class SegmentationTask(ClassificationTask):
     Voting (``views`` > 1) averages the logits of N scaled and translated views."""
 
     monitor, monitor_mode = "ins_miou", "max"
+    model_fixed = ("num_classes", "num_parts", "num_categories")
 
     def __init__(self, cfg: Config, **kwargs):
         super().__init__(cfg, **kwargs)
         if cfg.train.probe:
-            raise ValueError(f"train.probe={cfg.train.probe!r} is for classification; part segmentation "
+            raise ConfigError(f"train.probe={cfg.train.probe!r} is for classification; part segmentation "
                              f"finetunes the encoder with its head")
         self.mask: Optional[torch.Tensor] = None
 
@@ -48,7 +50,7 @@ class SegmentationTask(ClassificationTask):
         base = out["train"].base
         seg_classes, num_parts = getattr(base, "seg_classes", None), getattr(base, "num_parts", None)
         if not seg_classes or not num_parts:
-            raise ValueError(f"data set {self.cfg.data.name!r} has no part labels (seg_classes / num_parts); "
+            raise ConfigError(f"data set {self.cfg.data.name!r} has no part labels (seg_classes / num_parts); "
                              f"use shapenetpart or synthetic_parts")
         self.mask = part_mask(seg_classes, list(base.classes), int(num_parts))
         logger.info("part segmentation: %d categories, %d parts", *self.mask.shape)

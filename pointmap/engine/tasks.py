@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..config import Config
+from ..errors import ConfigError, UserFileNotFoundError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
 from .metrics import classification_metrics, confusion_matrix
@@ -48,17 +49,21 @@ def register_task(name: str, override: bool = False) -> Callable[[Type["Task"]],
 
 
 def build_task(cfg: Config) -> "Task":
-    """The task ``cfg.task`` names; ``train.probe: svm`` on classification is the ``svm_probe`` task."""
+    """The task ``cfg.task`` names (``train.probe: svm`` on classification is the ``svm_probe`` task), with
+    the config's free-form sections checked (:meth:`Task.validate`): a ConfigError before anything is built."""
     name = cfg.task
     if cfg.train.probe == "svm":
         if cfg.task != "classification":
-            raise ValueError(f"train.probe=svm needs task: classification, not {cfg.task!r}")
+            raise ConfigError(f"train.probe=svm needs task: classification, not {cfg.task!r}")
         name = "svm_probe"
     cls = TASKS.get(name)
+    check_kwargs("task_args", f"task {name!r}", cfg.task_args, accepted_kwargs(cls), fixed=("cfg",))
     try:
-        return cls(cfg, **cfg.task_args)
-    except TypeError as e:
-        raise ValueError(f"task {cfg.task!r}: bad task_args {cfg.task_args}: {e}") from None
+        task = cls(cfg, **cfg.task_args)
+    except TypeError as e:  # a required argument left out, or a value the task cannot take
+        raise ConfigError(f"task {name!r}: bad task_args {cfg.task_args}: {one_line(e)}") from e
+    task.validate()
+    return task
 
 
 def model_inputs(batch: Dict[str, Any]) -> torch.Tensor:
@@ -82,9 +87,24 @@ class Task:
     monitor = "loss"
     monitor_mode = "min"
     trains = True  # False: a closed-form task; the Trainer calls solve() instead of its loop
+    model_fixed: Tuple[str, ...] = ("num_classes",)  # preset arguments the task sets itself (from the data)
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+
+    def validate(self) -> None:
+        """Check the config's free-form sections against the signatures they are passed to (``data.options``:
+        the data set's, the transform entries: their classes', ``model.args``: the preset's); a
+        ConfigError naming the section and the key. Called by :func:`build_task`, before any file is written."""
+        from ..data import check_dataset_options, check_transforms
+        from ..models import check_model_args
+
+        d = self.cfg.data
+        check_dataset_options(d.name, d.options)
+        check_transforms(d.train_transforms, "data.train_transforms")
+        check_transforms(d.test_transforms, "data.test_transforms")
+        check_model_args(self.cfg.model.name, self.cfg.model.args,
+                         fixed={k: f"task {self.name!r}" for k in self.model_fixed})
 
     # data + model
     def build_base(self, split: str) -> Dataset:
@@ -107,7 +127,7 @@ class Task:
         from ..models import load_checkpoint
 
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--ckpt {path}: file not found")
+            raise UserFileNotFoundError(f"--ckpt {path}: file not found")
         return load_checkpoint(model, path, source="auto", strict=self.cfg.pretrained_strict)
 
     # steps
@@ -136,6 +156,17 @@ class PretrainTask(Task):
     epoch's mean train loss does."""
 
     monitor, monitor_mode = "loss", "min"
+    model_fixed = ()
+
+    def validate(self) -> None:
+        super().validate()
+        from ..models import create_pretrainer, model_arguments
+
+        own = {"encoder": "model.name", "objective": "objective.name"}  # and the other objective.* keys:
+        own.update((k, f"objective.{k}") for k in ("mask_ratio", "row_size", "decoder_order", "loss",
+                                                   "decoder_depth", "decoder_heads", "mask_strategy"))
+        accepted = accepted_kwargs(create_pretrainer, model_arguments(self.cfg.model.name))
+        check_kwargs("objective.args", "create_pretrainer", self.cfg.objective.args, accepted, fixed=own)
 
     def build_datasets(self) -> Dict[str, Dataset]:
         d = self.cfg.data
@@ -184,7 +215,7 @@ class ClassificationTask(Task):
     def build_datasets(self) -> Dict[str, Dataset]:
         cfg, d = self.cfg, self.cfg.data
         if not d.test_split:
-            raise ValueError("classification needs data.test_split")
+            raise ConfigError("classification needs data.test_split")
         train_tf, test_tf = _transform(d.train_transforms), _transform(d.test_transforms)
         base_train, base_test = self.build_base(d.train_split), self.build_base(d.test_split)
         self.num_classes = base_train.num_classes
@@ -207,7 +238,7 @@ class ClassificationTask(Task):
         if d.label_fraction == 1.0:
             return indices
         if not 0.0 < d.label_fraction < 1.0:
-            raise ValueError(f"data.label_fraction must be in (0, 1], got {d.label_fraction}")
+            raise ConfigError(f"data.label_fraction must be in (0, 1], got {d.label_fraction}")
         seed = self.cfg.train.seed if d.label_seed is None else d.label_seed
         picked = [indices[i] for i in stratified_subset(labels[indices], d.label_fraction, seed)]
         logger.info("data.label_fraction %g: training on %d of %d labelled shapes (seed %d)",

@@ -25,9 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..config import Config, config_to_dict
+from ..errors import UserError, one_line
 from ..version import __version__
 from . import distributed as du
-from .checkpoint import get_rng_state, load_file, set_rng_state, unwrap_model
+from .checkpoint import CheckpointError, get_rng_state, load_file, set_rng_state, unwrap_model
 from .datasets import to_device
 from .hooks import DEFAULT_HOOKS, Hook, build_hooks
 from .logging import RunWriter, format_metrics
@@ -41,8 +42,9 @@ __all__ = ["Trainer", "NonFiniteLossError", "seed_everything"]
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; its optimizer step was skipped and training stopped at the next log."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN/inf (the run diverged); its optimizer step was skipped and training stopped at
+    the next log."""
 
 
 def seed_everything(seed: int) -> None:
@@ -204,12 +206,11 @@ class Trainer:
         self.setup()
         state = load_file(ckpt)
         if "model" not in state:
-            raise ValueError(f"--eval {ckpt}: not a pointmap training checkpoint (no 'model' entry)")
+            raise CheckpointError(f"--eval {ckpt}: not a pointmap training checkpoint (no 'model' entry)")
         try:
             self.module.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise ValueError(f"--eval {ckpt} does not fit {self.cfg.model.name}: "
-                             f"{' '.join(str(e).split())[:300]}") from None
+            raise CheckpointError(f"--eval {ckpt} does not fit {self.cfg.model.name}: {one_line(e, 400)}") from e
         results = self.test(use_best=False)
         results.update(evaluated=ckpt, tested_epoch=state.get("epoch"))  # the epochs behind those weights
         self.run.write_json(results)

@@ -45,10 +45,11 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..config import Config, config_to_dict, deep_merge
-from ..engine import RunDir
+from ..engine import RunDir, build_task
 from ..engine import distributed as du
 from ..engine.logging import format_value
 from ..engine.metrics import mean_std
+from ..errors import UserError
 from .ablation_config import (AblationConfig, Variant, base_mask_ratio, base_objective, stage_config,
                               expand_variants, load_ablation_config, parse_variant)
 from .ablation_report import format_table, machine_description, paired_report, row_losses, write_chart
@@ -148,7 +149,7 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
         # skipping finetuning, a result that also finetuned under the same other settings serves as well
         full = _fingerprint(variant_configs(acfg, variant, seed, skip_finetune=False)) if acfg.skip_finetune else fp
         if res.get("fingerprint") not in (fp, full):
-            raise ValueError(f"{run_dir} holds a result of other settings than this ablation's: use another "
+            raise UserError(f"{run_dir} holds a result of other settings than this ablation's: use another "
                              f"--exp-name, or remove that folder")
         logger.info("ablation %s | %s seed %d: done before, skipped", acfg.name, variant.name, seed)
         if variant.objective and "row_losses" not in res:  # a result from before row losses were measured
@@ -183,8 +184,11 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
 def run_ablation(acfg: AblationConfig, device: str = "auto") -> Dict[str, Any]:
     """Every variant × seed (skipping finished ones), then results.json, table.md, chart.png in ``acfg.root``."""
     if du.is_distributed():
-        raise ValueError("the ablation runs its variants one after another in one process; start it without torchrun")
+        raise UserError("the ablation runs its variants one after another in one process; start it without torchrun")
     variants = expand_variants(acfg)
+    for v in variants:  # a stage config its task rejects (a ConfigError) writes nothing
+        for stage_cfg in variant_configs(acfg, v, acfg.seeds[0]).values():
+            build_task(stage_cfg)
     with driver_run(acfg.root, log=True) as folder:
         logger.info("ablation %s | %d variants (%s) × seeds %s | %s", acfg.name, len(variants),
                     ", ".join(v.name for v in variants), acfg.seeds, acfg.root)

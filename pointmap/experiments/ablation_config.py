@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..config import Config, apply_overrides, config_from_dict, deep_merge, load_yaml
+from ..errors import ConfigError, UserError
 
 __all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config", "OBJECTIVES"]
 
@@ -40,10 +41,10 @@ def parse_variant(name: str) -> Variant:
         return Variant(name, None)
     m = _VARIANT.match(str(name))
     if not m:
-        raise ValueError(f"unknown ablation variant {name!r}: use {_GRAMMAR}")
+        raise UserError(f"unknown ablation variant {name!r}: use {_GRAMMAR}")
     mask = float(m["mask"]) if m["mask"] else None
     if mask is not None and not 0.0 < mask < 1.0:
-        raise ValueError(f"ablation variant {name!r}: the mask ratio must be in (0, 1)")
+        raise UserError(f"ablation variant {name!r}: the mask ratio must be in (0, 1)")
     return Variant(name, m["objective"], mask, m["order"] or "aligned", m["strategy"], m["decoder"])
 
 
@@ -88,12 +89,12 @@ def _check_section(path: str, key: str, data: Optional[Dict[str, Any]], types: D
         return
     for k, v in data.items():
         if k not in types:
-            raise ValueError(f"{path}: unknown key {key}.{k!r}; valid keys: {', '.join(types)}")
+            raise UserError(f"{path}: unknown key {key}.{k!r}; valid keys: {', '.join(types)}")
         if not isinstance(v, types[k]) or isinstance(v, bool):
-            raise ValueError(f"{path}: {key}.{k} has the wrong type ({v!r})")
+            raise UserError(f"{path}: {key}.{k} has the wrong type ({v!r})")
     missing = [k for k in types if k not in data and k != "overrides"]
     if missing:
-        raise ValueError(f"{path}: {key} needs {', '.join(missing)}")
+        raise UserError(f"{path}: {key} needs {', '.join(missing)}")
 
 
 def load_ablation_config(path: str, overrides=()) -> AblationConfig:
@@ -101,31 +102,31 @@ def load_ablation_config(path: str, overrides=()) -> AblationConfig:
     data = apply_overrides(load_yaml(path), list(overrides))
     for key, value in data.items():
         if key not in _TYPES:
-            raise ValueError(f"{path}: unknown ablation key {key!r}; valid keys: {', '.join(_TYPES)}")
+            raise UserError(f"{path}: unknown ablation key {key!r}; valid keys: {', '.join(_TYPES)}")
         if not isinstance(value, _TYPES[key]):
-            raise ValueError(f"{path}: ablation key {key!r} has the wrong type ({value!r})")
+            raise UserError(f"{path}: ablation key {key!r} has the wrong type ({value!r})")
     for key in ("pretrain_cfg", "finetune_cfg"):
         if key not in data:
-            raise ValueError(f"{path}: the ablation needs {key}")
+            raise UserError(f"{path}: the ablation needs {key}")
         if not os.path.isabs(data[key]):
             data[key] = os.path.join(os.path.dirname(os.path.abspath(path)), data[key])
     if data.get("probe") == "none":
         data["probe"] = None
     if data.get("probe") not in ("svm", "linear", None):
-        raise ValueError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
+        raise UserError(f"{path}: probe must be svm, linear or none; got {data['probe']!r}")
     if data.get("skip_finetune") and data.get("probe", "svm") is None:
-        raise ValueError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
+        raise UserError(f"{path}: skip_finetune with probe none leaves nothing to measure downstream")
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in data.get("seeds", [0])) or not data.get(
             "seeds", [0]):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
+        raise UserError(f"{path}: seeds must be a non-empty list of integers; got {data.get('seeds')!r}")
     _check_section(path, "lowdata", data.get("lowdata"), _LOWDATA_KEYS)
     _check_section(path, "fewshot", data.get("fewshot"), _FEWSHOT_KEYS)
     if data.get("lowdata") and not 0.0 < data["lowdata"]["fraction"] < 1.0:
-        raise ValueError(f"{path}: lowdata.fraction must be in (0, 1); got {data['lowdata']['fraction']}")
+        raise UserError(f"{path}: lowdata.fraction must be in (0, 1); got {data['lowdata']['fraction']}")
     if data.get("fewshot"):
         folds = data["fewshot"]["folds"]
         if not folds or not all(isinstance(f, int) and f >= 0 for f in folds) or len(set(folds)) != len(folds):
-            raise ValueError(f"{path}: fewshot.folds must be distinct non-negative integers; got {folds!r}")
+            raise UserError(f"{path}: fewshot.folds must be distinct non-negative integers; got {folds!r}")
         if not os.path.isabs(data["fewshot"]["cfg"]):
             data["fewshot"] = {**data["fewshot"], "cfg": os.path.join(os.path.dirname(os.path.abspath(path)),
                                                                      data["fewshot"]["cfg"])}
@@ -133,7 +134,7 @@ def load_ablation_config(path: str, overrides=()) -> AblationConfig:
     acfg.name = acfg.name or os.path.splitext(os.path.basename(path))[0]
     names = [v.name for v in expand_variants(acfg)]  # a bad variant name or sweep value fails here
     if acfg.reference is not None and acfg.reference not in names:
-        raise ValueError(f"{path}: reference {acfg.reference!r} is not one of the variants ({', '.join(names)})")
+        raise UserError(f"{path}: reference {acfg.reference!r} is not one of the variants ({', '.join(names)})")
     return acfg
 
 
@@ -154,7 +155,7 @@ def expand_variants(acfg: AblationConfig) -> List[Variant]:
         if v.name not in [o.name for o in out]:
             out.append(v)
     if not out:
-        raise ValueError("the ablation has no variants")
+        raise UserError("the ablation has no variants")
     return out
 
 
@@ -170,7 +171,7 @@ def stage_config(acfg: AblationConfig, path: str, section: Dict[str, Any], stage
     data = deep_merge(deep_merge(load_yaml(path), acfg.common), section)
     try:
         cfg = config_from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"ablation {acfg.name}, {stage} config: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"ablation {acfg.name}, {stage} config: {e}") from e
     cfg.name = cfg.name or os.path.splitext(os.path.basename(path))[0]
     return cfg

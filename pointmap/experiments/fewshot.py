@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence
 
+from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir
+from ..engine import Hook, RunDir, build_task
 from ..engine import distributed as du
 from ..engine.metrics import summarize_seeds
 from .runs import driver_run, run_child
@@ -32,10 +33,10 @@ def parse_folds(text: str) -> List[int]:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
             folds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise ValueError(f"--folds {text!r}: expected fold numbers like 0-9 or 0,2,4") from None
+    except ValueError as e:
+        raise UserError(f"--folds {text!r}: expected fold numbers like 0-9 or 0,2,4") from e
     if not folds or min(folds) < 0 or len(set(folds)) != len(folds):
-        raise ValueError(f"--folds {text!r}: expected distinct non-negative fold numbers")
+        raise UserError(f"--folds {text!r}: expected distinct non-negative fold numbers")
     return folds
 
 
@@ -59,7 +60,7 @@ def _ensure_folds(cfg: Config, way: int, shot: int, folds: Sequence[int], prepar
     if not missing:
         return
     if not prepare:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"few-shot fold file {missing[0]} not found ({len(missing)} missing): download Point-BERT's folds, "
             f"or draw them from ModelNet40 with python tools/prepare_data.py fewshot --root {cfg.data.root} "
             f"--ways {way} --shots {shot} (or pass --prepare-folds)")
@@ -77,17 +78,19 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     """Run ``cfg`` (a classification config on a few-shot data set) on every fold; returns what
     ``fewshot.json`` holds: per-fold test metrics and their mean ± std."""
     if cfg.task != "classification":
-        raise ValueError(f"{cfg.name}: few-shot runs task 'classification', the config has {cfg.task!r}")
+        raise UserError(f"{cfg.name}: few-shot runs task 'classification', the config has {cfg.task!r}")
     if not folds:
-        raise ValueError("few-shot: no folds to run")
+        raise UserError("few-shot: no folds to run")
     _ensure_folds(cfg, way, shot, folds, prepare)
     setting = f"{way}way_{shot}shot"
     base = os.path.join(RunDir.of(cfg).path, setting)
+    fold_cfgs = [copy.deepcopy(cfg) for _ in folds]
+    for c, fold in zip(fold_cfgs, folds):
+        c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
+    build_task(fold_cfgs[0])  # a config its task rejects (a ConfigError) writes no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
-        for fold in folds:
-            c = copy.deepcopy(cfg)
-            c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
+        for c, fold in zip(fold_cfgs, folds):
             runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks))
             logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
         per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]

@@ -13,8 +13,9 @@ import logging
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
+from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir, Trainer, Task
+from ..engine import Hook, RunDir, Trainer, Task, build_task
 from ..engine import distributed as du
 from ..engine.logging import format_metrics
 from ..engine.metrics import summarize_seeds
@@ -34,13 +35,13 @@ def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resum
 
 def run_pretrain(cfg: Config, **kwargs) -> Dict[str, Any]:
     if cfg.task != "pretrain":
-        raise ValueError(f"{cfg.name}: task is {cfg.task!r}, not 'pretrain' (use the matching tool)")
+        raise UserError(f"{cfg.name}: task is {cfg.task!r}, not 'pretrain' (use the matching tool)")
     return run(cfg, **kwargs)
 
 
 def run_finetune(cfg: Config, seeds: Optional[Sequence[int]] = None, **kwargs) -> Dict[str, Any]:
     if cfg.task == "pretrain":
-        raise ValueError(f"{cfg.name}: task is 'pretrain'; finetuning needs a downstream task config")
+        raise UserError(f"{cfg.name}: task is 'pretrain'; finetuning needs a downstream task config")
     return run_seeds(cfg, seeds, **kwargs) if seeds else run(cfg, **kwargs)
 
 
@@ -76,6 +77,7 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
               hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """One run per seed in ``<exp>/seed<k>/``, then mean ± std of every test metric in ``<exp>/metrics.json``."""
     base = RunDir.of(cfg).path
+    build_task(cfg)  # a config its task rejects (a ConfigError) writes no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for seed in seeds:
@@ -101,9 +103,9 @@ def evaluate_checkpoint(cfg: Config, ckpt: Optional[str] = None, *, device: str 
     run_dir = RunDir.of(cfg).path
     ckpt = os.path.abspath(ckpt or os.path.join(run_dir, "ckpt-best.pth"))
     if cfg.train.probe == "svm":
-        raise ValueError("--eval scores a trained checkpoint; the SVM probe keeps none (run it again instead)")
+        raise UserError("--eval scores a trained checkpoint; the SVM probe keeps none (run it again instead)")
     if not os.path.isfile(ckpt):
-        raise FileNotFoundError(f"--eval: checkpoint not found: {ckpt} (pass --ckpt, or the run's --exp-name)")
+        raise UserFileNotFoundError(f"--eval: checkpoint not found: {ckpt} (pass --ckpt, or the run's --exp-name)")
     cfg = copy.deepcopy(cfg)
     cfg.pretrained = None
     cfg.train.overwrite = True

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from ..errors import UserError
 from .block import Block, TokenContext
 
 
@@ -20,7 +21,7 @@ class Attention(nn.Module):
                  proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+            raise UserError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5

@@ -25,6 +25,7 @@ from torch import nn
 
 from pointmap.ops import selective_scan
 
+from ..errors import UserError
 from .block import Block
 
 _DIRECTIONS = {False: None, None: None, "none": None, True: "sequence", "sequence": "sequence",
@@ -58,7 +59,7 @@ class MambaMixer(nn.Module):
                  bias: bool = False, bidirectional: Union[bool, str] = False, scan_backend: str = "auto"):
         super().__init__()
         if bidirectional not in _DIRECTIONS:
-            raise ValueError(f"bidirectional must be one of False, True, 'sequence', 'channel'; got {bidirectional!r}")
+            raise UserError(f"bidirectional must be one of False, True, 'sequence', 'channel'; got {bidirectional!r}")
         self.d_model = d_model
         self.d_state = d_state
         self.d_conv = d_conv

@@ -8,12 +8,12 @@ from .partseg import PartSegmenter
 from .presets import build_point_model
 from .pretrainer import (MAPDecoder, MAPPretrainer, PretrainOutput, create_pretrainer, random_mask,
                          row_attention_mask)
-from .registry import create_model, list_models, register_model
+from .registry import check_model_args, create_model, list_models, model_arguments, register_model
 from . import map3d  # noqa: F401  (registers map3d_official)
 
 __all__ = [
     "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "MAPPretrainer", "PartSegmenter", "PatchTokens", "PretrainOutput", "TokenEncoder", "build_point_model",
-    "create_model", "create_pretrainer", "detect_format", "list_models", "load_checkpoint", "map3d_to_pointmap", "mlp_head", "no_weight_decay", "patchify",
+    "check_model_args", "create_model", "create_pretrainer", "detect_format", "list_models", "load_checkpoint", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
     "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "read_checkpoint", "random_mask", "register_model", "row_attention_mask",
 ]

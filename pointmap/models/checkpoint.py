@@ -12,6 +12,7 @@ from typing import Dict, List, NamedTuple
 import torch
 from torch import nn
 
+from ..errors import UserError, one_line
 from .convert import CONVERTERS, FORMATS, detect_format
 from .hybrid_encoder import TokenEncoder
 
@@ -33,7 +34,7 @@ class LoadResult(NamedTuple):
     source: str = "pointmap"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that does not fit its target: the message names the file, the format and the keys."""
 
 
@@ -96,9 +97,8 @@ def read_checkpoint(path: str, weights_only: bool = True):
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as e:  # torch.load's parser fails in many ways on a file that is not a checkpoint
-        reason = " ".join(str(e).split())
         raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint "
-                              f"({type(e).__name__}: {reason[:160]}{'...' if len(reason) > 160 else ''})") from e
+                              f"({type(e).__name__}: {one_line(e, 240)})") from e
 
 
 def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: bool = True,
@@ -124,7 +124,7 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
             shape differs from the target's, or (strict) encoder tensors are missing or keys are unknown.
     """
     if source not in ("auto",) + FORMATS:
-        raise ValueError(f"source must be one of {['auto', *FORMATS]}; got {source!r}")
+        raise UserError(f"source must be one of {['auto', *FORMATS]}; got {source!r}")
     state = _extract_state(read_checkpoint(path, weights_only), path)
     state = _strip_module(state)
     fmt = detect_format(state) if source == "auto" else source

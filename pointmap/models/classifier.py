@@ -5,6 +5,8 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ..errors import UserError
+
 _POOLS = {"cls_max": 2, "cls_maxmean": 2, "cls": 1, "max": 1, "mean": 1, "maxmean": 1, "max_mean": 2}
 
 
@@ -55,9 +57,9 @@ class Classifier(nn.Module):
                  head_dropout: float = 0.5):
         super().__init__()
         if global_pool not in _POOLS:
-            raise ValueError(f"global_pool must be one of {', '.join(_POOLS)}; got {global_pool!r}")
+            raise UserError(f"global_pool must be one of {', '.join(_POOLS)}; got {global_pool!r}")
         if global_pool.startswith("cls") and not cls_token:
-            raise ValueError(f"global_pool={global_pool!r} needs cls_token=True")
+            raise UserError(f"global_pool={global_pool!r} needs cls_token=True")
         dim = encoder.embed_dim
         self.encoder = encoder
         self.num_classes = num_classes

@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..errors import UserError
+
 State = Dict[str, torch.Tensor]
 _ENC = r"^(?:MAE_encoder\.)?"  # pretraining classes keep the encoder under MAE_encoder
 
@@ -94,7 +96,7 @@ def pointmamba_to_pointmap(state: State, layout: Optional[str] = None) -> State:
         rows = scale.get(kind, {})
         if rows:
             if sorted(rows) != list(range(1, len(rows) + 1)):
-                raise ValueError(f"PointMamba checkpoint: OrderScale_{kind}_* are numbered {sorted(rows)}, "
+                raise UserError(f"PointMamba checkpoint: OrderScale_{kind}_* are numbered {sorted(rows)}, "
                                  f"expected 1..{len(rows)}")
             out[name] = torch.stack([rows[i] for i in sorted(rows)])
     return _conv_to_linear(out)

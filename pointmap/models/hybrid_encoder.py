@@ -10,6 +10,8 @@ from torch import nn
 from pointmap.layers import MambaMixer, linear_rates, MiniPointNet, PosMLP, TokenContext, mamba_block, transformer_block
 from pointmap.ops import gather_points, group, serialize
 
+from ..errors import UserError
+
 
 @dataclass
 class EncoderOutput:
@@ -57,7 +59,7 @@ def resolve_norm(norm_layer: Union[str, Callable, None]) -> Callable[[int], nn.M
         return nn.RMSNorm
     if callable(norm_layer):
         return norm_layer
-    raise ValueError(f"norm_layer must be 'layernorm', 'rmsnorm' or a callable, got {norm_layer!r}")
+    raise UserError(f"norm_layer must be 'layernorm', 'rmsnorm' or a callable, got {norm_layer!r}")
 
 
 def init_weights(module: nn.Module) -> None:
@@ -119,7 +121,7 @@ class TokenEncoder(nn.Module):
                  pos_act_layer=nn.GELU, pos_mode: str = "every_block"):
         super().__init__()
         if pos_mode not in POS_MODES:
-            raise ValueError(f"pos_mode must be one of {list(POS_MODES)}, got {pos_mode!r}")
+            raise UserError(f"pos_mode must be one of {list(POS_MODES)}, got {pos_mode!r}")
         norm_layer = resolve_norm(norm_layer)
         self.pos_mode = pos_mode
         self.embed_dim = embed_dim
@@ -131,12 +133,12 @@ class TokenEncoder(nn.Module):
         fns.update(block_fns or {})
         for i, letter in enumerate(layout):
             if letter not in fns:
-                raise ValueError(f"layout {layout!r}: unknown block letter {letter!r} at position {i}; "
+                raise UserError(f"layout {layout!r}: unknown block letter {letter!r} at position {i}; "
                                  f"known letters: {', '.join(sorted(fns))}")
         if drop_path_rates is None:
             drop_path_rates = linear_rates(drop_path_rate, len(layout))
         elif len(drop_path_rates) != len(layout):
-            raise ValueError(f"{len(drop_path_rates)} drop_path_rates for a layout of {len(layout)} blocks")
+            raise UserError(f"{len(drop_path_rates)} drop_path_rates for a layout of {len(layout)} blocks")
         self.pos_embed = PosMLP(embed_dim, coord_dim, act_layer=pos_act_layer)
         self.blocks = nn.ModuleList(fns[letter](embed_dim, drop_path=float(dp))
                                     for letter, dp in zip(layout, drop_path_rates))

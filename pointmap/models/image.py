@@ -92,19 +92,19 @@ def _image_preset(embed_dim: int, num_heads: int):
                 layout="MMMTMMMTMMMT", bidirectional="sequence", drop_path_rate=0.1)
 
 
-@register_model
+@register_model(forwards=(ImageEncoder, Classifier))
 def hybridnet_image_t(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-T for images: C=192, 3 heads, 16×16 patches; head: mean token → linear."""
     return _build_image(_image_preset(192, 3), num_classes, kwargs)
 
 
-@register_model
+@register_model(forwards=(ImageEncoder, Classifier))
 def hybridnet_image_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-S for images: C=384, 6 heads, 16×16 patches; head: mean token → linear."""
     return _build_image(_image_preset(384, 6), num_classes, kwargs)
 
 
-@register_model
+@register_model(forwards=(ImageEncoder, Classifier))
 def hybridnet_image_b(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-B for images: C=768, 12 heads, 16×16 patches; head: mean token → linear."""
     return _build_image(_image_preset(768, 12), num_classes, kwargs)

@@ -14,7 +14,8 @@ from torch import nn
 
 from pointmap.layers import Block, linear_rates, LocalNormPool, MambaMixer, transformer_block
 
-from .presets import _build
+from .hybrid_encoder import HybridEncoder
+from .presets import _build, build_point_model
 from .registry import register_model
 
 
@@ -45,14 +46,12 @@ def map3d_drop_path(layout: str, rate: float) -> list:
     return rates
 
 
-@register_model
-def map3d_official(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+@register_model(forwards=(build_point_model, HybridEncoder))
+def map3d_official(num_classes: Optional[int] = None, *, layout: str = "MMMT" * 4, lnp_k: int = 4,
+                   num_heads: int = 6, drop_path_rate: float = 0.1, **kwargs) -> nn.Module:
     """The released MAP 3D architecture: G=128, K=32, FPS order, SiLU positional MLP, cls token,
     (MMMT)×4 of Mamba3D / LNP-attention blocks, head on [cls; max + mean]."""
-    layout = kwargs.pop("layout", "MMMT" * 4)
-    lnp_k = kwargs.pop("lnp_k", 4)
-    num_heads = kwargs.pop("num_heads", 6)
-    rate = kwargs.pop("drop_path_rate", 0.1)
+    rate = drop_path_rate
     cfg = dict(embed_dim=384, layout=layout, num_group=128, group_size=32, order="none", skip_near_origin=True,
                pos_act_layer=nn.SiLU, drop_path_rates=map3d_drop_path(layout, rate),
                block_fns={"M": lambda d, drop_path: mamba3d_block(d, drop_path, lnp_k),

@@ -3,6 +3,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
+from ..errors import UserError
 from .classifier import Classifier
 from .hybrid_encoder import HybridEncoder
 from .partseg import PartSegmenter
@@ -16,7 +17,7 @@ def build_point_model(num_classes: Optional[int] = None, *, num_parts: Optional[
     """Encoder alone (``num_classes=None``), with a classification head (``num_classes``), or with the
     part-segmentation head (``num_parts``, ``num_categories``)."""
     if num_classes is not None and num_parts is not None:
-        raise ValueError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
+        raise UserError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
     encoder = encoder_cls(**encoder_kwargs)
     if num_parts is not None:
         return PartSegmenter(encoder, num_parts=num_parts, num_categories=num_categories)
@@ -30,7 +31,7 @@ def _build(defaults: dict, num_classes: Optional[int], overrides: dict) -> nn.Mo
     return build_point_model(num_classes, **{**defaults, **overrides})
 
 
-@register_model
+@register_model(forwards=(build_point_model, HybridEncoder))
 def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-S: C=384, layout MMMTMMMTMMMT, hilbert order; head on [cls; max + mean].
 
@@ -46,7 +47,7 @@ def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     return _build(cfg, num_classes, kwargs)
 
 
-@register_model
+@register_model(forwards=(build_point_model, HybridEncoder))
 def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """Point-MAE's encoder and finetuning model (``PointTransformer``): 12 Transformer blocks (6 heads, no
     qkv bias), FPS order with pointnet2_ops' FPS (never a point within 1e-3 of the origin after the first),
@@ -58,7 +59,7 @@ def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     return _build(cfg, num_classes, kwargs)
 
 
-@register_model
+@register_model(forwards=(build_point_model, HybridEncoder))
 def pointmamba(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """PointMamba (``PointMambaScan``): 12 Mamba blocks over the hilbert then the hilbert-trans token
     sequence (2G tokens, no cls token) with per-order scale and shift, the positional embedding added once

@@ -9,6 +9,7 @@ from torch import nn
 from pointmap.layers import PosMLP, linear_rates, TokenContext, transformer_block
 from pointmap.ops import chamfer, gather_points
 
+from ..errors import UserError
 from .hybrid_encoder import init_weights
 from .registry import create_model
 
@@ -71,7 +72,7 @@ def make_mask(strategy: str, batch: int, num_tokens: int, ratio: float, row_size
       loses the same number of tokens, up to one.
     """
     if strategy not in MASK_STRATEGIES:
-        raise ValueError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {strategy!r}")
+        raise UserError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {strategy!r}")
     m = int(ratio * num_tokens)
     i = torch.arange(num_tokens, device=device)
     if strategy == "random":
@@ -108,7 +109,7 @@ def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, n
     elif objective == "ar":
         row_size = 1
     elif objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")
+        raise UserError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")
     elif row_size is None:
         if natural is not None and decoder_order == "inplace":
             row_size = natural
@@ -117,12 +118,12 @@ def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, n
             if root * root != g:
                 what = ("decoder_order='concat' cuts the decoder sequence" if decoder_order == "concat"
                         else "objective='map' without row_size cuts the sequence")
-                raise ValueError(f"{what} of length {g} into rows of √{g} tokens, but {g} is not a perfect "
+                raise UserError(f"{what} of length {g} into rows of √{g} tokens, but {g} is not a perfect "
                                  f"square (√{g} ≈ {math.sqrt(g):.2f}); pass row_size or use G = {root * root} "
                                  f"or {(root + 1) ** 2}")
             row_size = root
     if row_size < 1 or g % row_size:
-        raise ValueError(f"the number of tokens G={g} is not divisible by row_size={row_size}")
+        raise UserError(f"the number of tokens G={g} is not divisible by row_size={row_size}")
     return row_size
 
 
@@ -176,20 +177,20 @@ class MAPPretrainer(nn.Module):
                  mask_strategy: str = "random"):
         super().__init__()
         if mask_strategy not in MASK_STRATEGIES:
-            raise ValueError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {mask_strategy!r}")
+            raise UserError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {mask_strategy!r}")
         if not hasattr(encoder, "tokenize"):
             raise TypeError(f"create_pretrainer needs an encoder (create_model(name) with num_classes=None), "
                             f"got {type(encoder).__name__}")
         if decoder_order not in ("inplace", "concat"):
-            raise ValueError(f"decoder_order must be 'inplace' or 'concat'; got {decoder_order!r}")
+            raise UserError(f"decoder_order must be 'inplace' or 'concat'; got {decoder_order!r}")
         if decoder_row_order not in ("aligned", "shuffled"):
-            raise ValueError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {decoder_row_order!r}")
+            raise UserError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {decoder_row_order!r}")
         if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
+            raise UserError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
         modality = encoder.modality
         loss = loss or ("mse" if modality == "image" else "cdl2")
         if loss not in _LOSSES or (modality == "image") != (loss == "mse"):
-            raise ValueError(f"loss {loss!r} does not fit a {modality} encoder "
+            raise UserError(f"loss {loss!r} does not fit a {modality} encoder "
                              f"({'mse' if modality == 'image' else 'cdl2 or cdl1'})")
         dim, g = encoder.embed_dim, encoder.num_tokens
         self.encoder = encoder

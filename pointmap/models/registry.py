@@ -1,16 +1,34 @@
 """Model registry à la timm: ``@register_model`` presets, ``create_model(name)``, ``list_models()``."""
-from typing import Callable, List, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence, Set, List
 
 from torch import nn
 
+from ..errors import accepted_kwargs, check_kwargs
 from ..registry import Registry
 
 MODELS = Registry("model")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Registers ``fn`` under its ``__name__``; ``fn(num_classes=None, **overrides)`` builds the model."""
-    return MODELS.register(obj=fn)
+def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, forwards: Sequence[Callable] = ()):
+    """Registers ``fn`` under its ``__name__``; ``fn(num_classes=None, **overrides)`` builds the model.
+    ``forwards``: where the preset's ``**overrides`` go (its builder, the encoder class), which decides the
+    names ``model.args`` may hold (:func:`model_arguments`); ``@register_model(forwards=(...))``."""
+    def add(f):
+        f.forwards_kwargs = tuple(forwards)
+        return MODELS.register(obj=f)
+
+    return add if fn is None else add(fn)
+
+
+def model_arguments(name: str) -> Optional[Set[str]]:
+    """The keyword names preset ``name`` accepts (None: it does not declare where its ``**kwargs`` go)."""
+    fn = MODELS.get(name)
+    return accepted_kwargs(fn, *getattr(fn, "forwards_kwargs", ()))
+
+
+def check_model_args(name: str, args: Mapping[str, Any], section: str = "model.args", fixed=()) -> None:
+    """A :class:`~pointmap.errors.ConfigError` naming ``section`` and the first key preset ``name`` does not take."""
+    check_kwargs(section, name, args, model_arguments(name), fixed)
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:

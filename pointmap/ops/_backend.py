@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
+from ..errors import UnavailableError, UserError
+
 _OVERRIDES: Dict[str, str] = {}
 
 
@@ -43,7 +45,7 @@ def register_backend(op: str, backend: Backend) -> None:
 def set_backend(op: str, name: Optional[str]) -> None:
     """Force ``op`` to a backend for this process (what a config's ``ops:`` section does); None clears."""
     if op not in _REGISTRY:
-        raise ValueError(f"unknown op {op!r}; ops with backends: {sorted(_REGISTRY)}")
+        raise UserError(f"unknown op {op!r}; ops with backends: {sorted(_REGISTRY)}")
     if name is None or name == "auto":
         _OVERRIDES.pop(op, None)
     else:
@@ -62,7 +64,7 @@ def _check_name(op: str, name: str) -> Backend:
     for b in _REGISTRY[op]:
         if b.name == name:
             return b
-    raise ValueError(f"unknown {op} backend {name!r}; choose one of {['auto'] + [b.name for b in _REGISTRY[op]]}")
+    raise UserError(f"unknown {op} backend {name!r}; choose one of {['auto'] + [b.name for b in _REGISTRY[op]]}")
 
 
 def available_backends(op: str) -> List[str]:
@@ -80,10 +82,10 @@ def resolve(op: str, backend: Optional[str], *tensors) -> Callable:
     if name is not None:
         b = _check_name(op, name)
         if not b.available():
-            raise RuntimeError(f"{op} backend {name!r} is not available on this machine: {b.hint}")
+            raise UnavailableError(f"{op} backend {name!r} is not available on this machine: {b.hint}")
         if not b.supports(*tensors):
             dev = tensors[0].device if tensors else "?"
-            raise RuntimeError(f"{op} backend {name!r} cannot run on tensors on {dev}: {b.hint}")
+            raise UnavailableError(f"{op} backend {name!r} cannot run on tensors on {dev}: {b.hint}")
         return b.fn
     for b in _REGISTRY[op]:
         if b.available() and b.supports(*tensors):

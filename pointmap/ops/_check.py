@@ -1,6 +1,8 @@
 """Input validation shared by the ops: one-line ValueErrors naming the argument at fault."""
 import torch
 
+from ..errors import UserError
+
 
 def check_points(name: str, x, dims: int = 3, check_finite: bool = True) -> None:
     """``x`` must be a floating tensor of shape (B, N, dims) with finite values."""
@@ -13,7 +15,7 @@ def check_points(name: str, x, dims: int = 3, check_finite: bool = True) -> None
     # the finite check reads a value on the host: skipped inside torch.compile, where it would break the graph
     if check_finite and x.numel() and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name} has non-finite values (first at index {tuple(bad)})")
+        raise UserError(f"{name} has non-finite values (first at index {tuple(bad)})")
 
 
 def check_count(name: str, value, upper: int, upper_name: str, lower: int = 1) -> None:

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from ..errors import UserError
 from ._check import check_points
 
 ORDERS = ("hilbert", "hilbert-trans", "z", "z-trans", "xyz", "none")
@@ -115,7 +116,7 @@ def encode(center: torch.Tensor, order: str, bits: int = 10, grid_size: Optional
     depths = grid_depths(q, grid_depth)
     top = int(depths.max())
     if top > _MAX_DEPTH:
-        raise ValueError(f"grid_size={grid_size} puts {1 << top} cells along one axis of a cloud "
+        raise UserError(f"grid_size={grid_size} puts {1 << top} cells along one axis of a cloud "
                          f"(depth {top} > {_MAX_DEPTH}); use a coarser grid")
     codes = torch.empty(q.shape[:2], dtype=torch.long, device=q.device)
     for d in depths.unique().tolist():  # one curve depth at a time (one value with grid_depth="batch")
@@ -127,13 +128,13 @@ def encode(center: torch.Tensor, order: str, bits: int = 10, grid_size: Optional
 def _check(center, order, bits, grid_size, grid_depth):
     check_points("center", center)
     if order not in ORDERS:
-        raise ValueError(f"unknown serialization order {order!r}; choose one of {list(ORDERS)}")
+        raise UserError(f"unknown serialization order {order!r}; choose one of {list(ORDERS)}")
     if not 1 <= bits <= 20:
-        raise ValueError(f"bits must be in [1, 20], got {bits}")
+        raise UserError(f"bits must be in [1, 20], got {bits}")
     if grid_size is not None and not grid_size > 0:
-        raise ValueError(f"grid_size must be > 0 (or None), got {grid_size}")
+        raise UserError(f"grid_size must be > 0 (or None), got {grid_size}")
     if grid_depth not in GRID_DEPTHS:
-        raise ValueError(f"grid_depth must be one of {list(GRID_DEPTHS)}, got {grid_depth!r}")
+        raise UserError(f"grid_depth must be one of {list(GRID_DEPTHS)}, got {grid_depth!r}")
 
 
 def serialize(center: torch.Tensor, order: str = "hilbert", bits: int = 10, grid_size: Optional[float] = None,

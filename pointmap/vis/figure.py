@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .panels import Panel, reconstruction_panels, run_pretrainer, sample_chamfer
 from .render import render_panels, save_png, write_ply
 
@@ -49,11 +50,11 @@ def reconstruction_figure(model: nn.Module, points: torch.Tensor, *, seed: int =
     """Mask ``points`` (N, 3) with a mask seeded by ``seed``, reconstruct with ``model`` (a point-cloud
     :class:`~pointmap.models.MAPPretrainer`) and draw input / visible / masked truth / reconstruction."""
     if getattr(getattr(model, "encoder", None), "modality", None) != "points":
-        raise ValueError("reconstruction_figure needs a point-cloud pretrainer; images: pointmap.vis.image_grid")
+        raise UserError("reconstruction_figure needs a point-cloud pretrainer; images: pointmap.vis.image_grid")
     x = torch.as_tensor(points, dtype=torch.float32)
     x = x.unsqueeze(0) if x.dim() == 2 else x
     if x.dim() != 3 or x.shape[0] != 1 or x.shape[-1] != 3:
-        raise ValueError(f"points must be (N, 3) or (1, N, 3), got {tuple(x.shape)}")
+        raise UserError(f"points must be (N, 3) or (1, N, 3), got {tuple(x.shape)}")
     out = run_pretrainer(model, x, seed=seed, mask_ratio=mask_ratio)
     cd = sample_chamfer(out)
     g, m = out.mask.shape[1], int(out.mask[0].sum())

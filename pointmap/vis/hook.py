@@ -23,6 +23,8 @@ import torch
 
 from pointmap.engine.hooks import Hook, register_hook
 
+from ..errors import UserError
+
 __all__ = ["VisHook", "fixed_sample"]
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class VisHook(Hook):
     def __init__(self, every_n_epochs: int = 10, index: int = 0, seed: int = 0, size: Sequence[int] = (1600, 440),
                  backend: str = "auto", color_by: str = "role", num_images: int = 4, point_size: float = 4.0):
         if int(every_n_epochs) < 1:
-            raise ValueError(f"vis hook: every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise UserError(f"vis hook: every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every = int(every_n_epochs)
         self.index, self.seed, self.size = int(index), int(seed), tuple(int(s) for s in size)
         self.backend, self.color_by, self.num_images = backend, color_by, int(num_images)

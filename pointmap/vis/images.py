@@ -14,6 +14,7 @@ from torch import nn
 
 from pointmap.models.image import patchify
 
+from ..errors import UserError
 from .panels import run_pretrainer
 
 __all__ = ["unpatchify", "image_reconstructions", "image_grid"]
@@ -37,7 +38,7 @@ def image_reconstructions(model: nn.Module, images: torch.Tensor, seed: int = 0,
     images' range and the loss (MSE on normalized masked patches)."""
     enc = model.encoder
     if getattr(enc, "modality", None) != "image":
-        raise ValueError("image_reconstructions needs an image pretrainer (e.g. hybridnet_image_s)")
+        raise UserError("image_reconstructions needs an image pretrainer (e.g. hybridnet_image_s)")
     images = images.float()
     out = run_pretrainer(model, images, seed=seed, mask_ratio=mask_ratio)
     p, c, grid = enc.patch_size, enc.in_chans, tuple(enc.patch_embed.grid_size)

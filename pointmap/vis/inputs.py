@@ -16,6 +16,8 @@ import torch
 from pointmap.data.io import check_points, load_npy, load_text_points, missing
 from pointmap.data.mesh import MESH_EXTENSIONS, load_mesh_points
 
+from ..errors import UserError
+
 __all__ = ["POINT_EXTENSIONS", "INPUT_EXTENSIONS", "read_points_file", "prepare_points", "load_input",
            "dataset_item"]
 
@@ -29,12 +31,12 @@ def _read_ply(path: Path, num_points: int, seed: int) -> np.ndarray:
     try:
         obj = trimesh.load(path)
     except Exception as e:  # trimesh raises many types for unreadable files
-        raise ValueError(f"unreadable ply file {path}: {type(e).__name__}: {e}") from e
+        raise UserError(f"unreadable ply file {path}: {type(e).__name__}: {e}") from e
     if isinstance(obj, trimesh.Trimesh) and len(obj.faces):
         return load_mesh_points(path, num_points, seed)["points"]
     vertices = getattr(obj, "vertices", None)
     if vertices is None:
-        raise ValueError(f"ply file {path} holds neither points nor a mesh ({type(obj).__name__})")
+        raise UserError(f"ply file {path} holds neither points nor a mesh ({type(obj).__name__})")
     return np.asarray(vertices)
 
 
@@ -43,7 +45,7 @@ def _read_pcd(path: Path) -> np.ndarray:
 
     problem = open3d_problem()
     if problem:
-        raise ValueError(f"reading {path} (.pcd) needs open3d: {problem}")
+        raise UserError(f"reading {path} (.pcd) needs open3d: {problem}")
     import open3d as o3d
 
     return np.asarray(o3d.io.read_point_cloud(str(path)).points)
@@ -54,7 +56,7 @@ def read_points_file(path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in INPUT_EXTENSIONS:
-        raise ValueError(f"{path}: unknown extension {ext or '(none)'!r}; "
+        raise UserError(f"{path}: unknown extension {ext or '(none)'!r}; "
                          f"expected one of {', '.join(INPUT_EXTENSIONS)}")
     if not path.is_file():
         raise missing(path, "input file")
@@ -102,7 +104,7 @@ def dataset_item(name: str, root: Optional[str], split: str, index: int, options
 
     ds = build_dataset(name, root, split, **(options or {}))
     if not -len(ds) <= index < len(ds):
-        raise ValueError(f"--index {index} is out of range for {name}/{split} ({len(ds)} items: 0..{len(ds) - 1})")
+        raise UserError(f"--index {index} is out of range for {name}/{split} ({len(ds)} items: 0..{len(ds) - 1})")
     item = dict(ds[index])
     if "points" in item:
         item = build_transforms(transforms or [{"name": "normalize"}])(item)

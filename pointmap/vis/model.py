@@ -8,6 +8,8 @@ from torch import nn
 
 from pointmap.config import Config, config_from_dict
 
+from ..errors import UserError, UserFileNotFoundError
+
 __all__ = ["load_pretrainer"]
 
 
@@ -23,19 +25,19 @@ def load_pretrainer(ckpt: str, cfg: Optional[Config] = None, device: str = "cpu"
     if cfg is None:
         saved = load_file(ckpt).get("config")
         if not isinstance(saved, dict):
-            raise ValueError(f"{ckpt} holds no config (not written by pointmap's Trainer): pass --cfg")
+            raise UserError(f"{ckpt} holds no config (not written by pointmap's Trainer): pass --cfg")
         cfg = config_from_dict(saved)
     if cfg.task != "pretrain":
-        raise ValueError(f"config {cfg.name or '?'} is a {cfg.task!r} config; reconstructions need a pretraining "
+        raise UserError(f"config {cfg.name or '?'} is a {cfg.task!r} config; reconstructions need a pretraining "
                          f"config (task: pretrain)")
     model = build_task(cfg).build_model({})
     try:
         report = load_checkpoint(model, ckpt, source="auto")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}") from None
+    except FileNotFoundError as e:
+        raise UserFileNotFoundError(f"checkpoint not found: {ckpt}") from e
     if report.missing_keys or report.unexpected_keys:
         key = (report.missing_keys or report.unexpected_keys)[0]
         what = "is not in the checkpoint" if report.missing_keys else "has no place in the model"
-        raise ValueError(f"{ckpt} does not fit the config's {cfg.model.name} pretrainer: {key!r} {what} "
+        raise UserError(f"{ckpt} does not fit the config's {cfg.model.name} pretrainer: {key!r} {what} "
                          f"({len(report.missing_keys)} missing, {len(report.unexpected_keys)} unexpected keys)")
     return model.to(torch.device(device)).eval(), cfg

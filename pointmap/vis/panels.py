@@ -18,6 +18,8 @@ from torch import nn
 
 from pointmap.ops import chamfer
 
+from ..errors import UserError
+
 __all__ = ["ROLE_COLORS", "Panel", "run_pretrainer", "reconstruction_panels", "sample_chamfer", "patch_palette"]
 
 # RGB in [0, 1]. Distinct from each other and from the white background.
@@ -42,7 +44,7 @@ class Panel:
         self.points = np.ascontiguousarray(self.points, dtype=np.float32).reshape(-1, 3)
         self.colors = np.ascontiguousarray(self.colors, dtype=np.float32).reshape(-1, 3)
         if len(self.points) != len(self.colors):
-            raise ValueError(f"panel {self.name}: {len(self.points)} points but {len(self.colors)} colours")
+            raise UserError(f"panel {self.name}: {len(self.points)} points but {len(self.colors)} colours")
 
 
 def patch_palette(n: int) -> np.ndarray:
@@ -57,7 +59,7 @@ def _mask_ratio(model: nn.Module, ratio: Optional[float]) -> Iterator[None]:
         yield
         return
     if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask ratio must be in (0, 1); got {ratio}")
+        raise UserError(f"mask ratio must be in (0, 1); got {ratio}")
     old = model.mask_ratio
     model.mask_ratio = float(ratio)
     try:
@@ -101,9 +103,9 @@ def reconstruction_panels(inputs: torch.Tensor, out, index: int = 0, color_by: s
     ground truth and prediction; visible patches keep the role colour).
     """
     if color_by not in ("role", "patch"):
-        raise ValueError(f"color_by must be 'role' or 'patch'; got {color_by!r}")
+        raise UserError(f"color_by must be 'role' or 'patch'; got {color_by!r}")
     if out.patches.dim() != 4:
-        raise ValueError("reconstruction_panels needs a point-cloud pretrainer output; "
+        raise UserError("reconstruction_panels needs a point-cloud pretrainer output; "
                          "use pointmap.vis.image_grid for images")
     cloud = inputs[index].detach().float().cpu().numpy()
     mask = out.mask[index].cpu()

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import MissingPackageError, UnavailableError, UserError
 from .panels import Panel
 
 __all__ = ["Camera", "render_panels", "compose", "open3d_problem", "write_ply", "read_ply", "show_panels",
@@ -112,8 +113,8 @@ def _render_open3d(panels: Sequence[Panel], camera: Camera, width: int, height: 
         try:
             proc = subprocess.run([sys.executable, "-m", "pointmap.vis.o3d_worker", src, dst], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=O3D_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"the Open3D renderer did not finish in {O3D_TIMEOUT_S} s") from None
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"the Open3D renderer did not finish in {O3D_TIMEOUT_S} s") from e
         if proc.returncode != 0 or not os.path.isfile(dst):
             raise RuntimeError(f"the Open3D renderer failed ({_reason(proc)})")
         tiles = np.load(dst)
@@ -136,7 +137,7 @@ def _render_matplotlib(panels: Sequence[Panel], camera: Camera, width: int, heig
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise ImportError("drawing reconstructions needs matplotlib (or open3d): pip install 'pointmap[vis]'") from e
+        raise MissingPackageError("drawing reconstructions needs matplotlib (or open3d): pip install 'pointmap[vis]'") from e
     dpi = 100
     tiles = []
     for p in panels:
@@ -209,11 +210,11 @@ def render_panels(panels: Sequence[Panel], size: Tuple[int, int] = (1600, 440), 
     backend = _pick(backend)
     n = len(panels)
     if n == 0:
-        raise ValueError("render_panels needs at least one panel")
+        raise UserError("render_panels needs at least one panel")
     caption_height = max(14, min(40, height // 14)) if caption else 0
     tile_w, tile_h = width // n, height - caption_height
     if tile_w < 16 or tile_h < 16:
-        raise ValueError(f"image size {width}x{height} is too small for {n} panels (each needs 16x16 pixels)")
+        raise UserError(f"image size {width}x{height} is too small for {n} panels (each needs 16x16 pixels)")
     camera = camera or Camera.fit(panels[0].points if len(panels[0].points) else
                                   np.concatenate([p.points for p in panels]))
     tiles = None
@@ -222,9 +223,9 @@ def render_panels(panels: Sequence[Panel], size: Tuple[int, int] = (1600, 440), 
             tiles = _render_open3d(panels, camera, tile_w, tile_h, point_size)
         except RuntimeError as e:
             if backend == "open3d":
-                raise RuntimeError(f"{e}; pass backend='matplotlib' or install what it needs "
+                raise UnavailableError(f"{e}; pass backend='matplotlib' or install what it needs "
                                    f"(pip install open3d; apt-get install libusb-1.0-0 libvulkan1 "
-                                   f"mesa-vulkan-drivers)") from None
+                                   f"mesa-vulkan-drivers)") from e
             _warn_fallback(str(e))
     if tiles is None:
         tiles = _render_matplotlib(panels, camera, tile_w, tile_h, point_size)
@@ -246,7 +247,7 @@ def _pick(backend: str) -> str:
     if backend == "auto":
         backend = os.environ.get("POINTMAP_VIS_BACKEND", "auto") or "auto"
     if backend not in BACKENDS:
-        raise ValueError(f"unknown vis backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        raise UserError(f"unknown vis backend {backend!r}; valid: {', '.join(BACKENDS)}")
     return backend
 
 
@@ -296,7 +297,7 @@ def show_panels(panels: Sequence[Panel], title: str = "pointmap") -> None:
     """Open Open3D's window with the panels side by side along x (needs a display)."""
     problem = open3d_problem()
     if problem:
-        raise RuntimeError(f"--show needs Open3D's window: {problem}")
+        raise UnavailableError(f"--show needs Open3D's window: {problem}")
     import open3d as o3d
 
     geoms, offset = [], 0.0

@@ -1,0 +1,145 @@
+"""User errors (issue 15): one type for what users get wrong, printed as one line with exit 2 by the tools
+(``--debug``: with the traceback); anything else is a bug and raises with its traceback. The free-form
+config sections are checked against the signatures they are passed to, before a run folder exists."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pointmap.config import ConfigError, load_config
+from pointmap.engine import NonFiniteLossError, build_task
+from pointmap.errors import UserError, UserFileNotFoundError, one_line
+from pointmap.models import CheckpointError, read_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
+DEMO = os.path.join(REPO, "cfgs", "map_demo.yaml")
+FINETUNE = os.path.join(REPO, "cfgs", "finetune_demo.yaml")
+
+
+def _common():
+    sys.path.insert(0, TOOLS)
+    try:
+        import _common
+    finally:
+        sys.path.remove(TOOLS)
+    return _common
+
+
+def rejected(overrides, cfg=DEMO) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        build_task(load_config(cfg, overrides))
+    message = str(info.value)
+    assert "\n" not in message
+    return info.value
+
+
+def test_model_args_typo_names_the_key_and_the_nearest_name():
+    e = rejected(["model.args.embed_dimm=128"])
+    assert str(e) == "model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)"
+    # the names come from the whole chain: preset -> build_point_model -> HybridEncoder -> TokenEncoder
+    build_task(load_config(DEMO, ["model.args={embed_dim: 16, num_group: 4, qkv_bias: true, head_dropout: 0.1}"]))
+    assert "lnp_k" in str(rejected(["model.name=map3d_official", "model.args={lnp_kk: 3}"]))
+    assert "'patch_size'" in str(rejected(["model.name=hybridnet_image_s", "model.args={patch_sizes: 8}"]))
+
+
+def test_data_options_are_checked_against_the_data_set():
+    e = rejected(["data.name=meshes", "data.root=/nonexistent"])  # the demo's data.options has size
+    assert "data.options" in str(e) and "'size'" in str(e) and "'meshes'" in str(e)
+    assert "data.root" in str(rejected(["data.options.root=/tmp"]))
+
+
+def test_task_args_objective_args_and_transform_options_are_checked():
+    e = rejected(["task_args.label_smoothingg=0.1"], FINETUNE)
+    assert str(e).startswith("task_args: unknown argument 'label_smoothingg' of task 'classification'")
+    assert "did you mean 'label_smoothing'" in str(e)
+    e = rejected(["objective.args.decoder_mlp_ratioo=2"])
+    assert "objective.args: unknown argument 'decoder_mlp_ratioo'" in str(e) and "'decoder_mlp_ratio'" in str(e)
+    assert "set by objective.mask_ratio" in str(rejected(["objective.args.mask_ratio=0.3"]))
+    build_task(load_config(DEMO, ["objective.args={decoder_mlp_ratio: 2.0, embed_dim: 16}"]))  # encoder overrides too
+    e = rejected(["data.train_transforms=[{name: sample, num_pointz: 3}]"])
+    assert str(e) == ("data.train_transforms[0]: unknown argument 'num_pointz' of transform 'sample' "
+                      "(did you mean 'num_points'?)")
+
+
+def test_a_bad_task_args_value_keeps_its_cause():
+    with pytest.raises(ConfigError) as info:  # a value the task cannot take: the TypeError is the cause
+        build_task(load_config(FINETUNE, ["task_args.vote_scale=3"]))
+    assert isinstance(info.value.__cause__, TypeError) and "task 'classification': bad task_args" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_user_facing_types_are_user_errors():
+    from pointmap.data.io import missing
+
+    assert issubclass(ConfigError, UserError) and issubclass(CheckpointError, UserError)
+    assert issubclass(NonFiniteLossError, UserError) and issubclass(NonFiniteLossError, FloatingPointError)
+    assert isinstance(missing("/nope/x.h5"), FileNotFoundError) and isinstance(missing("/x"), UserError)
+    assert issubclass(UserFileNotFoundError, FileNotFoundError) and issubclass(UserError, ValueError)
+
+
+def test_main_prints_user_errors_as_one_line_and_raises_bugs(capsys):
+    common = _common()
+
+    def fail(e):
+        def run():
+            raise e
+        return run
+
+    with pytest.raises(ValueError, match="a bug"):  # not a user error: its traceback propagates
+        common.main(fail(ValueError("a bug")), debug=False)
+    with pytest.raises(KeyError):
+        common.main(fail(KeyError("x")), debug=False)
+    with pytest.raises(SystemExit) as info:
+        common.main(fail(ConfigError("bad\n  key")), debug=False)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == "error: bad key\n"
+    try:
+        raise TypeError("the cause")
+    except TypeError as cause:
+        chained = ConfigError("bad key")
+        chained.__cause__ = cause
+    with pytest.raises(SystemExit) as info:
+        common.main(fail(chained), debug=True)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" in err and "TypeError: the cause" in err
+    assert err.strip().splitlines()[-1] == "error: bad key"
+
+
+def test_truncated_checkpoint_is_one_complete_line(tmp_path):
+    path = tmp_path / "cut.pth"
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(str(path))
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(")") and "..." not in message.replace("[... cut]", "")
+    assert isinstance(info.value.__cause__, Exception)
+    text = "First sentence here. Second, longer sentence that goes on and on"
+    assert one_line(text, 40) == "First sentence here. [... cut]"
+    assert one_line("a  b\n c") == "a b c"
+
+
+@pytest.mark.slow
+def test_tools_reject_typos_before_writing_and_show_tracebacks_with_debug(tmp_path):
+    """Subprocesses: the pretrain tool on a model.args typo (one line, exit 2, nothing under the output
+    folder), the same with --debug (traceback, still exit 2), and visualize.py on a text --ckpt."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    out = tmp_path / "exp"
+    argv = [sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", DEMO, "--device", "cpu",
+            f"train.output_dir={out}", "model.args.embed_dimm=128"]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)"], r.stderr
+    assert not out.exists()
+    r = subprocess.run(argv + ["--debug"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and "Traceback (most recent call last)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: model.args: unknown argument 'embed_dimm'")
+    (tmp_path / "notes.pth").write_text("not weights\n")
+    r = subprocess.run([sys.executable, os.path.join(TOOLS, "visualize.py"), "--ckpt", str(tmp_path / "notes.pth"),
+                        "--out", str(tmp_path / "x.png")], capture_output=True, text=True, env=env, cwd=REPO,
+                       timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "is not a readable torch checkpoint" in lines[0], r.stderr
