@@ -129,4 +129,6 @@ def test_declared_minimum_torch_was_checked():
     record = _json("min_torch.json")
     assert record["torch"].split("+")[0].rsplit(".", 1)[0] == declared
     assert record["exit_code"] == 0 and " passed" in record["pytest"] and "failed" not in record["pytest"]
-    assert f"torch {record['torch'].split('+')[0]}" in _readme()
+    text = _readme()
+    assert f"torch {record['torch'].split('+')[0]}" in text
+    assert f"(last run: {record['pytest'].split(' in ')[0]})" in text
