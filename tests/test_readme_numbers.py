@@ -41,7 +41,7 @@ def demo_quotes(numbers: dict) -> list:
     pre, fin, scr, seg, fs = r["pretrain"], r["finetune"], r["scratch"], r["partseg"], r["fewshot"]
     lin, svm, vis = r["linear_probe"], r["svm_probe"], r["visualize"]
     return [
-        f"{pre['command']}                  # {duration(pre['wall_s'])} on 2 CPU cores, synthetic shapes",
+        f"{pre['command']}                  # {duration(pre['wall_s'])} on 2 busy CPU cores, synthetic shapes",
         f"# {duration(fin['wall_s'])}; prints test acc ({fin['test_acc']:.2f}% here)",
         f"`{fin['printed'].rsplit(' | ', 1)[0]} | <run folder>`",
         f"pretraining {duration(pre['wall_s'])} to a train Chamfer L2 of {pre['train_loss']:.4f}",
