@@ -124,6 +124,9 @@ def test_return_layers_in_order_with_repeats():
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="twice"):
         pointmap.register_model(pointmap.models.presets.hybridnet_s)
+    from pointmap.models.registry import model_arguments
+
+    assert "embed_dim" in model_arguments("hybridnet_s")  # the refused registration left the preset as it was
 
 
 @pytest.mark.parametrize("name", ["hybridnet_s", "pointmamba", "map3d_official"])

@@ -14,8 +14,9 @@ def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, forwards: S
     ``forwards``: where the preset's ``**overrides`` go (its builder, the encoder class), which decides the
     names ``model.args`` may hold (:func:`model_arguments`); ``@register_model(forwards=(...))``."""
     def add(f):
+        out = MODELS.register(obj=f)  # a taken name raises here, before f is changed
         f.forwards_kwargs = tuple(forwards)
-        return MODELS.register(obj=f)
+        return out
 
     return add if fn is None else add(fn)
 
