@@ -89,14 +89,13 @@ def variant_configs(acfg: AblationConfig, variant: Variant, seed: int,
         probe.train.probe, probe.pretrained = acfg.probe, fin.pretrained
         out["probe"] = probe
     if acfg.lowdata:
-        low = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.lowdata.get("overrides", {})),
-                            "lowdata")
-        low.data.label_fraction, low.pretrained = float(acfg.lowdata["fraction"]), fin.pretrained
+        low = _lowdata_config(acfg)
+        low.pretrained = fin.pretrained
         out["lowdata"] = low
     if acfg.fewshot:
         fs = acfg.fewshot
         for fold in fs["folds"]:
-            c = stage_config(acfg, fs["cfg"], fs.get("overrides", {}), "fewshot")
+            c = _fewshot_config(acfg)
             c.data.options = {**c.data.options, "way": fs["way"], "shot": fs["shot"], "fold": int(fold)}
             c.pretrained = fin.pretrained
             out[f"fewshot/fold{fold}"] = c
@@ -241,16 +240,28 @@ def _setup_line(acfg: AblationConfig) -> str:
             f"{' (skipped)' if acfg.skip_finetune else ''}; probe: {probe}" + _downstream_line(acfg))
 
 
+def _lowdata_config(acfg: AblationConfig) -> Config:
+    """The finetuning config on ``lowdata.fraction`` of the labels (``pretrained`` not set)."""
+    low = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.lowdata.get("overrides", {})),
+                       "lowdata")
+    low.data.label_fraction = float(acfg.lowdata["fraction"])
+    return low
+
+
+def _fewshot_config(acfg: AblationConfig) -> Config:
+    """The few-shot config with its overrides (the fold and ``pretrained`` not set)."""
+    return stage_config(acfg, acfg.fewshot["cfg"], acfg.fewshot.get("overrides", {}), "fewshot")
+
+
 def _downstream_line(acfg: AblationConfig) -> str:
     out = ""
     if acfg.lowdata:
-        low = stage_config(acfg, acfg.finetune_cfg, deep_merge(acfg.finetune, acfg.lowdata.get("overrides", {})),
-                           "lowdata")
+        low = _lowdata_config(acfg)
         out += (f"; low-data: finetuning on {100 * acfg.lowdata['fraction']:g}% of the labelled train shapes "
                 f"(stratified, drawn per seed), {low.optim.epochs} epochs")
     if acfg.fewshot:
         fs = acfg.fewshot
-        c = stage_config(acfg, fs["cfg"], fs.get("overrides", {}), "fewshot")
+        c = _fewshot_config(acfg)
         out += (f"; few-shot: {fs['way']}-way {fs['shot']}-shot {c.data.name} folds {fs['folds']} (the same for "
                 f"every variant and seed), {c.optim.epochs} epochs")
     return out
