@@ -60,6 +60,9 @@ class DataConfig:
     test_split: Optional[str] = "test"  # None: no test set (pretraining)
     train_transforms: List[Dict[str, Any]] = field(default_factory=list)
     test_transforms: List[Dict[str, Any]] = field(default_factory=list)
+    # the test split's transforms for a voting pass (None: test_transforms); the views are drawn from it
+    # by eval.vote_view_transforms (the peers: FPS to 1200 here, a random 1024 of them per view)
+    vote_transforms: Optional[List[Dict[str, Any]]] = None
     batch_size: int = 32  # total over all processes; each gets batch_size / world_size
     eval_batch_size: Optional[int] = None  # None: batch_size
     num_workers: int = 0
@@ -80,6 +83,19 @@ class OptimConfig:
     warmup_lr: float = 1e-6
     min_lr: float = 1e-6
     grad_clip: Optional[float] = None  # max global grad norm; None: no clipping
+    # pointmap: no decay on 1-D tensors, biases and what models list in no_weight_decay() (Mamba's A_log,
+    # tokens); peer: the peers' rule (no decay on tensors 1-D in the peer's layout, *.bias, *token*)
+    weight_decay_rule: Literal["pointmap", "peer"] = "pointmap"
+    # step: the cosine moves every optimizer step (pointmap); epoch: timm's scheduler.step(e) after epoch e,
+    # so epoch e trains at the value for e - 1 and epochs 0 and 1 both at warmup_lr (the peers')
+    schedule_step: Literal["step", "epoch"] = "step"
+    extra_epochs: int = 0  # epochs the loop runs after the schedule's `epochs` (the peers' loop: 1)
+    steps_per_batch: int = 1  # 2: step, clip, step again on the same gradients (Point-MAE part segmentation)
+
+    @property
+    def loop_epochs(self) -> int:
+        """The number of epochs the training loop runs: ``epochs + extra_epochs``."""
+        return self.epochs + self.extra_epochs
 
 
 @dataclass
@@ -104,6 +120,8 @@ class EvalConfig:
     val_fraction: float = 0.1  # clean: stratified, seeded hold-out of train that picks the checkpoint
     split_seed: int = 0  # seeds the hold-out, independent of train.seed: all seeds share one split
     vote: int = 1  # views averaged at the final test pass (1: no voting)
+    vote_rounds: int = 1  # peer protocol only: voting passes on the test set, the best one reported
+    vote_view_transforms: Optional[List[Dict[str, Any]]] = None  # per view, on the batch (None: scale_translate)
 
 
 @dataclass

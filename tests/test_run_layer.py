@@ -189,9 +189,7 @@ def test_nonfinite_step_is_skipped_on_the_device(tmp_path):
     trainer.setup()
     before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
     loss = trainer.module(torch.randn(4, 32, 3)).loss * float("nan")
-    from pointmap.engine.loop import optimizer_step
-
-    finite, applied = optimizer_step(trainer, loss)
+    finite, applied = trainer.optimizer_step(loss)
     assert not finite and not applied
     assert all(torch.equal(before[k], v) for k, v in trainer.module.state_dict().items())
     assert all(float(s["step"]) == 0 for s in trainer.optimizer.state.values())

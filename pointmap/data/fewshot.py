@@ -104,7 +104,7 @@ class ModelNetFewShot(PointDataset):
                 "label": self.labels[index]}
 
 
-@register_dataset("modelnet40_fewshot", forwards=(ModelNetFewShot,))
+@register_dataset("modelnet40_fewshot", forwards=(ModelNetFewShot,), label_space=lambda way=5, **_: {"num_classes": way})
 def _build_modelnet_fewshot(root, split, **options):
     return ModelNetFewShot(root, split, **options)
 

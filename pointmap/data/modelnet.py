@@ -150,7 +150,8 @@ class ModelNet40(PointDataset):
         return {**split_points(self.raw(index), self.use_normals, src), "label": self.labels[index]}
 
 
-@register_dataset("modelnet40", forwards=(ModelNet40,))
+@register_dataset("modelnet40", forwards=(ModelNet40,),
+                  label_space=lambda num_category=40, **_: {"num_classes": num_category})
 def _build_modelnet40(root, split, **options):
     return ModelNet40(root, split, **options)
 

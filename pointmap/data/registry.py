@@ -4,7 +4,7 @@
 ``transform=`` may be a callable or a list of transform config entries (see :mod:`.transforms`).
 """
 import logging
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,14 +18,25 @@ logger = logging.getLogger(__name__)
 DATASETS = Registry("data set")
 
 
-def register_dataset(name: str, forwards: Sequence[Callable] = ()):
+def register_dataset(name: str, forwards: Sequence[Callable] = (),
+                     label_space: Optional[Callable[..., Dict[str, int]]] = None):
     """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``; ``forwards``:
-    where its ``**options`` go (the data set class), which decides the names ``data.options`` may hold."""
+    where its ``**options`` go (the data set class), which decides the names ``data.options`` may hold;
+    ``label_space(**options)``: the label counts of a data set on disk (``num_classes``, and for part
+    segmentation ``num_categories`` / ``num_parts``), so a model can be built without reading its files."""
     def add(fn):
         fn.forwards_kwargs = tuple(forwards)
+        fn.label_space = label_space
         return DATASETS.register(name, fn)
 
     return add
+
+
+def label_space(name: str, options: Mapping[str, Any]) -> Optional[Dict[str, int]]:
+    """What the data set ``name`` declares of its labels for ``options`` (None: it declares nothing; build
+    it and ask it)."""
+    fn = getattr(DATASETS.get(name), "label_space", None)
+    return dict(fn(**options)) if fn is not None else None
 
 
 def check_dataset_options(name: str, options: Mapping[str, Any], section: str = "data.options") -> None:

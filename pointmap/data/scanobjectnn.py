@@ -50,6 +50,6 @@ class ScanObjectNN(PointDataset):
         return {"points": self.points[index, :, :3], "label": self.labels[index]}
 
 
-@register_dataset("scanobjectnn", forwards=(ScanObjectNN,))
+@register_dataset("scanobjectnn", forwards=(ScanObjectNN,), label_space=lambda **_: {"num_classes": len(CLASSES)})
 def _build_scanobjectnn(root, split, **options):
     return ScanObjectNN(root, split, **options)

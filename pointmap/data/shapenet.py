@@ -37,6 +37,6 @@ class ShapeNet55(PointDataset):
         return {"points": check_points(load_npy(path), path)[:, :3], "label": self.labels[index]}
 
 
-@register_dataset("shapenet55", forwards=(ShapeNet55,))
+@register_dataset("shapenet55", forwards=(ShapeNet55,), label_space=lambda **_: {"num_classes": 55})
 def _build_shapenet55(root, split, **options):
     return ShapeNet55(root, split, **options)

@@ -67,6 +67,7 @@ class ShapeNetPart(PointDataset):
         return {**split_points(arr, self.use_normals, path), "label": label, "category": label, "seg": seg}
 
 
-@register_dataset("shapenetpart", forwards=(ShapeNetPart,))
+@register_dataset("shapenetpart", forwards=(ShapeNetPart,), label_space=lambda **_: {
+    "num_classes": len(SEG_CLASSES), "num_categories": len(SEG_CLASSES), "num_parts": NUM_PARTS})
 def _build_shapenetpart(root, split, **options):
     return ShapeNetPart(root, split, **options)

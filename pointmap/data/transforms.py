@@ -56,31 +56,56 @@ def _take_all(item: dict, idx: torch.Tensor) -> dict:
 
 
 class Sample(Transform):
-    """Pick ``num_points`` points: ``random`` (without replacement, padded with repeats when the cloud
-    is smaller), ``fps`` (farthest point sampling from :func:`pointmap.ops.fps`) or ``first``."""
+    """Pick ``num_points`` points.
 
-    METHODS = ("random", "fps", "first")
+    Methods:
+        ``random``: without replacement (padded with repeats when the cloud is smaller); when it keeps every
+            point it is a random permutation. On a batch one draw serves every cloud.
+        ``replace``: ``num_points`` independent draws with replacement (Point-MAE's part segmentation).
+        ``fps``: farthest point sampling (:func:`pointmap.ops.fps`), from the cloud's first point or, with
+            ``random_start``, from a random one: the cloud is shuffled first, as the peers' training clouds
+            arrive, so every epoch draws another subset (an FPS-ordered cache would otherwise give the same
+            points every time). ``skip_near_origin`` copies pointnet2_ops' rule of never taking a point within
+            1e-3 of the origin after the first. A cloud of at most ``num_points`` points is taken as
+            ``random`` takes it (all its points in random order, padded with repeats when smaller).
+        ``first``: the first ``num_points`` points as stored.
+    """
 
-    def __init__(self, num_points: int, method: str = "random"):
+    METHODS = ("random", "replace", "fps", "first")
+
+    def __init__(self, num_points: int, method: str = "random", random_start: bool = False,
+                 skip_near_origin: bool = False):
         if method not in self.METHODS:
             raise ConfigError(f"sample: unknown method {method!r}; valid: {', '.join(self.METHODS)}")
+        if method != "fps" and (random_start or skip_near_origin):
+            raise ConfigError(f"sample: random_start and skip_near_origin are options of method fps, not {method!r}")
+        if int(num_points) < 1:
+            raise ConfigError(f"sample: num_points must be >= 1, got {num_points}")
         self.num_points, self.method = int(num_points), method
+        self.random_start, self.skip_near_origin = bool(random_start), bool(skip_near_origin)
 
     def apply(self, item):
         pts = item["points"]
-        n_in, n = pts.shape[-2], self.num_points
+        n_in, n, dev = pts.shape[-2], self.num_points, pts.device
         if self.method == "fps" and n_in > n:
             from pointmap.ops import fps  # data → ops is allowed; imported late to keep import light
 
             flat = pts.reshape(-1, n_in, 3)
-            idx = fps(flat, n)
+            if self.random_start:  # FPS on a shuffled copy, its indices mapped back
+                perm = torch.stack([torch.randperm(n_in, device=dev) for _ in range(len(flat))])
+                shuffled = torch.gather(flat, 1, perm.unsqueeze(-1).expand(-1, -1, 3))
+                idx = torch.gather(perm, 1, fps(shuffled, n, skip_near_origin=self.skip_near_origin))
+            else:
+                idx = fps(flat, n, skip_near_origin=self.skip_near_origin)
             idx = idx[0] if pts.dim() == 2 else idx.reshape(*pts.shape[:-2], n)
         elif self.method == "first" and n_in >= n:
-            idx = torch.arange(n, device=pts.device)
+            idx = torch.arange(n, device=dev)
+        elif self.method == "replace":
+            idx = torch.randint(n_in, (n,), device=dev)
         else:
-            idx = torch.randperm(n_in, device=pts.device)[:n]
+            idx = torch.randperm(n_in, device=dev)[:n]
             if n_in < n:
-                idx = torch.cat([idx, torch.randint(n_in, (n - n_in,), device=pts.device)])
+                idx = torch.cat([idx, torch.randint(n_in, (n - n_in,), device=dev)])
         return _take_all(item, idx)
 
 

@@ -7,7 +7,7 @@ and never touches torch.distributed.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,7 +17,7 @@ from ..errors import UserError
 
 __all__ = [
     "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
-    "all_reduce_sum", "all_reduce_mean", "broadcast_buffers", "resolve_device", "ShardSampler", "shutdown",
+    "all_reduce_sum", "all_reduce_mean", "gather_sums", "add_sums", "broadcast_buffers", "resolve_device", "ShardSampler", "shutdown",
 ]
 
 
@@ -77,6 +77,26 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(t) / get_world_size() if is_distributed() else t
+
+
+def gather_sums(sums: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Per-process sums (CPU tensors, the same keys on every rank) added up over all processes; as they
+    are in one process."""
+    if not is_distributed():
+        return sums
+    gathered: List[Optional[Dict[str, torch.Tensor]]] = [None] * get_world_size()
+    dist.all_gather_object(gathered, sums)
+    total: Dict[str, torch.Tensor] = {}
+    for part in gathered:
+        add_sums(total, part)
+    return total
+
+
+def add_sums(total: Dict[str, torch.Tensor], part: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``total[k] += part[k]`` for every key (new keys start at ``part``'s value); returns ``total``."""
+    for k, v in part.items():
+        total[k] = total[k] + v if k in total else v
+    return total
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:

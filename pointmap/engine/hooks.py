@@ -108,28 +108,33 @@ DEFAULT_HOOKS = ("evaluate", "best", "log", "checkpoint")
 @register_hook("evaluate")
 class EvaluateHook(Hook):
     """Scores the selection split (a held-out val split; the test set under the peer protocol) after
-    every ``every``-th epoch (default ``train.eval_every``) and after the last one."""
+    every ``every``-th epoch (default ``train.eval_every``) and after the last one, from epoch ``first``
+    (1-based) on: the peers' runners score from their second epoch (``first: 2``)."""
 
-    def __init__(self, every: Optional[int] = None):
-        self.every = every
+    def __init__(self, every: Optional[int] = None, first: int = 1):
+        self.every, self.first = every, int(first)
 
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> None:
         split = trainer.select_split
         done = trainer.epoch + 1
-        if split is not None and (done % (self.every or trainer.cfg.train.eval_every) == 0
-                                  or done == trainer.cfg.optim.epochs):
+        if split is not None and done >= self.first and (done % (self.every or trainer.cfg.train.eval_every) == 0
+                                                          or done == trainer.cfg.optim.loop_epochs):
             entry[trainer.split_label(split)] = trainer.evaluate(split)
 
 
 @register_hook("best")
 class BestHook(Hook):
     """Keeps ``trainer.best``: the epoch whose ``metric`` (default: the task's monitor) on the selection
-    split is best — on the epoch's train metrics when there is no such split; ``mode`` max or min."""
+    split is best — on the epoch's train metrics when there is no such split; ``mode`` max or min. A tie
+    keeps the earlier epoch (``ties: first``) or takes the later one (``ties: last``, Point-MAE's part
+    segmentation, which saves on ``>=``)."""
 
-    def __init__(self, metric: Optional[str] = None, mode: Optional[str] = None):
+    def __init__(self, metric: Optional[str] = None, mode: Optional[str] = None, ties: str = "first"):
         if mode not in (None, "max", "min"):
             raise ConfigError(f"hook best: mode must be max or min, not {mode!r}")
-        self.metric, self.mode = metric, mode
+        if ties not in ("first", "last"):
+            raise ConfigError(f"hook best: ties must be first or last, not {ties!r}")
+        self.metric, self.mode, self.ties = metric, mode, ties
 
     def before_train(self, trainer) -> None:
         trainer.selection.update(metric=self.metric or trainer.task.monitor, mode=self.mode or trainer.task.monitor_mode)
@@ -139,7 +144,8 @@ class BestHook(Hook):
         value = entry.get(sel["split"], {}).get(sel["metric"])
         if value is None:
             return
-        if best["value"] is None or (value > best["value"] if sel["mode"] == "max" else value < best["value"]):
+        old = best["value"]
+        if old is None or (value > old if sel["mode"] == "max" else value < old) or (self.ties == "last" and value == old):
             trainer.best = {"epoch": trainer.epoch + 1, "value": value, "metrics": dict(entry)}
 
 
@@ -160,7 +166,7 @@ class LogHook(Hook):
         trainer.run.write_json(trainer.summary())
         evals = " ".join(format_metrics(entry[k], f"{k}_") for k in ("val", "test") if k in entry)
         logger.info("epoch %d/%d | %s %s | lr %.3g | best %s %s at epoch %s | %.1fs | protocol %s", done,
-                    cfg.optim.epochs, format_metrics(entry["train"], "train_"), evals, entry["lr"],
+                    cfg.optim.loop_epochs, format_metrics(entry["train"], "train_"), evals, entry["lr"],
                     trainer.selection["metric"], format_value(trainer.best["value"]),
                     trainer.best["epoch"], entry["time_s"], cfg.eval.protocol)
 
@@ -176,6 +182,6 @@ class CheckpointHook(Hook):
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> None:
         done = trainer.epoch + 1
         best = self.save_best and trainer.best["epoch"] == done
-        last = done % self.every == 0 or done == trainer.cfg.optim.epochs
+        last = done % self.every == 0 or done == trainer.cfg.optim.loop_epochs
         if last or best:
             trainer.save_checkpoint(epoch=done, last=last, best=best)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -14,7 +14,7 @@ from ..config import Config
 from ..errors import ConfigError
 from . import distributed as du
 
-__all__ = ["ResumableSampler", "build_loaders", "optimizer_step", "total_norm", "StepMeter"]
+__all__ = ["ResumableSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,38 +57,62 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
             logger.warning("the train split has %d samples: batches of %d leave out %d of them each epoch (others "
                            "every epoch, as the order is shuffled); a data.batch_size dividing %d uses them all",
                            len(ds), d.batch_size, dropped, len(ds))
-    for split in ("val", "test"):
+    for split in ("val", "test", "vote"):
         if split in datasets:
             ds = datasets[split]
             loaders[split] = DataLoader(ds, batch_size=eval_per_rank, sampler=du.ShardSampler(len(ds)), **common)
     return loaders, sampler
 
 
-def optimizer_step(trainer: Any, loss: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+class OptimizerStep:
     """Backward, clip, step — skipped on the device when the loss or the gradient norm is not finite.
-    Returns (loss finite, step applied) as device booleans; nothing here waits for the device."""
-    opt, scaler, clip = trainer.optimizer, trainer.scaler, trainer.cfg.optim.grad_clip
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)  # a no-op unless fp16 scaling is on
-    if clip:
-        norm = torch.nn.utils.clip_grad_norm_(trainer.module.parameters(), clip)
-    else:
-        norm = total_norm([p.grad for p in trainer.module.parameters() if p.grad is not None])
-    finite_loss = torch.isfinite(loss.detach())
-    ok = finite_loss & torch.isfinite(norm).to(finite_loss.device)
-    if scaler.is_enabled():  # fp16: the scaler skips steps with non-finite gradients itself
-        scaler.step(opt)
-        scaler.update()
-    elif getattr(opt, "_step_supports_amp_scaling", False):  # fused AdamW: skips where found_inf is set
-        opt.found_inf = (~ok).to(torch.float32)
-        try:
+    Calling it returns (loss finite, step applied) as device booleans; nothing here waits for the device.
+
+    ``steps_per_batch=2`` is Point-MAE part segmentation's habit: one step on the raw gradients, then clip
+    and a second step on the same, clipped gradients."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: Sequence[torch.Tensor],
+                 grad_clip: Optional[float] = None, steps_per_batch: int = 1):
+        if steps_per_batch not in (1, 2):
+            raise ConfigError(f"optim.steps_per_batch must be 1 or 2, got {steps_per_batch}")
+        if steps_per_batch == 2 and scaler.is_enabled():
+            raise ConfigError("optim.steps_per_batch=2 does not combine with fp16 loss scaling (train.precision: "
+                              "fp16 on CUDA): use bf16 or fp32")
+        self.optimizer, self.scaler, self.params = optimizer, scaler, list(params)
+        self.grad_clip, self.steps_per_batch = grad_clip, steps_per_batch
+
+    def __call__(self, loss: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        opt, scaler = self.optimizer, self.scaler
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # a no-op unless fp16 scaling is on
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.grad_clip and self.steps_per_batch == 1:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        else:
+            norm = total_norm(grads)
+        finite_loss = torch.isfinite(loss.detach())
+        ok = finite_loss & torch.isfinite(norm).to(finite_loss.device)
+        if self.steps_per_batch == 2:
+            self._step(ok)
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self._step(ok)
+        return finite_loss, ok
+
+    def _step(self, ok: torch.Tensor) -> None:
+        opt, scaler = self.optimizer, self.scaler
+        if scaler.is_enabled():  # fp16: the scaler skips steps with non-finite gradients itself
+            scaler.step(opt)
+            scaler.update()
+        elif getattr(opt, "_step_supports_amp_scaling", False):  # fused AdamW: skips where found_inf is set
+            opt.found_inf = (~ok).to(torch.float32)
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf
+        elif bool(ok):  # an optimizer that cannot skip on the device: decided here, one wait per step
             opt.step()
-        finally:
-            del opt.found_inf
-    elif bool(ok):  # an optimizer that cannot skip on the device: decided here, one wait per step
-        opt.step()
-    return finite_loss, ok
 
 
 def total_norm(tensors) -> torch.Tensor:

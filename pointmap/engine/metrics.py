@@ -8,7 +8,7 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["confusion_matrix", "classification_metrics", "mean_std", "summarize_seeds", "part_mask",
+__all__ = ["confusion_matrix", "classification_metrics", "mean_std", "best_round", "summarize_seeds", "part_mask",
            "restricted_argmax", "part_iou_sums", "part_seg_metrics"]
 
 
@@ -29,12 +29,26 @@ def classification_metrics(confusion: torch.Tensor) -> Dict[str, float]:
     return {"acc": 100.0 * correct / max(total, 1.0), "macc": 100.0 * macc}
 
 
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+def mean_std(values: Sequence[float], ddof: int = 1) -> Dict[str, float]:
+    """Mean and standard deviation with ``ddof`` (1: the sample std, pointmap's; 0: numpy's default, which
+    the peers report); 0 for a single value."""
     n = len(values)
     mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof)) if n > ddof and n > 1 else 0.0
     return {"mean": mean, "std": std}
+
+
+def best_round(rounds: List[Dict[str, Any]], metric: str, mode: str = "max") -> Dict[str, Any]:
+    """The best of several voting passes over one test set by ``metric`` (the peers' ``--test``: the maximum
+    of 299 rounds, a selection on the test set), with how many there were, which one won and the mean and
+    std (ddof 0) of ``metric`` over them; a single pass as it is."""
+    if len(rounds) == 1:
+        return dict(rounds[0])
+    values = [float(r[metric]) for r in rounds]
+    i = values.index(max(values) if mode == "max" else min(values))
+    spread = mean_std(values, ddof=0)
+    return {**rounds[i], "rounds": len(rounds), "best_round": i + 1, f"{metric}_rounds_mean": spread["mean"],
+            f"{metric}_rounds_std": spread["std"]}
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Dict[str, Any]:
@@ -56,13 +70,14 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
             "negative": sum(x < 0 for x in d), "values": d}
 
 
-def summarize_seeds(results: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-    """Per-seed flat metric dicts -> {metric: {mean, std, values}} over the metrics all seeds report."""
+def summarize_seeds(results: List[Dict[str, float]], ddof: int = 1) -> Dict[str, Dict[str, float]]:
+    """Per-seed (per-fold) flat metric dicts -> {metric: {mean, std, ddof, values}} over the metrics all
+    report; ``ddof`` as :func:`mean_std`."""
     keys = [k for k in results[0] if all(isinstance(r.get(k), (int, float)) for r in results)]
     out = {}
     for k in keys:
         values = [float(r[k]) for r in results]
-        out[k] = {**mean_std(values), "values": values}
+        out[k] = {**mean_std(values, ddof), "ddof": ddof, "values": values}
     return out
 
 

@@ -1,4 +1,18 @@
-"""AdamW with no weight decay on biases, norms and tokens; timm's cosine schedule with warmup."""
+"""AdamW with one of two weight-decay rules; timm's cosine schedule with warmup, stepped per optimizer
+step (pointmap) or per epoch (the peers).
+
+``optim.weight_decay_rule``:
+
+- ``pointmap``: no decay on 1-D parameters (biases, norms, Mamba's ``D``), names ending in ``.bias`` and
+  what the model or its parts list in ``no_weight_decay()`` (Mamba's ``A_log`` / ``A_b_log``, cls / mask
+  tokens and their positions, PointMamba's per-order scale and shift): :func:`pointmap.models.no_weight_decay`.
+- ``peer``: the rule of Point-MAE, PointMamba and Mamba3D (their ``tools/builder.py``): no decay on a
+  tensor that is 1-D *in the peer's own layout*, whose name ends in ``.bias`` or whose name says ``token``;
+  everything else decayed, Mamba's ``A_log`` and the cls token's position included. Where pointmap stores
+  a tensor in another shape than the peer (LNP's affine vectors, PointMamba's per-order vectors), the
+  module says the peer's dimensionality in ``peer_param_ndim()``. Groups come in the peers' order
+  (undecayed first).
+"""
 from __future__ import annotations
 
 from typing import Dict, List
@@ -8,22 +22,47 @@ import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
 
 from ..config import OptimConfig
+from ..errors import ConfigError
 from ..models import no_weight_decay
 
-__all__ = ["param_groups", "build_optimizer", "build_scheduler"]
+__all__ = ["param_groups", "peer_param_ndim", "build_optimizer", "build_scheduler", "LRSchedule", "lr_per_epoch"]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Two groups: decayed matrices/kernels, and undecayed 1-D parameters (biases, norm weights, A_log, D)
-    plus whatever the model or its parts name in ``no_weight_decay()`` (cls / mask tokens, Mamba's A_log):
-    :func:`pointmap.models.no_weight_decay`."""
-    skip = no_weight_decay(model)
-    decay, no_decay = [], []
+def peer_param_ndim(model: nn.Module) -> Dict[str, int]:
+    """Parameter name -> its number of dimensions in the peers' layout, for the tensors pointmap stores
+    in another shape (each module lists its own in ``peer_param_ndim()``)."""
+    out: Dict[str, int] = {}
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "peer_param_ndim", None)
+        if callable(fn):
+            out.update((f"{prefix}.{n}" if prefix else n, d) for n, d in fn().items())
+    return out
+
+
+def param_groups(model: nn.Module, weight_decay: float, rule: str = "pointmap") -> List[Dict]:
+    """Two groups of the trainable parameters by ``rule`` (see the module docstring): pointmap's
+    ``[decayed, undecayed]`` or the peers' ``[undecayed, decayed]``; each group also says its tensors'
+    ``names``."""
+    if rule == "pointmap":
+        skip = no_weight_decay(model)
+
+        def undecayed(name: str, p: torch.Tensor) -> bool:
+            return name.endswith(".bias") or name in skip
+    elif rule == "peer":
+        ndim = peer_param_ndim(model)
+
+        def undecayed(name: str, p: torch.Tensor) -> bool:
+            return ndim.get(name, p.ndim) <= 1 or name.endswith(".bias") or "token" in name.rsplit(".", 1)[-1]
+    else:
+        raise ConfigError(f"optim.weight_decay_rule must be 'pointmap' or 'peer', got {rule!r}")
+    decay: Dict = {"params": [], "names": [], "weight_decay": weight_decay}
+    no_decay: Dict = {"params": [], "names": [], "weight_decay": 0.0}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if name.endswith(".bias") or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad:
+            group = no_decay if undecayed(name, p) else decay
+            group["params"].append(p)
+            group["names"].append(name)
+    return [decay, no_decay] if rule == "pointmap" else [no_decay, decay]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -31,7 +70,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     one kernel per step, and it can skip a step on the device (``found_inf``), so the trainer never waits
     to decide whether a loss was finite. Elsewhere plain AdamW."""
     params = list(model.parameters())
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_rule)
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     if params and all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1:
         try:
@@ -42,10 +81,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int) -> CosineLRScheduler:
-    """Cosine from ``lr`` to ``min_lr`` over all epochs, the first ``warmup_epochs`` replaced by a linear
-    ramp from ``warmup_lr`` (timm's ``warmup_prefix=False``, as the peers' recipes run it). Updated every
-    step (``scheduler.step_update(global_step)``) so short runs warm up smoothly too."""
-    steps = max(1, steps_per_epoch)
+    """Cosine from ``lr`` to ``min_lr`` over ``epochs``, the first ``warmup_epochs`` replaced by a linear
+    ramp from ``warmup_lr`` (timm's ``warmup_prefix=False``, as the peers' recipes run it). In steps
+    (``schedule_step: step``: updated every step, so short runs warm up smoothly too) or in epochs
+    (``schedule_step: epoch``)."""
+    if cfg.schedule_step not in ("step", "epoch"):
+        raise ConfigError(f"optim.schedule_step must be 'step' or 'epoch', got {cfg.schedule_step!r}")
+    steps = max(1, steps_per_epoch) if cfg.schedule_step == "step" else 1
     return CosineLRScheduler(
         optimizer,
         t_initial=max(1, cfg.epochs * steps),
@@ -54,5 +96,47 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_pe
         warmup_lr_init=cfg.warmup_lr,
         warmup_prefix=False,
         cycle_limit=1,
-        t_in_epochs=False,
+        t_in_epochs=cfg.schedule_step == "epoch",
     )
+
+
+class LRSchedule:
+    """When the learning rate moves, the one place the loop asks: :meth:`before_step` before every
+    optimizer step (``schedule_step: step``, pointmap's) and :meth:`after_epoch` after every epoch
+    (``schedule_step: epoch``: ``scheduler.step(e)`` once epoch ``e`` (0-based) has trained, as the peers'
+    runners call it, so epoch ``e`` trains at the cosine's value for ``e - 1`` and epochs 0 and 1 both at
+    ``warmup_lr``). ``state_dict`` / ``load_state_dict`` are the scheduler's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
+        if cfg.extra_epochs < 0:
+            raise ConfigError(f"optim.extra_epochs must be >= 0, got {cfg.extra_epochs}")
+        self.per_step = cfg.schedule_step == "step"
+        self.scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+
+    def before_step(self, global_step: int) -> None:
+        if self.per_step:
+            self.scheduler.step_update(global_step)
+
+    def after_epoch(self, epoch: int) -> None:
+        if not self.per_step:
+            self.scheduler.step(epoch)
+
+    def state_dict(self) -> Dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def lr_per_epoch(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int = 1) -> List[float]:
+    """The lr of group 0 at the first step of each of the loop's ``cfg.loop_epochs`` epochs, driven exactly
+    as the Trainer drives it (the optimizer's lr is changed: pass a throwaway one). With per-step
+    scheduling the first step of epoch e sits at the fraction e / epochs of the cosine whatever the number
+    of steps per epoch, so ``steps_per_epoch`` only matters to rounding."""
+    schedule = LRSchedule(optimizer, cfg, steps_per_epoch)
+    out = []
+    for epoch in range(cfg.loop_epochs):
+        schedule.before_step(epoch * max(1, steps_per_epoch))
+        out.append(float(optimizer.param_groups[0]["lr"]))
+        schedule.after_epoch(epoch)
+    return out

@@ -59,9 +59,14 @@ class SegmentationTask(ClassificationTask):
     def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
         from ..models import create_model
 
-        if self.mask is None:
+        if self.mask is not None:
+            k, p = self.mask.shape
+        elif datasets is None:
+            space = self.label_space()
+            k, p = space["num_categories"], space["num_parts"]
+        else:
             self.build_datasets()
-        k, p = self.mask.shape
+            k, p = self.mask.shape
         return create_model(self.cfg.model.name, num_parts=p, num_categories=k, **self.cfg.model.args)
 
     def train_step(self, model, batch):
@@ -75,9 +80,7 @@ class SegmentationTask(ClassificationTask):
         x, category = batch["points"], batch["category"].reshape(-1)
         if views <= 1:
             return model(x, category).float()
-        from ..data.transforms import ScaleTranslate
-
-        aug = ScaleTranslate(*self.vote_scale, translate=self.vote_translate)
+        aug = self.view_transform()
         return torch.stack([model(aug(x), category).float() for _ in range(views)]).mean(0)
 
     def eval_step(self, model, batch, views=1):

@@ -99,10 +99,18 @@ class Task:
         from ..data import check_dataset_options, check_transforms
         from ..models import check_model_args
 
-        d = self.cfg.data
+        d, e = self.cfg.data, self.cfg.eval
         check_dataset_options(d.name, d.options)
         check_transforms(d.train_transforms, "data.train_transforms")
         check_transforms(d.test_transforms, "data.test_transforms")
+        check_transforms(d.vote_transforms, "data.vote_transforms")
+        check_transforms(e.vote_view_transforms, "eval.vote_view_transforms")
+        if e.vote < 1 or e.vote_rounds < 1:
+            raise ConfigError(f"eval.vote ({e.vote}) and eval.vote_rounds ({e.vote_rounds}) must be >= 1")
+        if e.vote_rounds > 1 and (e.protocol != "peer" or e.vote == 1):
+            raise ConfigError(f"eval.vote_rounds={e.vote_rounds} reports the best of {e.vote_rounds} voting passes on "
+                              f"the test set, a selection on test that only --protocol peer makes, with eval.vote > 1 "
+                              f"(here protocol {e.protocol}, vote {e.vote}); set eval.vote_rounds=1")
         check_model_args(self.cfg.model.name, self.cfg.model.args,
                          fixed={k: f"task {self.name!r}" for k in self.model_fixed})
 
@@ -117,7 +125,24 @@ class Task:
     def build_datasets(self) -> Dict[str, Dataset]:
         raise NotImplementedError
 
-    def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
+    def label_space(self) -> Dict[str, int]:
+        """The configured data set's label counts (``num_classes``; part segmentation also ``num_categories``,
+        ``num_parts``) as it declares them, without reading its files; a data set that declares nothing
+        (the generated ones) is built and asked."""
+        from ..data import label_space
+
+        d = self.cfg.data
+        declared = label_space(d.name, d.options)
+        if declared is not None:
+            return declared
+        base = self.build_base(d.train_split)
+        out = {"num_classes": base.num_classes}
+        if getattr(base, "num_parts", None):
+            out.update(num_categories=len(base.classes), num_parts=int(base.num_parts))
+        return out
+
+    def build_model(self, datasets: Optional[Dict[str, Dataset]]) -> nn.Module:
+        """The model to train; ``datasets`` None: sized from :meth:`label_space` (``tools/recipe.py``)."""
         raise NotImplementedError
 
     def load_pretrained(self, model: nn.Module, path: str):
@@ -197,7 +222,8 @@ class PretrainTask(Task):
 
 @register_task("classification")
 class ClassificationTask(Task):
-    """Shape classification with cross-entropy (``label_smoothing`` via ``task_args``).
+    """Shape classification with cross-entropy (``label_smoothing`` via ``task_args``; ``head_classes``: a head
+    wider than the data set's classes, as the peers' few-shot recipes build).
 
     Splits follow ``eval.protocol``: ``clean`` holds a stratified, seeded ``eval.val_fraction`` of train
     out as the validation split that picks the checkpoint; ``peer`` selects on the test set. Voting
@@ -206,9 +232,12 @@ class ClassificationTask(Task):
     monitor, monitor_mode = "acc", "max"
 
     def __init__(self, cfg: Config, label_smoothing: float = 0.0, vote_scale: Tuple[float, float] = (2 / 3, 1.5),
-                 vote_translate: float = 0.2):
+                 vote_translate: float = 0.2, head_classes: Optional[int] = None):
         super().__init__(cfg)
         self.label_smoothing = float(label_smoothing)
+        # outputs of the classifier when not the data set's class count: the peers' few-shot configs build a
+        # 40-way head (ModelNet40's) for 5- and 10-way folds
+        self.head_classes = None if head_classes is None else int(head_classes)
         self.vote_scale, self.vote_translate = tuple(vote_scale), float(vote_translate)
         self.num_classes: Optional[int] = None
 
@@ -220,16 +249,18 @@ class ClassificationTask(Task):
         base_train, base_test = self.build_base(d.train_split), self.build_base(d.test_split)
         self.num_classes = base_train.num_classes
         test = SplitView(base_test, None, test_tf)
+        # a voting pass draws its views from the test split as data.vote_transforms leave it
+        vote = {} if d.vote_transforms is None else {"vote": SplitView(base_test, None, _transform(d.vote_transforms))}
         labels = dataset_labels(base_train)
         if cfg.eval.protocol == "peer":
             keep = self._label_subset(labels, list(range(len(labels))))
-            return {"train": SplitView(base_train, keep, train_tf), "val": test, "test": test}
+            return {"train": SplitView(base_train, keep, train_tf), "val": test, "test": test, **vote}
         keep, held = stratified_split(labels, cfg.eval.val_fraction, cfg.eval.split_seed)
         keep = self._label_subset(labels, keep)
         logger.info("clean protocol: %d train / %d validation (held out of %s, seed %d) / %d test",
                     len(keep), len(held), d.train_split, cfg.eval.split_seed, len(test))
         return {"train": SplitView(base_train, keep, train_tf), "val": SplitView(base_train, held, test_tf),
-                "test": test}
+                "test": test, **vote}
 
     def _label_subset(self, labels: torch.Tensor, indices: List[int]) -> List[int]:
         """``data.label_fraction`` of ``indices``, stratified by class (rounded, at least one shape of each),
@@ -248,7 +279,12 @@ class ClassificationTask(Task):
     def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
         from ..models import create_model
 
-        num_classes = self.num_classes or datasets["train"].num_classes
+        num_classes = self.num_classes or (datasets["train"].num_classes if datasets else self.label_space()["num_classes"])
+        if self.head_classes is not None:
+            if self.head_classes < num_classes:
+                raise ConfigError(f"task_args.head_classes={self.head_classes} is fewer than the {num_classes} classes "
+                                  f"of data set {self.cfg.data.name!r}")
+            num_classes = self.head_classes
         if self.cfg.train.probe:  # frozen encoder, a linear layer on its pooled features
             from ..models.linear_probe import LinearProbe
 
@@ -262,13 +298,21 @@ class ClassificationTask(Task):
         acc = (logits.argmax(-1) == label).float().mean() * 100.0
         return loss, {"acc": acc.detach()}
 
+    def view_transform(self) -> Callable:
+        """What makes one view of a voting pass from a batch: ``eval.vote_view_transforms``, or by default a
+        random scale and translation (``vote_scale``, ``vote_translate``)."""
+        from ..data.transforms import ScaleTranslate
+
+        views = self.cfg.eval.vote_view_transforms
+        if views is not None:
+            return _transform(views) or (lambda x: x)
+        return ScaleTranslate(*self.vote_scale, translate=self.vote_translate)
+
     def logits(self, model: nn.Module, batch: Dict[str, Any], views: int = 1) -> torch.Tensor:
         x = model_inputs(batch)
         if views <= 1:
             return model(x).float()
-        from ..data.transforms import ScaleTranslate
-
-        aug = ScaleTranslate(*self.vote_scale, translate=self.vote_translate)
+        aug = self.view_transform()
         return torch.stack([model(aug(x)).float() for _ in range(views)]).mean(0)
 
     def eval_step(self, model, batch, views=1):

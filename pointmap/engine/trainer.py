@@ -32,8 +32,9 @@ from .checkpoint import CheckpointError, get_rng_state, load_file, set_rng_state
 from .datasets import to_device
 from .hooks import DEFAULT_HOOKS, Hook, build_hooks
 from .logging import RunWriter, format_metrics
-from .loop import StepMeter, build_loaders, optimizer_step
-from .optim import build_optimizer, build_scheduler
+from .loop import OptimizerStep, StepMeter, build_loaders
+from .metrics import best_round
+from .optim import LRSchedule, build_optimizer
 from .rundir import InterruptGuard, RunDir, RunInterrupted, command_line
 from .tasks import Task, build_task
 
@@ -137,9 +138,11 @@ class Trainer:
         self.loaders, self.train_sampler = build_loaders(self.datasets, cfg, self.device, self.task.trains)
         self.steps_per_epoch = len(self.loaders["train"]) if self.task.trains else 0
         self.optimizer = build_optimizer(self.module, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
+        self.scheduler = LRSchedule(self.optimizer, cfg.optim, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.train.precision == "fp16")
+        self.optimizer_step = OptimizerStep(self.optimizer, self.scaler, self.module.parameters(),
+                                            cfg.optim.grad_clip, cfg.optim.steps_per_batch)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
         self.meter = StepMeter(self.device)
         self.writer = RunWriter(self.work_dir, enabled=self.is_main)
@@ -154,7 +157,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ sessions
     def fit(self) -> Dict[str, Any]:
-        """Train for ``optim.epochs``, pick the checkpoint by the protocol, score the test set once."""
+        """Train for ``optim.loop_epochs``, pick the checkpoint by the protocol, score the test set once."""
         return self._session(self._fit)
 
     def score(self, ckpt: str) -> Dict[str, Any]:
@@ -188,12 +191,13 @@ class Trainer:
             self.run.write_json(results)
         else:
             self._call_hooks("before_train")
-            for epoch in range(self.epoch, self.cfg.optim.epochs):
+            for epoch in range(self.epoch, self.cfg.optim.loop_epochs):
                 self.epoch = epoch
                 self._epoch_start = time.time()
                 self._call_hooks("before_epoch")
                 entry = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                          "train": self.train_one_epoch()}
+                self.scheduler.after_epoch(epoch)
                 self.history.append(entry)
                 self._call_hooks("after_epoch", entry)  # evaluate, best, log, checkpoint, then the rest
             results = self.test()
@@ -240,16 +244,16 @@ class Trainer:
         if self._rng_after_iter is not None:  # resumed mid-epoch: the state when it stopped, after this draw
             set_rng_state(self._rng_after_iter, self.module)
             self._rng_after_iter = None
-        bar = tqdm(total=steps, initial=first, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {self.epoch + 1}/{cfg.optim.loop_epochs}", leave=False,
                    dynamic_ncols=True, disable=not (self.is_main and cfg.train.progress))
         for step in range(first, steps):
             if self._stop or (self.world_size == 1 and self._guard is not None and self._guard.received):
                 self._interrupt(step, bar)
-            self.scheduler.step_update(self.global_step)
+            self.scheduler.before_step(self.global_step)
             batch = to_device(next(batches), self.device)
             with self._autocast():
                 loss, logs = self.task.train_step(self.model, batch)
-            finite_loss, applied = optimizer_step(self, loss)
+            finite_loss, applied = self.optimizer_step(loss)
             self.global_step += 1
             self.meter.add(loss.detach(), logs, finite_loss, applied, self.global_step)
             self._call_hooks("after_step", {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"], **logs})
@@ -296,18 +300,10 @@ class Trainer:
             batch = to_device(batch, self.device)
             with self._autocast():
                 out = self.task.eval_step(self.net, batch, views=views)
-            for k, v in out.items():
-                v = v.detach().double() if v.is_floating_point() else v.detach().long()
-                sums[k] = sums[k] + v if k in sums else v
+            du.add_sums(sums, {k: v.detach().double() if v.is_floating_point() else v.detach().long()
+                            for k, v in out.items()})
         sums = {k: v.cpu() for k, v in sums.items()}  # one read of the device per evaluation
-        if self.world_size > 1:
-            gathered = [None] * self.world_size
-            dist.all_gather_object(gathered, sums)
-            sums = {}
-            for part in gathered:
-                for k, v in part.items():
-                    sums[k] = sums[k] + v if k in sums else v
-        return self.task.summarize(sums)
+        return self.task.summarize(du.gather_sums(sums))
 
     # ------------------------------------------------------------------ results
     def test(self, use_best: bool = True) -> Dict[str, Any]:
@@ -319,9 +315,12 @@ class Trainer:
                 self._load_best_weights()
                 results["tested_epoch"] = self.best_saved
             results["test"] = self.evaluate("test")
-            if self.cfg.eval.vote > 1:
-                results["test_vote"] = self.evaluate("test", views=self.cfg.eval.vote)
-                results["test_vote"]["views"] = self.cfg.eval.vote
+            e = self.cfg.eval
+            if e.vote > 1:  # one pass, or the best of vote_rounds passes (the peer protocol's --test)
+                split = "vote" if "vote" in self.loaders else "test"
+                results["test_vote"] = best_round([self.evaluate(split, views=e.vote) for _ in range(e.vote_rounds)],
+                                                  self.task.monitor, self.task.monitor_mode)
+                results["test_vote"]["views"] = e.vote
             how = {"clean": f"checkpoint chosen on {self.task.monitor} of a validation split held out of train",
                    "peer": f"checkpoint chosen on test {self.task.monitor} (the peers' habit)"}
             results["protocol_note"] = how[self.cfg.eval.protocol]

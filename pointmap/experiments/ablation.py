@@ -120,7 +120,7 @@ def _finished(metrics_path: str, cfg: Config) -> Optional[Dict[str, Any]]:
         return None
     with open(metrics_path, encoding="utf-8") as f:
         m = json.load(f)
-    done = "test" in m if cfg.task != "pretrain" else m.get("epochs_done") == cfg.optim.epochs
+    done = "test" in m if cfg.task != "pretrain" else m.get("epochs_done") == cfg.optim.loop_epochs
     return m if done else None
 
 

@@ -98,11 +98,12 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
             "protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name, "exp_name": cfg.exp_name,
             "work_dir": folder.abspath, "way": int(way), "shot": int(shot), "folds": [int(f) for f in folds],
             "runs": [os.path.join(base, f"fold{f}") for f in folds], "per_fold": per_fold,
-            "test": summarize_seeds([r["test"] for r in runs])}
+            # the spread over folds: the sample std (ddof 1); the peer protocol reports numpy's (ddof 0), as the peers do
+            "test": summarize_seeds([r["test"] for r in runs], ddof=0 if cfg.eval.protocol == "peer" else 1)}
         if cfg.train.probe:
             results["probe"] = cfg.train.probe
         folder.write_json(results, "fewshot.json")
     acc = results["test"]["acc"]
-    logger.info("%d-way %d-shot, %d folds | test acc %.2f ± %.2f | protocol %s", way, shot, len(folds),
-                acc["mean"], acc["std"], cfg.eval.protocol)
+    logger.info("%d-way %d-shot, %d folds | test acc %.2f ± %.2f (std ddof %d) | protocol %s", way, shot, len(folds),
+                acc["mean"], acc["std"], acc["ddof"], cfg.eval.protocol)
     return results

@@ -113,7 +113,9 @@ def evaluate_checkpoint(cfg: Config, ckpt: Optional[str] = None, *, device: str 
 
 
 def mean_std_line(stats: Dict[str, Dict[str, float]]) -> str:
-    return " ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in stats.items() if k not in ("views", "count"))
+    shown = {k: v for k, v in stats.items() if k not in ("views", "count", "rounds", "best_round")}
+    std = "" if all(v.get("ddof", 1) == 1 for v in shown.values()) else " (std ddof 0)"
+    return " ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in shown.items()) + std
 
 
 def format_results(results: Dict[str, Any]) -> str:

@@ -35,6 +35,10 @@ class LocalNormPool(nn.Module):
         self.proj = nn.Linear(2 * dim, dim)
         self.act = nn.SiLU()
 
+    def peer_param_ndim(self) -> dict:
+        """The release stores α and β as (1, 1, 1, 2C): 4-D tensors, which its weight-decay rule decays."""
+        return {"alpha": 4, "beta": 4}
+
     def forward(self, x: torch.Tensor, ctx: Optional[TokenContext] = None) -> torch.Tensor:
         """x: (B, P + G, C), ctx.centers: (B, G, 3) → (B, P + G, C)."""
         if ctx is None or ctx.centers is None:

@@ -231,6 +231,10 @@ class HybridEncoder(TokenEncoder):
     def no_weight_decay(self) -> set:
         return {"order_scale", "order_shift"} if self.order_scale is not None else set()
 
+    def peer_param_ndim(self) -> dict:
+        """PointMamba stores each order's scale and shift as its own 1-D vector (``OrderScale_gamma_i``)."""
+        return {"order_scale": 1, "order_shift": 1} if self.order_scale is not None else {}
+
     @property
     def target_dim(self) -> int:
         return 3 * self.group_size

@@ -71,7 +71,7 @@ class VisHook(Hook):
 
     def after_epoch(self, trainer, metrics: Dict[str, Any]) -> None:
         epoch = trainer.epoch + 1
-        if epoch % self.every and epoch != trainer.cfg.optim.epochs:
+        if epoch % self.every and epoch != trainer.cfg.optim.loop_epochs:
             return
         try:
             image, caption = self.draw(trainer)
