@@ -201,7 +201,8 @@ class HybridEncoder(TokenEncoder):
         group_size: K points per patch.
         order: serialization of the tokens, one of ``pointmap.ops.serialize``'s orders, or a sequence
             of them: the token sequence is then the G tokens in each order, one after the other
-            (PointMamba's hilbert + hilbert-trans). Pretraining uses the first order.
+            (PointMamba's hilbert + hilbert-trans). Pretraining tokenizes in one of them (the first, or one
+            drawn per batch: the pretrainer's ``order_draw``).
         order_indicator: a learnable per-order scale and shift of the tokens (PointMamba).
         grid_size, grid_depth: quantization of the centers for the curve orders (``None``: a 2^10 grid
             over each cloud's bounding box; ``0.02, "batch"``: PointMamba's); see ``pointmap.ops.serialize``.
@@ -252,11 +253,12 @@ class HybridEncoder(TokenEncoder):
             x = x * self.order_scale[i] + self.order_shift[i]
         return x, gather_points(centers, perm), perm
 
-    def tokenize(self, points: torch.Tensor) -> PatchTokens:
-        """points: (B, N, 3) → :class:`PatchTokens` in the first serialization order."""
+    def tokenize(self, points: torch.Tensor, order_index: int = 0) -> PatchTokens:
+        """points: (B, N, 3) → :class:`PatchTokens` in serialization order ``orders[order_index]``, with that
+        order's scale and shift (``order_indicator``)."""
         neighborhood, centers = self.group(points)
         tokens = self.tokenizer(neighborhood)
-        x, c, perm = self._ordered(tokens, centers, self.orders[0], 0)
+        x, c, perm = self._ordered(tokens, centers, self.orders[order_index], order_index)
         target = gather_points(neighborhood.flatten(2), perm)             # (B, G, 3K)
         return PatchTokens(x, c, target, perm)
 
