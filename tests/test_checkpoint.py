@@ -171,8 +171,28 @@ def test_pointmamba_pretraining_checkpoint_fills_the_encoder(tmp_path):
     res = load_checkpoint(model, str(tmp_path / "pre.pth"))
     assert res.source == "pointmamba" and res.unexpected_keys == []
     assert set(res.missing_keys) == _head_keys(model)
-    assert "mask_token" in res.ignored_keys and any(k.startswith("decoder.mamba.") for k in res.ignored_keys)
+    assert "mask_token" in res.ignored_keys and any(k.startswith("decoder.blocks.3.mixer.") for k in res.ignored_keys)
     assert torch.equal(model.encoder.order_scale[0], state["MAE_encoder.OrderScale_gamma_1"])
+
+
+def test_pointmamba_pretraining_checkpoint_loads_whole_into_its_pretrainer(tmp_path):
+    shapes = _peer_shapes("pointmamba", "pretrain")
+    state = _synthesize(tmp_path / "pre.pth", shapes)
+    pre = pointmap.create_pretrainer("pointmamba", objective="mae", mask_ratio=0.6, decoder_type="mamba")
+    assert _count(pre) == sum(math.prod(s) for k, s in shapes.items() if "running" not in k and "num_batches" not in k)
+    res = load_checkpoint(pre, str(tmp_path / "pre.pth"), source="auto")
+    assert res.source == "pointmamba"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    assert torch.equal(pre.decoder.blocks[3].mixer.A_log, state["MAE_decoder.blocks.layers.3.mixer.A_log"])
+    assert torch.equal(pre.decoder.blocks[0].norm1.bias, state["MAE_decoder.blocks.layers.0.norm.bias"])
+    assert torch.equal(pre.decoder.norm.weight, state["MAE_decoder.blocks.norm_f.weight"])
+    assert torch.equal(pre.predictor.weight, state["increase_dim.0.weight"].squeeze(-1))
+    assert torch.equal(pre.decoder_pos_embed[2].bias, state["decoder_pos_embed.2.bias"])
+    assert torch.equal(pre.mask_token, state["mask_token"])
+    assert torch.equal(pre.encoder.order_shift[1], state["MAE_encoder.OrderScale_beta_2"])
+    assert torch.equal(pre.encoder.norm.bias, state["MAE_encoder.blocks.norm_f.bias"])
+    with pytest.raises(CheckpointError, match=r"pointmamba format.*have no place in the model"):
+        load_checkpoint(pointmap.create_pretrainer("pointmamba", objective="mae"), str(tmp_path / "pre.pth"))
 
 
 @pytest.mark.parametrize("kind,classes,params", [("finetune_cls15", 15, 25_220_623), ("finetune_cls40", 40, 25_227_048)])

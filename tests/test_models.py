@@ -171,3 +171,29 @@ def test_hybrid_presets_scan_both_ways(name):
     assert _first_token_moves(enc)
     for one_way in (False, "channel"):
         assert not _first_token_moves(pointmap.create_model(name, **{**kw, "layout": "MM", "bidirectional": one_way}).eval())
+
+
+def test_block_dropout_is_pointmambas_per_block_dropout():
+    """PointMamba's ``drop_out``: Dropout on every block's output; train mode only, no parameter, settable
+    from ``model.args``."""
+    from pointmap.models import check_model_args
+
+    kw = dict(TINY_POINTS, layout="MM", drop_path_rate=0.0)
+    torch.manual_seed(0)
+    plain = pointmap.create_model("pointmamba", num_classes=5, **kw)
+    torch.manual_seed(0)
+    dropped = pointmap.create_model("pointmamba", num_classes=5, block_dropout=0.3, **kw)
+    assert plain.encoder.block_drop is None and dropped.encoder.block_drop.p == 0.3
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 256, 3)
+    enc_a, enc_b = plain.encoder.train(), dropped.encoder.train()
+    for bn in (m for enc in (enc_a, enc_b) for m in enc.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+        bn.eval()  # BatchNorm statistics aside: only the dropout differs between the two
+    torch.manual_seed(1)
+    a = enc_a(x).tokens
+    torch.manual_seed(1)
+    assert not torch.allclose(a, enc_b(x).tokens)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(x), dropped(x))
+    check_model_args("pointmamba", {"block_dropout": 0.1})

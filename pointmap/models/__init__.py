@@ -6,8 +6,8 @@ from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEnco
 from .image import ImageEncoder, patchify
 from .partseg import PartSegmenter
 from .presets import build_point_model
-from .pretrainer import (MAPDecoder, MAPPretrainer, PretrainOutput, create_pretrainer, random_mask,
-                         row_attention_mask)
+from .decoders import MAPDecoder
+from .pretrainer import MAPPretrainer, PretrainOutput, create_pretrainer, random_mask, row_attention_mask
 from .registry import check_model_args, create_model, list_models, model_arguments, register_model
 from . import map3d  # noqa: F401  (registers map3d_official)
 

@@ -62,17 +62,19 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module, target: D
     an encoder) and sets aside the keys of another kind of model that ``model`` has no place for. A head
     is kept only when it is the same head as the target's (same names and shapes: a part segmenter's into
     a part segmenter, a 40-class classifier's into a 40-class classifier); any other head is set aside.
-    ``target``: ``model.state_dict()``."""
+    A decoder key is set aside only when ``model`` has no decoder: a decoder of another build (a Mamba
+    decoder's into a Transformer decoder) surfaces as unexpected. ``target``: ``model.state_dict()``."""
     if isinstance(model, TokenEncoder):
         state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
     elif not any(k.startswith("encoder.") for k in state):
         state = {("encoder." + k if "encoder." + k in target else k): v for k, v in state.items()}
     same_head = _head(state) == _head(target)
+    has_decoder = any(k.startswith("decoder.") for k in target)
     kept, ignored = {}, []
     for k, v in state.items():
         if k in target and (same_head or not k.startswith("head.")):
             kept[k] = v
-        elif _KNOWN_KINDS.match(k):
+        elif _KNOWN_KINDS.match(k) and not (has_decoder and k.startswith("decoder.")):
             ignored.append(k)
         else:
             kept[k] = v  # surfaces as an unexpected key

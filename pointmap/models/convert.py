@@ -8,7 +8,7 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 | format | peer classes | pointmap preset |
 | --- | --- | --- |
 | ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE`` | ``pointmae`` |
-| ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` |
+| ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` (pretraining: ``decoder_type="mamba"``) |
 | ``map3d`` | MAP 3D / Mamba3D ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py`` | ``map3d_official`` |
 """
 import re
@@ -39,13 +39,17 @@ _POINT_MAE: List[Tuple[str, str]] = [
     (_ENC + r"norm\.", "encoder.norm."),
 ] + _COMMON
 
-_POINTMAMBA: List[Tuple[str, str]] = [
-    (_ENC + r"blocks\.layers\.(\d+)\.norm\.", r"encoder.blocks.\1.norm1."),
-    (_ENC + r"blocks\.layers\.(\d+)\.mixer\.", r"encoder.blocks.\1.mixer."),
-    (_ENC + r"blocks\.norm_f\.", "encoder.norm."),
-    # PointMamba's decoder is a Mamba stack, not pointmap's Transformer decoder: its keys stay apart.
-    (r"^MAE_decoder\.", "decoder.mamba."),
-] + _COMMON
+
+def _mixer_model(source: str, target: str) -> List[Tuple[str, str]]:
+    """PointMamba's ``MixerModel`` (``layers.i.norm``, ``layers.i.mixer``, ``norm_f``) under ``source`` →
+    pointmap's block list and final norm under ``target``."""
+    return [(source + r"blocks\.layers\.(\d+)\.norm\.", target + r".blocks.\1.norm1."),
+            (source + r"blocks\.layers\.(\d+)\.mixer\.", target + r".blocks.\1.mixer."),
+            (source + r"blocks\.norm_f\.", target + ".norm.")]
+
+
+# PointMamba's pretraining decoder is a MixerModel too: pointmap's MAPDecoder(block_type="mamba").
+_POINTMAMBA: List[Tuple[str, str]] = _mixer_model(_ENC, "encoder") + _mixer_model(r"^MAE_decoder\.", "decoder") + _COMMON
 
 # MAP 3D: blocks.blocks.i are the Mamba3D blocks, blocks.blocks_vit.j the attention blocks; their places
 # in pointmap's single block list come from the target's layout ({M} and {T} below).

@@ -109,6 +109,8 @@ class TokenEncoder(nn.Module):
         pos_mode: where the positional embedding is added: ``"every_block"`` (at every block's input,
             Point-MAE's and the MAP release's habit) or ``"once"`` (to the input of the first block only,
             PointMamba's).
+        block_dropout: dropout on every block's output (PointMamba's ``drop_out``, 0.1 in its OBJ-ONLY
+            recipe); 0 adds no module.
     """
 
     modality = "tokens"
@@ -118,7 +120,7 @@ class TokenEncoder(nn.Module):
                  bidirectional: Union[bool, str] = False, drop_path_rate: float = 0.0,
                  drop_path_rates: Optional[Sequence[float]] = None, norm_layer=None,
                  block_fns: Optional[Dict[str, Callable]] = None, coord_dim: int = 3,
-                 pos_act_layer=nn.GELU, pos_mode: str = "every_block"):
+                 pos_act_layer=nn.GELU, pos_mode: str = "every_block", block_dropout: float = 0.0):
         super().__init__()
         if pos_mode not in POS_MODES:
             raise UserError(f"pos_mode must be one of {list(POS_MODES)}, got {pos_mode!r}")
@@ -143,10 +145,12 @@ class TokenEncoder(nn.Module):
         self.blocks = nn.ModuleList(fns[letter](embed_dim, drop_path=float(dp))
                                     for letter, dp in zip(layout, drop_path_rates))
         self.norm = norm_layer(embed_dim)
+        self.block_drop = nn.Dropout(block_dropout) if block_dropout > 0 else None
 
     def forward_tokens(self, x: torch.Tensor, pos: torch.Tensor, ctx: Optional[TokenContext] = None,
                        return_layers: Optional[Sequence[int]] = None):
-        """Runs the blocks, adding ``pos`` at every block's input or once before the first (``pos_mode``).
+        """Runs the blocks, adding ``pos`` at every block's input or once before the first (``pos_mode``),
+        with ``block_dropout`` on each block's output.
 
         x, pos: (B, L, C) → (final-normed (B, L, C), list of (B, L, C) after the blocks in ``return_layers``,
         in that order; negative indices count from the end).
@@ -156,6 +160,8 @@ class TokenEncoder(nn.Module):
         every = self.pos_mode == "every_block"
         for i, blk in enumerate(self.blocks):
             x = blk(x + pos if every or i == 0 else x, ctx)
+            if self.block_drop is not None:
+                x = self.block_drop(x)
             if i in wanted:
                 kept[i] = x
         return self.norm(x), [kept[i] for i in wanted]
@@ -195,7 +201,8 @@ class HybridEncoder(TokenEncoder):
         group_size: K points per patch.
         order: serialization of the tokens, one of ``pointmap.ops.serialize``'s orders, or a sequence
             of them: the token sequence is then the G tokens in each order, one after the other
-            (PointMamba's hilbert + hilbert-trans). Pretraining uses the first order.
+            (PointMamba's hilbert + hilbert-trans). Pretraining tokenizes in one of them (the first, or one
+            drawn per batch: the pretrainer's ``order_draw``).
         order_indicator: a learnable per-order scale and shift of the tokens (PointMamba).
         grid_size, grid_depth: quantization of the centers for the curve orders (``None``: a 2^10 grid
             over each cloud's bounding box; ``0.02, "batch"``: PointMamba's); see ``pointmap.ops.serialize``.
@@ -250,11 +257,12 @@ class HybridEncoder(TokenEncoder):
             x = x * self.order_scale[i] + self.order_shift[i]
         return x, gather_points(centers, perm), perm
 
-    def tokenize(self, points: torch.Tensor) -> PatchTokens:
-        """points: (B, N, 3) → :class:`PatchTokens` in the first serialization order."""
+    def tokenize(self, points: torch.Tensor, order_index: int = 0) -> PatchTokens:
+        """points: (B, N, 3) → :class:`PatchTokens` in serialization order ``orders[order_index]``, with that
+        order's scale and shift (``order_indicator``)."""
         neighborhood, centers = self.group(points)
         tokens = self.tokenizer(neighborhood)
-        x, c, perm = self._ordered(tokens, centers, self.orders[0], 0)
+        x, c, perm = self._ordered(tokens, centers, self.orders[order_index], order_index)
         target = gather_points(neighborhood.flatten(2), perm)             # (B, G, 3K)
         return PatchTokens(x, c, target, perm)
 

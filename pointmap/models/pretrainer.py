@@ -6,15 +6,16 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from pointmap.layers import PosMLP, linear_rates, TokenContext, transformer_block
+from pointmap.layers import PosMLP
 from pointmap.ops import chamfer, gather_points
 
 from ..errors import UserError
-from .hybrid_encoder import init_weights
+from .decoders import MAPDecoder, init_decoder_side
 from .registry import create_model
 
 _LOSSES = {"cdl2", "cdl1", "mse"}
 OBJECTIVES = ("map", "mae", "ar", "local_mae")
+ORDER_DRAWS = ("first", "random")
 
 
 @dataclass
@@ -127,31 +128,14 @@ def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, n
     return row_size
 
 
-class MAPDecoder(nn.Module):
-    """Transformer decoder: positional embedding added at every block, final norm.
-    x, pos: (B, L, C), attn_mask: (L, L) bool or None → (B, L, C)."""
-
-    def __init__(self, dim: int, depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.1, norm_layer=nn.LayerNorm):
-        super().__init__()
-        rates = linear_rates(drop_path_rate, depth)
-        self.blocks = nn.ModuleList(transformer_block(dim, num_heads, mlp_ratio, qkv_bias=False, drop_path=r,
-                                                      norm_layer=norm_layer) for r in rates)
-        self.norm = norm_layer(dim)
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        ctx = TokenContext(attn_mask=attn_mask)
-        for blk in self.blocks:
-            x = blk(x + pos, ctx)
-        return self.norm(x)
-
-
 class MAPPretrainer(nn.Module):
     """Masked autoregressive pretraining around ``encoder`` (a HybridEncoder or ImageEncoder).
 
     Masks int(mask_ratio·G) patches per sample, encodes the visible tokens in sequence order, and
     decodes the full sequence with a Transformer whose attention is bidirectional inside a row of
     ``row_size`` tokens and causal across rows; masked outputs → Linear(C, T) → reconstruction.
+    ``objective="mae"`` is Point-MAE's pretraining; with the ``pointmamba`` encoder, ``decoder_type="mamba"``
+    and ``order_draw="random"`` it is PointMamba's (``decoder_init="xavier"``: both peers' decoder init).
 
     Args:
         encoder: the token encoder to pretrain.
@@ -168,13 +152,22 @@ class MAPPretrainer(nn.Module):
             sample, so rows no longer follow the scan; outputs are put back in sequence order.
         loss: ``cdl2`` / ``cdl1`` (Chamfer L2 / L1, points) or ``mse`` (images); None picks by modality.
         decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate: decoder settings.
+        decoder_type: ``transformer`` (default) or ``mamba``: a one-way Mamba stack with the positions added
+            once, causal token by token (PointMamba's decoder; objectives ``mae`` and ``ar`` only, as it
+            cannot see a whole row); see :class:`~pointmap.models.decoders.MAPDecoder`.
+        order_draw: with an encoder of several token orders (``pointmamba``: hilbert, hilbert-trans),
+            ``first`` (default) always tokenizes in the first; ``random`` draws one order per batch, the
+            same for every cloud of it, and applies that order's scale and shift (PointMamba's pretraining).
+        decoder_init: ``trunc_normal`` (default, pointmap's) or ``xavier`` (Point-MAE's and PointMamba's);
+            see :func:`~pointmap.models.decoders.init_decoder_side`.
     """
 
     def __init__(self, encoder: nn.Module, mask_ratio: float = 0.5, objective: str = "map",
                  row_size: Optional[int] = None, decoder_order: str = "inplace", loss: Optional[str] = None,
                  decoder_depth: int = 4, decoder_heads: int = 6, decoder_mlp_ratio: float = 4.0,
                  decoder_drop_path_rate: float = 0.1, decoder_row_order: str = "aligned",
-                 mask_strategy: str = "random"):
+                 mask_strategy: str = "random", decoder_type: str = "transformer", order_draw: str = "first",
+                 decoder_init: str = "trunc_normal"):
         super().__init__()
         if mask_strategy not in MASK_STRATEGIES:
             raise UserError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {mask_strategy!r}")
@@ -187,6 +180,15 @@ class MAPPretrainer(nn.Module):
             raise UserError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {decoder_row_order!r}")
         if not 0.0 < mask_ratio < 1.0:
             raise UserError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
+        if order_draw not in ORDER_DRAWS:
+            raise UserError(f"order_draw must be one of {list(ORDER_DRAWS)}; got {order_draw!r}")
+        orders = tuple(getattr(encoder, "orders", ()))
+        if order_draw == "random" and len(orders) < 2:
+            raise UserError(f"order_draw='random' needs an encoder with several token orders "
+                             f"(pointmamba's hilbert and hilbert-trans); this one has {orders or 'none'}")
+        if decoder_type == "mamba" and objective not in ("mae", "ar"):
+            raise UserError(f"decoder_type='mamba' is causal token by token: it fits objective 'mae' "
+                             f"(PointMamba's) or 'ar', not {objective!r}")
         modality = encoder.modality
         loss = loss or ("mse" if modality == "image" else "cdl2")
         if loss not in _LOSSES or (modality == "image") != (loss == "mse"):
@@ -199,15 +201,23 @@ class MAPPretrainer(nn.Module):
         self.decoder_order = decoder_order
         self.decoder_row_order = decoder_row_order
         self.mask_strategy = mask_strategy
+        self.order_draw = order_draw
         self.loss_name = loss
         self.row_size = resolve_row_size(objective, row_size, g, encoder.natural_row_size(), decoder_order)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.decoder_pos_embed = PosMLP(dim, encoder.pos_embed[0].in_features)
-        self.decoder = MAPDecoder(dim, decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate)
+        self.decoder = MAPDecoder(dim, decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate,
+                                  block_type=decoder_type)
         self.predictor = nn.Linear(dim, encoder.target_dim)
-        for m in (self.decoder_pos_embed, self.decoder, self.predictor):
-            init_weights(m)
+        init_decoder_side(decoder_init, self.decoder, (self.decoder_pos_embed, self.predictor))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def draw_order(self, generator: Optional[torch.Generator] = None, device=None) -> int:
+        """The index of the token order for one batch: 0 with ``order_draw="first"``; with ``"random"``, one
+        of the encoder's orders uniformly, drawn from ``generator`` (None: the global RNG) on ``device``."""
+        if self.order_draw == "first":
+            return 0
+        return int(torch.randint(len(self.encoder.orders), (), generator=generator, device=device))
 
     def decoder_mask(self, device=None) -> Optional[torch.Tensor]:
         """(G, G) bool attention mask of the decoder (None for ``mae``)."""
@@ -246,11 +256,14 @@ class MAPPretrainer(nn.Module):
     def forward(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PretrainOutput:
         """inputs: points (B, N, 3) or images (B, C, H, W) → :class:`PretrainOutput`.
 
-        generator: draws the mask (and the ``shuffled`` permutation) on the inputs' device; None uses
-            the global RNG.
+        generator: draws the token order (``order_draw="random"``), then the mask (and the ``shuffled``
+            permutation) on the inputs' device; None uses the global RNG.
         """
         enc = self.encoder
-        pt = enc.tokenize(inputs)
+        if self.order_draw == "random":
+            pt = enc.tokenize(inputs, order_index=self.draw_order(generator, inputs.device))
+        else:
+            pt = enc.tokenize(inputs)
         b, g, c = pt.tokens.shape
         mask = make_mask(self.mask_strategy, b, g, self.mask_ratio, self.row_size, generator, inputs.device)
         m = int(self.mask_ratio * g)
@@ -288,6 +301,7 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
                       loss: Optional[str] = None, decoder_depth: int = 4, decoder_heads: int = 6,
                       decoder_mlp_ratio: float = 4.0, decoder_drop_path_rate: float = 0.1,
                       decoder_row_order: str = "aligned", mask_strategy: str = "random",
+                      decoder_type: str = "transformer", order_draw: str = "first", decoder_init: str = "trunc_normal",
                       **encoder_overrides) -> MAPPretrainer:
     """Builds a :class:`MAPPretrainer`; ``encoder`` is a preset name (built with ``encoder_overrides``)
     or an encoder module."""
@@ -299,4 +313,5 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
                          decoder_order=decoder_order, loss=loss, decoder_depth=decoder_depth,
                          decoder_heads=decoder_heads, decoder_mlp_ratio=decoder_mlp_ratio,
                          decoder_drop_path_rate=decoder_drop_path_rate, decoder_row_order=decoder_row_order,
-                         mask_strategy=mask_strategy)
+                         mask_strategy=mask_strategy, decoder_type=decoder_type, order_draw=order_draw,
+                         decoder_init=decoder_init)
