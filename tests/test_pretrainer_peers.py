@@ -148,3 +148,22 @@ def test_options_come_from_the_config():
     pre = build_task(cfg).build_model({})
     assert pre.order_draw == "random" and pre.decoder.block_type == "mamba" and pre.encoder.block_drop.p == 0.1
     assert not pre.decoder.blocks[0].mixer.dt_proj.bias.any()          # xavier: zero biases
+
+
+def test_pointmamba_pretraining_encoder_init_reaches_the_mixers():
+    """PointMamba's MaskMamba re-initialises every Linear / Conv1d of its encoder, the Mamba mixers' too
+    (truncated normal 0.02, zero bias: dt_proj's bias becomes 0); mixer_init="mamba" keeps mamba's."""
+    torch.manual_seed(0)
+    kw = dict(layout="MM", embed_dim=32, num_group=16, group_size=8)
+    own = pointmap.create_model("pointmamba", **kw)
+    peer = pointmap.create_model("pointmamba", mixer_init="trunc_normal", **kw)
+    for m in (own, peer):  # A keeps mamba's init either way: A_log = log(1..d_state) on every channel
+        a_log = m.blocks[0].mixer.A_log
+        assert torch.allclose(a_log, torch.log(torch.arange(1, a_log.shape[1] + 1.0)).expand_as(a_log))
+    assert own.blocks[0].mixer.dt_proj.bias.abs().sum() > 0 and peer.blocks[0].mixer.dt_proj.bias.abs().sum() == 0
+    for name in ("in_proj", "x_proj", "out_proj"):
+        w = getattr(peer.blocks[1].mixer, name).weight
+        assert 0.017 < w.std() < 0.023 and abs(w.mean()) < 0.005  # trunc_normal_(std=0.02)
+    assert peer.blocks[0].mixer.conv1d.bias.abs().sum() == 0
+    with pytest.raises(ValueError, match="mixer_init"):
+        pointmap.create_model("pointmamba", mixer_init="xavier", **kw)

@@ -49,7 +49,8 @@ def model_settings(model) -> Dict[str, Any]:
     if hasattr(enc, "orders"):
         out["orders"] = list(enc.orders)
     out["drop_path"] = rates
-    out["block_dropout"] = float(getattr(enc, "block_dropout", 0.0) or 0.0)
+    drop = getattr(enc, "block_drop", None)
+    out["block_dropout"] = float(drop.p) if drop is not None else 0.0
     if hasattr(model, "global_pool"):
         out["global_pool"] = model.global_pool
     return out

@@ -62,12 +62,13 @@ def resolve_norm(norm_layer: Union[str, Callable, None]) -> Callable[[int], nn.M
     raise UserError(f"norm_layer must be 'layernorm', 'rmsnorm' or a callable, got {norm_layer!r}")
 
 
-def init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module, mixers: bool = False) -> None:
     """Point-MAE's init (truncated normal 0.02, zero bias) for linear and conv layers outside Mamba mixers,
-    whose own initialisation (mamba's Δ and A) is kept."""
+    whose own initialisation (mamba's Δ and A) is kept; ``mixers``: theirs too (PointMamba's pretraining
+    encoder re-initialises them so, dt_proj's bias included; A_log and D keep mamba's)."""
     skip = set()
     for m in module.modules():
-        if isinstance(m, MambaMixer):
+        if isinstance(m, MambaMixer) and not mixers:
             skip.update(id(s) for s in m.modules())
     for m in module.modules():
         if id(m) in skip:
@@ -208,14 +209,19 @@ class HybridEncoder(TokenEncoder):
             over each cloud's bounding box; ``0.02, "batch"``: PointMamba's); see ``pointmap.ops.serialize``.
         skip_near_origin: FPS never picks a point with x²+y²+z² ≤ 1e-3 after the first, as pointnet2_ops
             does (the peers' FPS); see ``pointmap.ops.fps``.
+        mixer_init: ``"mamba"`` keeps the Mamba mixers' own initialisation; ``"trunc_normal"`` gives their
+            linear and conv layers the truncated normal of the rest (PointMamba's pretraining encoder).
     """
 
     modality = "points"
+    MIXER_INITS = ("mamba", "trunc_normal")
 
     def __init__(self, embed_dim: int = 384, layout: str = "MMMTMMMTMMMT", num_group: int = 64,
                  group_size: int = 32, order: Union[str, Sequence[str]] = "hilbert",
                  order_indicator: bool = False, grid_size: Optional[float] = None, grid_depth: str = "cloud",
-                 skip_near_origin: bool = False, **kwargs):
+                 skip_near_origin: bool = False, mixer_init: str = "mamba", **kwargs):
+        if mixer_init not in self.MIXER_INITS:
+            raise UserError(f"mixer_init must be one of {list(self.MIXER_INITS)}, got {mixer_init!r}")
         super().__init__(embed_dim=embed_dim, layout=layout, coord_dim=3, **kwargs)
         self.num_group = num_group
         self.group_size = group_size
@@ -229,7 +235,7 @@ class HybridEncoder(TokenEncoder):
             self.order_shift = nn.Parameter(torch.zeros(len(self.orders), embed_dim))
         else:
             self.order_scale = self.order_shift = None
-        init_weights(self)
+        init_weights(self, mixers=mixer_init == "trunc_normal")
 
     @property
     def num_tokens(self) -> int:
