@@ -210,6 +210,32 @@ def test_map3d_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_
     assert torch.equal(blocks[0].mixer.proj.weight, state["blocks.blocks.0.lfa.mlp.share_mlp.weight"].squeeze(-1))
 
 
+@pytest.mark.parametrize("kind,classes,params", [("finetune_cls15", 15, 16_927_759), ("finetune_cls40", 40, 16_934_184)])
+def test_mamba3d_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_path):
+    """Mamba3D's own classifier: the map3d format with the target's all-Mamba layout."""
+    state = _synthesize(tmp_path / "m.pth", _peer_shapes("mamba3d", kind))
+    model = pointmap.create_model("mamba3d", num_classes=classes)
+    assert _count(model) == params                                        # Mamba3D's count
+    res = load_checkpoint(model, str(tmp_path / "m.pth"))
+    assert res.source == "map3d"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    blocks = model.encoder.blocks
+    assert torch.equal(blocks[4].mlp.D_b, state["blocks.blocks.4.mixer.D_b"])            # no T: M i is block i
+    assert torch.equal(blocks[11].mixer.beta, state["blocks.blocks.11.lfa.lga.affine_beta_feat"].flatten())
+    assert torch.equal(model.head[8].weight, state["cls_head_finetune.8.weight"])
+
+
+@pytest.mark.parametrize("peer,layout,last", [("map3d", "MMMT" * 4, "encoder.blocks.15.mlp.mixer.qkv.weight"),
+                                               ("mamba3d", "M" * 12, "encoder.blocks.11.mlp.A_b_log")])
+def test_map3d_converter_infers_the_files_own_layout(peer, layout, last):
+    """Without a target layout the converter places the blocks as the file's class had them."""
+    from pointmap.models import map3d_to_pointmap
+
+    state = {k: torch.zeros(s) for k, s in _peer_shapes(peer, "finetune_cls15").items()}
+    names = list(map3d_to_pointmap(state))
+    assert names == list(map3d_to_pointmap(state, layout)) and last in names
+
+
 def test_map3d_pretraining_checkpoint_loads_encoder_and_cls_token(tmp_path):
     state = _synthesize(tmp_path / "pre.pth", _peer_shapes("map3d", "pretrain"))
     model = pointmap.create_model("map3d_official", num_classes=15)
@@ -232,12 +258,13 @@ def _drop(shapes: dict, pattern: str) -> dict:
     ("map3d", "map3d_official", "blocks.blocks_vit.", "auto"),
     ("pointmamba", "pointmamba", None, "point_mae"),                     # the wrong format named by hand
     ("map3d", "pointmae", None, "auto"),                                  # a MAP 3D file into Point-MAE
+    ("mamba3d", "map3d_official", None, "auto"),                          # Mamba3D's has no attention blocks
 ])
 def test_incomplete_or_misfit_peer_files_are_errors(peer, preset, gone, source, tmp_path):
     shapes = _peer_shapes(peer, "finetune_cls15")
     _synthesize(tmp_path / "x.pth", _drop(shapes, gone) if gone else shapes)
     model = pointmap.create_model(preset, num_classes=15)
-    fmt = peer if source == "auto" else source
+    fmt = {"mamba3d": "map3d"}.get(peer, peer) if source == "auto" else source
     with pytest.raises(CheckpointError, match=rf"\({fmt} format\).*encoder tensors are not in the file") as e:
         load_checkpoint(model, str(tmp_path / "x.pth"), source=source)
     assert "strict=False" in str(e.value) and "\n" not in str(e.value)

@@ -1,4 +1,4 @@
-"""Loading weights: pointmap's own checkpoints and the peers' (Point-MAE, PointMamba, MAP 3D).
+"""Loading weights: pointmap's own checkpoints and the peers' (Point-MAE, PointMamba, MAP 3D, Mamba3D).
 
 Loud by default: every encoder tensor of the target must come from the file, and every tensor of the
 file must have a place in the target or be of a kind the target does not have (a pretraining decoder
@@ -111,8 +111,9 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
         model: the target; its keys decide what is taken from the checkpoint.
         path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or a peer's
             (``{"base_model": state}``, pretraining or finetuned, with or without DDP's ``module.``):
-            Point-MAE, PointMamba or the released MAP 3D (Mamba3D) code.
-        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``.
+            Point-MAE, PointMamba, the released MAP 3D code or Mamba3D.
+        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``
+            (the MAP 3D release's and Mamba3D's own files, see :mod:`pointmap.models.convert`).
         strict: every encoder tensor of ``model`` must be in the file and every tensor of the file must
             fit ``model`` or be of another kind of model (decoder, head: listed as ignored). False loads
             what fits and logs what did not at WARNING.

@@ -1,4 +1,4 @@
-"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba and the released MAP 3D (Mamba3D) code.
+"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba, the released MAP 3D code and Mamba3D.
 
 Each converter renames one peer's ``base_model`` state dict (pretraining or finetuning class, with or
 without DDP's ``module.`` prefix already removed) to the names of pointmap's classifier / pretrainer
@@ -9,7 +9,11 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 | --- | --- | --- |
 | ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE`` | ``pointmae`` |
 | ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` (pretraining: ``decoder_type="mamba"``) |
-| ``map3d`` | MAP 3D / Mamba3D ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py`` | ``map3d_official`` |
+| ``map3d`` | MAP 3D release ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py``; Mamba3D's own ``Mamba3D`` (``models/Mamba3D.py``) | ``map3d_official``, ``mamba3d`` |
+
+The ``map3d`` format covers both Mamba3D classes: MAP's file is Mamba3D's plus the attention blocks
+(``blocks.blocks_vit.*``), so a Mamba3D checkpoint is a MAP 3D checkpoint without them, and it loads whole
+into ``mamba3d`` (layout ``"M" * 12``; the blocks are placed by the target's layout).
 """
 import re
 from typing import Callable, Dict, List, Optional, Tuple
@@ -113,12 +117,13 @@ def map3d_positions(layout: str) -> Dict[str, List[int]]:
 
 def map3d_to_pointmap(state: State, layout: Optional[str] = None) -> State:
     """Released MAP 3D / Mamba3D ``base_model`` names → pointmap's. ``layout`` is the target's block
-    layout (default: the release's, a ``T`` after every third ``M``); the release's i-th Mamba3D block and
-    j-th attention block go to the i-th ``M`` and j-th ``T`` of it. LNP's (1, 1, 1, 2C) affine vectors
-    become (2C,)."""
+    layout (default: the file's own, a ``T`` after every third ``M`` when it has attention blocks, as the
+    MAP release, else ``M`` only, as Mamba3D); the file's i-th Mamba3D block and j-th attention block go to
+    the i-th ``M`` and j-th ``T`` of it. LNP's (1, 1, 1, 2C) affine vectors become (2C,)."""
     if layout is None:
         n = 1 + max([int(m.group(1)) for k in state for m in [re.search(r"blocks\.blocks\.(\d+)\.", k)] if m] or [0])
-        layout = "".join("MMMT" if (i + 1) % 3 == 0 else "M" for i in range(n))
+        vit = any(re.search(r"blocks\.blocks_vit\.\d+\.", k) for k in state)
+        layout = "".join("MT" if vit and (i + 1) % 3 == 0 else "M" for i in range(n))
     where = map3d_positions(layout)
 
     def place(m: re.Match) -> str:
