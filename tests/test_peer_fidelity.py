@@ -126,6 +126,17 @@ def test_mamba3d_family_matches_the_peer_per_sample(name, tmp_path):
         assert max_diff(logits[i], out["logits"][i]) > 1e-3
 
 
+@pytest.mark.parametrize("name", MAMBA3D_FAMILY)
+def test_sample0_pooling_reproduces_the_peers_batch(name, tmp_path):
+    """global_pool="cls_maxmean_sample0" keeps the slip: the batched logits and features are the peer's."""
+    model, fx = peer_model(name, tmp_path, global_pool="cls_maxmean_sample0")
+    x, out = fx["input"], fx["outputs"]
+    with torch.no_grad():
+        assert max_diff(model(x), out["logits"]) < TOL
+        assert max_diff(model.forward_features(x), out["features"]) < TOL
+        assert max_diff(torch.cat([model(x[i:i + 1]) for i in range(3)]), out["b1_logits"]) < TOL
+
+
 def test_mamba_mixer_matches_mamba_ssm():
     fx = fixture("mamba_mixer")
     mixer = MambaMixer(**{k: v for k, v in fx["config"].items() if k != "use_fast_path"}).double().eval()

@@ -7,7 +7,8 @@ Given the peer's weights, each preset computes what the peer's code computes (ev
 a cloud's features depend on the rest of its batch, as in both peers. One difference by default, on
 purpose: the mean term of the pooled feature is the per-sample mean; both peers add sample 0's mean to
 every sample (``x[:, 1:].mean(1)[0]``), so their logits agree with the presets' for the first cloud of a
-batch and for a batch of one, not for the others.
+batch and for a batch of one, not for the others. ``global_pool="cls_maxmean_sample0"`` reproduces the
+peers' pooling exactly (see :func:`~pointmap.models.classifier.pool_tokens`).
 """
 from typing import Optional
 
@@ -78,5 +79,6 @@ def mamba3d(num_classes: Optional[int] = None, *, layout: str = "M" * 12, lnp_k:
     15 classes: 16,927,759 parameters, 40 classes: 16,934,184, as Mamba3D's. Its checkpoints
     (``{"base_model": ...}``) load whole through ``load_checkpoint`` (format ``map3d``). Given Mamba3D's
     weights it computes Mamba3D's logits (tested to 1e-10 in float64 on outputs of Mamba3D's own code),
-    with the per-sample pooling difference described in this module's docstring."""
+    with the per-sample pooling difference described in this module's docstring
+    (``global_pool="cls_maxmean_sample0"`` reproduces Mamba3D's exactly)."""
     return _mamba3d_family(num_classes, layout, lnp_k, num_heads, drop_path_rate, kwargs)
