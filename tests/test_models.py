@@ -146,7 +146,9 @@ def test_every_parameter_gets_a_gradient(name):
     pts = torch.randn(2, 256, 3)
     for model, args in ((pointmap.create_model(name, num_classes=3, layout="MT", **TINY_POINTS), (pts,)),
                         (pointmap.create_model(name, num_parts=5, num_categories=2, layout="MT", **TINY_POINTS),
-                         (pts, torch.tensor([0, 1])))):
+                         (pts, torch.tensor([0, 1]))),
+                        (pointmap.create_model(name, num_parts=5, num_categories=2, layout="MT", seg_head="point_mae",
+                                               **TINY_POINTS), (pts, torch.tensor([0, 1])))):
         model(*args).sum().backward()
         assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
