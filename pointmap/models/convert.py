@@ -7,7 +7,7 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 
 | format | peer classes | pointmap preset |
 | --- | --- | --- |
-| ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE`` | ``pointmae`` |
+| ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE``, part segmentation ``get_model`` (``segmentation/models/pt.py``) | ``pointmae`` (part segmentation: ``seg_head="point_mae"``) |
 | ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` (pretraining: ``decoder_type="mamba"``) |
 | ``map3d`` | MAP 3D release ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py``; Mamba3D's own ``Mamba3D`` (``models/Mamba3D.py``) | ``map3d_official``, ``mamba3d`` |
 
@@ -16,13 +16,14 @@ The ``map3d`` format covers both Mamba3D classes: MAP's file is Mamba3D's plus t
 into ``mamba3d`` (layout ``"M" * 12``; the blocks are placed by the target's layout).
 """
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from ..errors import UserError
 
 State = Dict[str, torch.Tensor]
+Repl = Union[str, Callable[[re.Match], str]]  # a re.sub replacement
 _ENC = r"^(?:MAE_encoder\.)?"  # pretraining classes keep the encoder under MAE_encoder
 
 # Rules shared by the three peers (they all start from Point-MAE's code): first match wins.
@@ -37,10 +38,17 @@ _COMMON: List[Tuple[str, str]] = [
     (r"^(mask_token|decoder_pos_embed\..*)$", r"\1"),
 ]
 
-_POINT_MAE: List[Tuple[str, str]] = [
+_POINT_MAE: List[Tuple[str, Repl]] = [
     (_ENC + r"blocks\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.mixer."),
     (_ENC + r"blocks\.blocks\.(\d+)\.", r"encoder.blocks.\1."),
     (_ENC + r"norm\.", "encoder.norm."),
+    # the part-segmentation model (segmentation/models/pt.py) → PointMAEPartSegmenter's head: its
+    # propagation and final MLP are (Conv1d, BN, ReLU[, Dropout]) runs of pointmap's point_mlp
+    (r"^label_conv\.", "head.label_conv."),
+    (r"^propagation_0\.mlp_(convs|bns)\.(\d+)\.",
+     lambda m: f"head.propagation.{3 * int(m.group(2)) + (m.group(1) == 'bns')}."),
+    (r"^convs1\.", "head.mlp.0."), (r"^bns1\.", "head.mlp.1."), (r"^convs2\.", "head.mlp.4."),
+    (r"^bns2\.", "head.mlp.5."), (r"^convs3\.", "head.mlp.7."),
 ] + _COMMON
 
 
@@ -72,7 +80,7 @@ _LNP = [(r"\.lfa\.lga\.affine_alpha_feat$", ".mixer.alpha"), (r"\.lfa\.lga\.affi
         (r"\.lfa\.pre_norm_ft\.", ".mixer.norm."), (r"\.lfa\.mlp\.share_mlp\.", ".mixer.proj.")]
 
 
-def _rename(name: str, rules: List[Tuple[str, str]]) -> str:
+def _rename(name: str, rules: List[Tuple[str, Repl]]) -> str:
     for pattern, repl in rules:
         if re.match(pattern, name):
             return re.sub(pattern, repl, name)
@@ -86,7 +94,8 @@ def _conv_to_linear(state: State) -> State:
 
 
 def point_mae_to_pointmap(state: State, layout: Optional[str] = None) -> State:
-    """Point-MAE ``base_model`` names → pointmap's (classifier / pretrainer level)."""
+    """Point-MAE names → pointmap's: ``base_model`` of its classifier / pretrainer (classifier / pretrainer
+    level), or ``model_state_dict`` of its part-segmentation model (→ :class:`PointMAEPartSegmenter`)."""
     return _conv_to_linear({_rename(k, _POINT_MAE): v for k, v in state.items()})
 
 

@@ -150,7 +150,8 @@ class PointMAEPartSegmenter(_TokenSegmenter):
 
     With the ``pointmae`` encoder at G=128 (``create_model("pointmae", num_parts=50, num_group=128,
     seg_head="point_mae")``) it is Point-MAE's ``get_model(50)``: 27,063,730 parameters, features of blocks
-    3, 7, 11, no cls token. It returns logits; Point-MAE returns their log_softmax and
+    3, 7, 11, no cls token. Point-MAE's part-seg checkpoints (``model_state_dict``) and its pretraining
+    files load into it (format ``point_mae``). It returns logits; Point-MAE returns their log_softmax and
     trains with NLL, which is the same loss as cross-entropy on the logits. Squared distances for the
     interpolation are computed exactly (Point-MAE expands |a|² + |b|² − 2a·b, whose rounding matters only
     for points within about 1e-4 of a center, where the weight goes to that center either way).
