@@ -5,6 +5,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,16 @@ def _point_mae_shapes(kind: str, num_classes: int = 40) -> dict:
         return out
 
     norm = lambda p: {f"{p}.weight": [384], f"{p}.bias": [384]}
+    if kind == "partseg":  # segmentation/models/pt.py get_model(50): G=128, no cls token
+        bn = lambda p, c: {**{f"{p}.{q}": [c] for q in ("weight", "bias", "running_mean", "running_var")},
+                           f"{p}.num_batches_tracked": []}
+        conv = lambda p, cin, cout: {f"{p}.weight": [cout, cin, 1], f"{p}.bias": [cout]}
+        head = {"label_conv.0.weight": [64, 16, 1], **bn("label_conv.1", 64),
+                **conv("propagation_0.mlp_convs.0", 1152 + 3, 1536), **bn("propagation_0.mlp_bns.0", 1536),
+                **conv("propagation_0.mlp_convs.1", 1536, 1024), **bn("propagation_0.mlp_bns.1", 1024),
+                **conv("convs1", 3392, 512), **bn("bns1", 512), **conv("convs2", 512, 256), **bn("bns2", 256),
+                **conv("convs3", 256, 50)}
+        return {**enc, **pos("pos_embed"), **blocks("blocks.blocks", 12), **norm("norm"), **head}
     if kind == "finetune":
         head = {}
         for i, (cin, cout) in zip((0, 4, 8), ((768, 256), (256, 256), (256, num_classes))):
@@ -62,10 +73,11 @@ def _peer_shapes(peer: str, kind: str) -> dict:
     return json.loads((PEERS / f"{peer}_state_dicts.json").read_text())[f"{peer}_{kind}"]
 
 
-def _synthesize(path, shapes: dict, prefix: str = "module.") -> dict:
+def _synthesize(path, shapes: dict, prefix: str = "module.", key: str = "base_model", **extra) -> dict:
+    """A file of ``shapes``' names with random values, saved under ``key`` (beside ``extra``) as a peer does."""
     g = torch.Generator().manual_seed(0)
     state = {k: (torch.tensor(7) if not s else torch.randn(*s, generator=g)) for k, s in shapes.items()}
-    torch.save({"base_model": {prefix + k: v for k, v in state.items()}, "epoch": 300}, path)
+    torch.save({key: {prefix + k: v for k, v in state.items()}, "epoch": 300, **extra}, path)
     return state
 
 
@@ -113,6 +125,50 @@ def test_point_mae_pretraining_checkpoint_loads(tmp_path):
     res = load_checkpoint(clf, path, source="point_mae")
     assert res.unexpected_keys == []
     assert set(res.missing_keys) == {"cls_token", "cls_pos"} | _head_keys(clf)
+
+
+def _point_mae_seg(**kw):
+    return pointmap.create_model("pointmae", num_parts=50, num_categories=16, seg_head="point_mae", num_group=128, **kw)
+
+
+def test_point_mae_part_seg_names_are_point_mae_s():
+    """The written-out part-seg shapes have exactly the parameter names Point-MAE's model has, and its count."""
+    recorded = json.loads((PEERS / "point_mae_partseg_params.json").read_text())
+    params = {k: s for k, s in _point_mae_shapes("partseg").items() if "running" not in k and "num_batches" not in k}
+    assert sorted(params) == recorded["names"]
+    assert sum(math.prod(s) for s in params.values()) == recorded["total_params"] == 27_063_730
+
+
+def test_point_mae_part_seg_checkpoint_loads_completely(tmp_path):
+    """A file as Point-MAE's segmentation/main.py saves it: the state dict under model_state_dict, numpy
+    metrics and the optimizer's state beside it."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))]).state_dict()
+    state = _synthesize(tmp_path / "best_model.pth", _point_mae_shapes("partseg"), prefix="", key="model_state_dict",
+                        train_acc=np.float64(0.95), test_acc=np.float64(0.94), class_avg_iou=np.float64(0.84),
+                        inctance_avg_iou=np.float64(0.86), optimizer_state_dict=opt)
+    model = _point_mae_seg()
+    res = load_checkpoint(model, str(tmp_path / "best_model.pth"))
+    assert res.source == "point_mae"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    head = model.head
+    assert torch.equal(head.label_conv[0].weight, state["label_conv.0.weight"])
+    assert torch.equal(head.propagation[4].running_var, state["propagation_0.mlp_bns.1.running_var"])
+    assert torch.equal(head.propagation[3].weight, state["propagation_0.mlp_convs.1.weight"])
+    assert torch.equal(head.mlp[5].bias, state["bns2.bias"]) and torch.equal(head.mlp[7].weight, state["convs3.weight"])
+    assert torch.equal(model.encoder.blocks[11].mixer.qkv.weight, state["blocks.blocks.11.attn.qkv.weight"])
+    # into pointmap's own part-seg head or a classifier: the encoder loads, Point-MAE's head is set aside
+    for other in (pointmap.create_model("pointmae", num_parts=50, num_group=128), pointmap.create_model("pointmae", num_classes=16)):
+        res = load_checkpoint(other, str(tmp_path / "best_model.pth"))
+        assert res.unexpected_keys == [] and len(res.ignored_keys) == 36 and all(k.startswith("head.") for k in res.ignored_keys)
+
+
+def test_point_mae_pretraining_checkpoint_into_its_part_seg_model(tmp_path):
+    state = _synthesize(tmp_path / "pre.pth", _shapes("pretrain"))
+    model = _point_mae_seg()
+    res = load_checkpoint(model, str(tmp_path / "pre.pth"))
+    assert res.source == "point_mae" and res.unexpected_keys == [] and set(res.missing_keys) == _head_keys(model)
+    assert "mask_token" in res.ignored_keys
+    assert torch.equal(model.encoder.blocks[3].mlp.fc2.weight, state["MAE_encoder.blocks.blocks.3.mlp.fc2.weight"])
 
 
 def test_shape_mismatch_names_key_and_shapes(tmp_path):
@@ -210,6 +266,32 @@ def test_map3d_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_
     assert torch.equal(blocks[0].mixer.proj.weight, state["blocks.blocks.0.lfa.mlp.share_mlp.weight"].squeeze(-1))
 
 
+@pytest.mark.parametrize("kind,classes,params", [("finetune_cls15", 15, 16_927_759), ("finetune_cls40", 40, 16_934_184)])
+def test_mamba3d_finetuned_checkpoint_loads_completely(kind, classes, params, tmp_path):
+    """Mamba3D's own classifier: the map3d format with the target's all-Mamba layout."""
+    state = _synthesize(tmp_path / "m.pth", _peer_shapes("mamba3d", kind))
+    model = pointmap.create_model("mamba3d", num_classes=classes)
+    assert _count(model) == params                                        # Mamba3D's count
+    res = load_checkpoint(model, str(tmp_path / "m.pth"))
+    assert res.source == "map3d"
+    assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
+    blocks = model.encoder.blocks
+    assert torch.equal(blocks[4].mlp.D_b, state["blocks.blocks.4.mixer.D_b"])            # no T: M i is block i
+    assert torch.equal(blocks[11].mixer.beta, state["blocks.blocks.11.lfa.lga.affine_beta_feat"].flatten())
+    assert torch.equal(model.head[8].weight, state["cls_head_finetune.8.weight"])
+
+
+@pytest.mark.parametrize("peer,layout,last", [("map3d", "MMMT" * 4, "encoder.blocks.15.mlp.mixer.qkv.weight"),
+                                               ("mamba3d", "M" * 12, "encoder.blocks.11.mlp.A_b_log")])
+def test_map3d_converter_infers_the_files_own_layout(peer, layout, last):
+    """Without a target layout the converter places the blocks as the file's class had them."""
+    from pointmap.models import map3d_to_pointmap
+
+    state = {k: torch.zeros(s) for k, s in _peer_shapes(peer, "finetune_cls15").items()}
+    names = list(map3d_to_pointmap(state))
+    assert names == list(map3d_to_pointmap(state, layout)) and last in names
+
+
 def test_map3d_pretraining_checkpoint_loads_encoder_and_cls_token(tmp_path):
     state = _synthesize(tmp_path / "pre.pth", _peer_shapes("map3d", "pretrain"))
     model = pointmap.create_model("map3d_official", num_classes=15)
@@ -232,12 +314,13 @@ def _drop(shapes: dict, pattern: str) -> dict:
     ("map3d", "map3d_official", "blocks.blocks_vit.", "auto"),
     ("pointmamba", "pointmamba", None, "point_mae"),                     # the wrong format named by hand
     ("map3d", "pointmae", None, "auto"),                                  # a MAP 3D file into Point-MAE
+    ("mamba3d", "map3d_official", None, "auto"),                          # Mamba3D's has no attention blocks
 ])
 def test_incomplete_or_misfit_peer_files_are_errors(peer, preset, gone, source, tmp_path):
     shapes = _peer_shapes(peer, "finetune_cls15")
     _synthesize(tmp_path / "x.pth", _drop(shapes, gone) if gone else shapes)
     model = pointmap.create_model(preset, num_classes=15)
-    fmt = peer if source == "auto" else source
+    fmt = {"mamba3d": "map3d"}.get(peer, peer) if source == "auto" else source
     with pytest.raises(CheckpointError, match=rf"\({fmt} format\).*encoder tensors are not in the file") as e:
         load_checkpoint(model, str(tmp_path / "x.pth"), source=source)
     assert "strict=False" in str(e.value) and "\n" not in str(e.value)

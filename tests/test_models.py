@@ -67,11 +67,22 @@ def test_other_parameter_counts():
     # the README table
     assert n_params("pointmamba", num_classes=40) == 12_297_768
     assert n_params("map3d_official", num_classes=15) == 25_220_623
+    assert n_params("mamba3d", num_classes=15) == 16_927_759          # Mamba3D's, exactly
+    assert n_params("mamba3d", num_classes=40) == 16_934_184
     assert n_params("hybridnet_s", num_classes=40) == 15_533_352  # bidirectional Mamba (Vim biscan)
     assert n_params("hybridnet_s") == 15_258_624
     assert n_params("pointmamba") == 12_122_112
     assert n_params("map3d_official") == 24_952_320
+    assert n_params("mamba3d") == 16_659_456
     assert [n_params(f"hybridnet_image_{v}") for v in "tsb"] == [4_046_208, 15_059_328, 57_987_456]
+
+
+def test_mamba3d_is_map3d_official_without_attention_blocks():
+    enc = pointmap.create_model("mamba3d", embed_dim=32, num_group=16, group_size=8)
+    assert enc.layout == "M" * 12 and pointmap.create_model("map3d_official", **TINY_POINTS).layout == "MMMT" * 4
+    assert all(b.mlp.bidirectional == "channel" and b.mixer.k == 4 for b in enc.blocks)
+    rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in enc.blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.1, 12).tolist())
 
 
 def test_pointmae_matches_point_mae_module_names():
@@ -129,13 +140,15 @@ def test_register_model_rejects_duplicates():
     assert "embed_dim" in model_arguments("hybridnet_s")  # the refused registration left the preset as it was
 
 
-@pytest.mark.parametrize("name", ["hybridnet_s", "pointmamba", "map3d_official"])
+@pytest.mark.parametrize("name", ["hybridnet_s", "pointmamba", "map3d_official", "mamba3d"])
 def test_every_parameter_gets_a_gradient(name):
     """No unused parameters, so DDP needs no find_unused_parameters."""
     pts = torch.randn(2, 256, 3)
     for model, args in ((pointmap.create_model(name, num_classes=3, layout="MT", **TINY_POINTS), (pts,)),
                         (pointmap.create_model(name, num_parts=5, num_categories=2, layout="MT", **TINY_POINTS),
-                         (pts, torch.tensor([0, 1])))):
+                         (pts, torch.tensor([0, 1]))),
+                        (pointmap.create_model(name, num_parts=5, num_categories=2, layout="MT", seg_head="point_mae",
+                                               **TINY_POINTS), (pts, torch.tensor([0, 1])))):
         model(*args).sum().backward()
         assert [n for n, p in model.named_parameters() if p.grad is None] == []
 

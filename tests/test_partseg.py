@@ -1,5 +1,6 @@
 """Part segmentation: mIoU against hand-worked numbers, the category-restricted argmax, the task's model
-for every point preset, and tools/finetune_partseg.py end to end on ShapeNetPart fixture files and on
+for every point preset (and Point-MAE's head), Point-MAE's head itself (size, which features reach it, the
+interpolation weights), and tools/finetune_partseg.py end to end on ShapeNetPart fixture files and on
 the synthetic part-labelled shapes."""
 import json
 import os
@@ -10,6 +11,7 @@ import torch
 import pointmap
 from pointmap.config import load_config
 from pointmap.engine import (SegmentationTask, part_iou_sums, part_mask, part_seg_metrics, restricted_argmax)
+from pointmap.models import PointMAEPartSegmenter
 
 from . import _data_fixtures as fx
 from .test_tools import CFGS, TINY, assert_meta, tool
@@ -49,6 +51,59 @@ def test_restricted_argmax_stays_inside_the_category():
         part_mask(SEG_CLASSES, ["A", "C"], 5)
 
 
+# ----------------------------------------------------------------------------- Point-MAE's head
+def test_point_mae_head_is_point_mae_s_size():
+    with torch.device("meta"):
+        seg = pointmap.create_model("pointmae", num_parts=50, num_categories=16, seg_head="point_mae", num_group=128)
+    assert isinstance(seg, PointMAEPartSegmenter) and seg.layers == [3, 7, 11]
+    assert sum(p.numel() for p in seg.parameters()) == 27_063_730      # Point-MAE's get_model(50)
+    with pytest.raises(ValueError, match="seg_head must be one of pointmap, point_mae"):
+        pointmap.create_model("pointmae", num_parts=50, seg_head="pointnet")
+    with pytest.raises(ValueError, match="give num_parts"):
+        pointmap.create_model("pointmae", num_classes=40, seg_head="point_mae")
+
+
+def _idw_loop(points, centers, feats, k=3):
+    """Each point's feature, one point at a time: the k nearest centers by squared distance, weights
+    1 / (d² + 1e-8) normalised."""
+    out = torch.zeros(*points.shape[:2], feats.shape[-1], dtype=feats.dtype)
+    for b in range(points.shape[0]):
+        for n in range(points.shape[1]):
+            d2 = [float(((centers[b, g] - points[b, n]) ** 2).sum()) for g in range(centers.shape[1])]
+            near = sorted(range(len(d2)), key=lambda g: d2[g])[:k]
+            w = [1.0 / (d2[g] + 1e-8) for g in near]
+            out[b, n] = sum(wi / sum(w) * feats[b, g] for wi, g in zip(w, near))
+    return out
+
+
+def test_point_mae_head_reads_blocks_3_7_11_and_interpolates_from_3_centers():
+    """What reaches the head, taken with hooks: the final-normed outputs of blocks 3, 7, 11; per point its
+    xyz and those features interpolated from the 3 nearest centers (checked by a plain loop); then
+    [propagated; max; mean; label] in that order."""
+    seg = pointmap.create_model("pointmae", num_parts=5, num_categories=4, seg_head="point_mae", embed_dim=16,
+                                num_heads=2, num_group=16, group_size=8).double().eval()
+    pts, cat = torch.randn(2, 64, 3, dtype=torch.float64), torch.tensor([1, 3])
+    seen = {}
+    for i, blk in enumerate(seg.encoder.blocks):
+        blk.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out))
+    seg.head.register_forward_pre_hook(lambda m, a: seen.__setitem__("head", a))
+    seg.head.mlp.register_forward_pre_hook(lambda m, a: seen.__setitem__("mlp", a[0]))
+    with torch.no_grad():
+        logits = seg(pts, cat)
+        assert logits.shape == (2, 64, 5) and torch.equal(logits, seg(pts, torch.eye(4)[cat]))
+        per_point, feats, one_hot = seen["head"]
+        want = torch.cat([seg.encoder.norm(seen[i]) for i in (3, 7, 11)], dim=-1)   # no cls token: all G tokens
+        assert torch.equal(feats, want) and feats.shape == (2, 16, 48)
+        _, centers = seg.encoder.group(pts)
+        assert torch.equal(per_point[:, :3], pts.transpose(1, 2))
+        assert torch.allclose(per_point[:, 3:].transpose(1, 2), _idw_loop(pts, centers, feats), atol=1e-12)
+        mlp_in = seen["mlp"]
+        assert mlp_in.shape == (2, 1024 + 48 + 48 + 64, 64)
+        assert torch.equal(mlp_in[:, :1024], seg.head.propagation(per_point))
+        assert torch.equal(mlp_in[:, 1024:1072, 0], feats.amax(1)) and torch.equal(mlp_in[:, 1072:1120, 5], feats.mean(1))
+        assert torch.equal(mlp_in[:, 1120:, 9], seg.head.label_conv(torch.eye(4, dtype=torch.float64)[cat, :, None])[..., 0])
+
+
 @pytest.fixture(scope="module")
 def snp_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -59,12 +114,14 @@ def snp_root(tmp_path_factory):
 SNP = ["data.name=shapenetpart", "data.options={num_points: 64}", "data.train_split=trainval"]
 
 
-@pytest.mark.parametrize("name", [n for n in pointmap.list_models() if "image" not in n])
-def test_task_model_gives_50_part_logits_for_every_preset(name, snp_root):
+@pytest.mark.parametrize("name,seg_head", [(n, "pointmap") for n in pointmap.list_models() if "image" not in n]
+                         + [("pointmae", "point_mae"), ("mamba3d", "point_mae")])
+def test_task_model_gives_50_part_logits_for_every_preset(name, seg_head, snp_root):
     cfg = load_config(os.path.join(CFGS, "partseg_demo.yaml"), TINY + SNP + [f"data.root={snp_root}"])
     cfg.model.name = name
-    cfg.model.args = dict(embed_dim=16, layout="MT", num_heads=2, num_group=4, group_size=8)
+    cfg.model.args = dict(embed_dim=16, layout="MT", num_heads=2, num_group=4, group_size=8, seg_head=seg_head)
     task = SegmentationTask(cfg)
+    task.validate()  # seg_head is a model.args key every point preset takes
     datasets = task.build_datasets()
     model = task.build_model(datasets).eval()
     batch = {k: torch.stack([datasets["test"][i][k] for i in range(2)]) for k in ("points", "seg", "category")}

@@ -1,6 +1,7 @@
 """The peer presets compute what the peers' own code computes.
 
-tests/fixtures/peers/ holds, for Point-MAE, PointMamba, the released MAP 3D model and mamba_ssm's Mamba,
+tests/fixtures/peers/ holds, for Point-MAE, PointMamba, the released MAP 3D model, Mamba3D's own classifier
+and mamba_ssm's Mamba,
 a reduced-size model's state dict with the peer's key names, an input and the peer's float64 outputs,
 all made by the peers' own code (see its README.md). Each state dict is saved the way the peers save
 checkpoints ({"base_model": ...}), loaded through the public loader with source="auto" into the preset
@@ -21,7 +22,8 @@ TOL = 1e-10
 REDUCED = dict(num_classes=10, embed_dim=48, num_group=32, group_size=16)
 # fixture -> (preset, layout of the reduced model, format the loader must detect)
 PEERS = {"point_mae": ("pointmae", "TT", "point_mae"), "pointmamba": ("pointmamba", "MM", "pointmamba"),
-         "map3d": ("map3d_official", "MMMT", "map3d")}
+         "map3d": ("map3d_official", "MMMT", "map3d"), "mamba3d": ("mamba3d", "MMM", "map3d")}
+MAMBA3D_FAMILY = ["map3d", "mamba3d"]  # the MAP release and Mamba3D: same pooling slip, same LNP
 
 
 def fixture(name):
@@ -106,11 +108,12 @@ def test_pointmamba_orders_match(tmp_path):
     assert torch.equal(got, torch.cat([out["order_hilbert"], out["order_hilbert_trans"]], dim=1))
 
 
-def test_map3d_official_matches_the_release_per_sample(tmp_path):
-    """The release adds sample 0's mean to every sample's pooled feature; pointmap pools per sample. So
-    the batch agrees for cloud 0, the cls half of the features for every cloud, and one cloud at a
-    time agrees everywhere."""
-    model, fx = peer_model("map3d", tmp_path)
+@pytest.mark.parametrize("name", MAMBA3D_FAMILY)
+def test_mamba3d_family_matches_the_peer_per_sample(name, tmp_path):
+    """Both peers add sample 0's mean to every sample's pooled feature; the presets pool per sample by
+    default. So the batch agrees for cloud 0, the cls half of the features for every cloud, and one cloud
+    at a time agrees everywhere."""
+    model, fx = peer_model(name, tmp_path)
     x, out = fx["input"], fx["outputs"]
     with torch.no_grad():
         logits, feats = model(x), model.forward_features(x)
@@ -119,7 +122,19 @@ def test_map3d_official_matches_the_release_per_sample(tmp_path):
     assert max_diff(b1, out["b1_logits"]) < TOL and max_diff(b1_feats, out["b1_features"]) < TOL
     assert max_diff(logits[0], out["logits"][0]) < TOL
     assert max_diff(feats[:, :48], out["features"][:, :48]) < TOL
-    assert max_diff(logits[1:], out["logits"][1:]) > 1e-3  # the release's pooling slip, not reproduced
+    for i in (1, 2):  # the peers' pooling slip, not reproduced by default
+        assert max_diff(logits[i], out["logits"][i]) > 1e-3
+
+
+@pytest.mark.parametrize("name", MAMBA3D_FAMILY)
+def test_sample0_pooling_reproduces_the_peers_batch(name, tmp_path):
+    """global_pool="cls_maxmean_sample0" keeps the slip: the batched logits and features are the peer's."""
+    model, fx = peer_model(name, tmp_path, global_pool="cls_maxmean_sample0")
+    x, out = fx["input"], fx["outputs"]
+    with torch.no_grad():
+        assert max_diff(model(x), out["logits"]) < TOL
+        assert max_diff(model.forward_features(x), out["features"]) < TOL
+        assert max_diff(torch.cat([model(x[i:i + 1]) for i in range(3)]), out["b1_logits"]) < TOL
 
 
 def test_mamba_mixer_matches_mamba_ssm():

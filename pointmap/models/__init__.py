@@ -4,16 +4,16 @@ from .convert import detect_format, map3d_to_pointmap, point_mae_to_pointmap, po
 from .classifier import Classifier, mlp_head, pool_tokens
 from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder, no_weight_decay
 from .image import ImageEncoder, patchify
-from .partseg import PartSegmenter
+from .partseg import PartSegmenter, PointMAEPartSegmenter
 from .presets import build_point_model
 from .decoders import MAPDecoder
 from .pretrainer import MAPPretrainer, PretrainOutput, create_pretrainer, random_mask, row_attention_mask
 from .registry import check_model_args, create_model, list_models, model_arguments, register_model
-from . import map3d  # noqa: F401  (registers map3d_official)
+from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
 
 __all__ = [
     "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
-    "MAPPretrainer", "PartSegmenter", "PatchTokens", "PretrainOutput", "TokenEncoder", "build_point_model",
+    "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
     "check_model_args", "create_model", "create_pretrainer", "detect_format", "list_models", "load_checkpoint", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
     "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "read_checkpoint", "random_mask", "register_model", "row_attention_mask",
 ]

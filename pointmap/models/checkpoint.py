@@ -1,4 +1,4 @@
-"""Loading weights: pointmap's own checkpoints and the peers' (Point-MAE, PointMamba, MAP 3D).
+"""Loading weights: pointmap's own checkpoints and the peers' (Point-MAE, PointMamba, MAP 3D, Mamba3D).
 
 Loud by default: every encoder tensor of the target must come from the file, and every tensor of the
 file must have a place in the target or be of a kind the target does not have (a pretraining decoder
@@ -6,6 +6,7 @@ loaded into a classifier, a classification head loaded into an encoder); otherwi
 that names the format and what is missing. ``strict=False`` loads what fits and says so at WARNING.
 """
 import logging
+import pickle
 import re
 from typing import Dict, List, NamedTuple
 
@@ -40,10 +41,11 @@ class CheckpointError(UserError):
 
 def _extract_state(ckpt, path: str) -> Dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: under ``base_model`` (the peers), ``model`` or ``state_dict``
-    (pointmap, other trainers), or the checkpoint itself."""
+    (pointmap, other trainers), ``model_state_dict`` (Point-MAE's part segmentation,
+    ``segmentation/main.py``), or the checkpoint itself."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict of tensors, got {type(ckpt).__name__}")
-    for key in ("base_model", "model", "state_dict"):
+    for key in ("base_model", "model", "state_dict", "model_state_dict"):
         if key in ckpt and isinstance(ckpt[key], dict):
             return ckpt[key]
     return ckpt
@@ -92,10 +94,33 @@ def _names(keys: List[str]) -> str:
     return ", ".join(keys[:_SHOWN]) + more
 
 
-def read_checkpoint(path: str, weights_only: bool = True):
-    """``torch.load`` on the CPU; a file that is not a readable checkpoint is a :class:`CheckpointError`."""
+def _numpy_scalars() -> list:
+    """What ``torch.load(weights_only=True)`` needs for numpy scalars (rebuilt from a dtype and bytes; no
+    code of the file runs), under numpy 2's and numpy 1's module names."""
+    import numpy as np
+
+    scalar = np.array(0.0)[()].__reduce__()[0]  # numpy's scalar constructor, whatever its module is called
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return [np.dtype, *dtypes, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+
+
+def _load(path: str, weights_only: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError:
+        # Point-MAE's part-seg files keep numpy metrics (test_acc, ...) beside the weights; allow those
+        # (torch >= 2.6 names globals this way; on an older torch the first error stands)
+        if not weights_only or not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+            raise
+        with torch.serialization.safe_globals(_numpy_scalars()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(path: str, weights_only: bool = True):
+    """``torch.load`` on the CPU; a file that is not a readable checkpoint is a :class:`CheckpointError`.
+    With ``weights_only``, numpy scalars (metrics some peers save beside the weights) are allowed too."""
+    try:
+        return _load(path, weights_only)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as e:  # torch.load's parser fails in many ways on a file that is not a checkpoint
@@ -111,8 +136,9 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
         model: the target; its keys decide what is taken from the checkpoint.
         path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or a peer's
             (``{"base_model": state}``, pretraining or finetuned, with or without DDP's ``module.``):
-            Point-MAE, PointMamba or the released MAP 3D (Mamba3D) code.
-        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``.
+            Point-MAE, PointMamba, the released MAP 3D code or Mamba3D.
+        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``
+            (the MAP 3D release's and Mamba3D's own files, see :mod:`pointmap.models.convert`).
         strict: every encoder tensor of ``model`` must be in the file and every tensor of the file must
             fit ``model`` or be of another kind of model (decoder, head: listed as ignored). False loads
             what fits and logs what did not at WARNING.

@@ -7,7 +7,8 @@ from torch import nn
 
 from ..errors import UserError
 
-_POOLS = {"cls_max": 2, "cls_maxmean": 2, "cls": 1, "max": 1, "mean": 1, "maxmean": 1, "max_mean": 2}
+_POOLS = {"cls_max": 2, "cls_maxmean": 2, "cls_maxmean_sample0": 2, "cls": 1, "max": 1, "mean": 1, "maxmean": 1,
+          "max_mean": 2}
 
 
 def mlp_head(in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.5) -> nn.Sequential:
@@ -22,8 +23,15 @@ def mlp_head(in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 256), 
 def pool_tokens(tokens: torch.Tensor, prefix: Optional[torch.Tensor], global_pool: str) -> torch.Tensor:
     """tokens: (B, S, C), prefix: (B, P, C) or None → (B, F).
 
-    ``cls_max`` = [cls; max] (Point-MAE), ``cls_maxmean`` = [cls; max + mean] (Mamba3D / MAP release),
-    ``mean`` (PointMamba), ``max``, ``maxmean`` (max + mean), ``max_mean`` ([max; mean]), ``cls``.
+    ``cls_max`` = [cls; max] (Point-MAE), ``cls_maxmean`` = [cls; max + mean] (Mamba3D / MAP release,
+    each sample's own mean), ``mean`` (PointMamba), ``max``, ``maxmean`` (max + mean), ``max_mean``
+    ([max; mean]), ``cls``.
+
+    ``cls_maxmean_sample0`` = [cls; max + mean of sample 0]: Mamba3D's and the MAP release's pooling as
+    their code computes it (``x[:, 1:].mean(1)[0]``, an indexing slip), the mean token of the *first*
+    sample of the batch added to every sample's max. For reproducing their batched outputs only: it
+    makes a cloud's logits depend on which cloud comes first in its batch, so the presets default to
+    ``cls_maxmean``; the two agree for sample 0 and for a batch of one.
     """
     parts = []
     if global_pool.startswith("cls"):
@@ -35,6 +43,8 @@ def pool_tokens(tokens: torch.Tensor, prefix: Optional[torch.Tensor], global_poo
         parts.append(tokens.mean(dim=1))
     elif kind == "maxmean":
         parts.append(tokens.amax(dim=1) + tokens.mean(dim=1))
+    elif kind == "maxmean_sample0":
+        parts.append(tokens.amax(dim=1) + tokens.mean(dim=1)[:1])  # sample 0's mean, broadcast over the batch
     elif kind == "max_mean":
         parts += [tokens.amax(dim=1), tokens.mean(dim=1)]
     return torch.cat(parts, dim=-1)

@@ -1,4 +1,4 @@
-"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba and the released MAP 3D (Mamba3D) code.
+"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba, the released MAP 3D code and Mamba3D.
 
 Each converter renames one peer's ``base_model`` state dict (pretraining or finetuning class, with or
 without DDP's ``module.`` prefix already removed) to the names of pointmap's classifier / pretrainer
@@ -7,18 +7,23 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 
 | format | peer classes | pointmap preset |
 | --- | --- | --- |
-| ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE`` | ``pointmae`` |
+| ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE``, part segmentation ``get_model`` (``segmentation/models/pt.py``) | ``pointmae`` (part segmentation: ``seg_head="point_mae"``) |
 | ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` (pretraining: ``decoder_type="mamba"``) |
-| ``map3d`` | MAP 3D / Mamba3D ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py`` | ``map3d_official`` |
+| ``map3d`` | MAP 3D release ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py``; Mamba3D's own ``Mamba3D`` (``models/Mamba3D.py``) | ``map3d_official``, ``mamba3d`` |
+
+The ``map3d`` format covers both Mamba3D classes: MAP's file is Mamba3D's plus the attention blocks
+(``blocks.blocks_vit.*``), so a Mamba3D checkpoint is a MAP 3D checkpoint without them, and it loads whole
+into ``mamba3d`` (layout ``"M" * 12``; the blocks are placed by the target's layout).
 """
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from ..errors import UserError
 
 State = Dict[str, torch.Tensor]
+Repl = Union[str, Callable[[re.Match], str]]  # a re.sub replacement
 _ENC = r"^(?:MAE_encoder\.)?"  # pretraining classes keep the encoder under MAE_encoder
 
 # Rules shared by the three peers (they all start from Point-MAE's code): first match wins.
@@ -33,10 +38,17 @@ _COMMON: List[Tuple[str, str]] = [
     (r"^(mask_token|decoder_pos_embed\..*)$", r"\1"),
 ]
 
-_POINT_MAE: List[Tuple[str, str]] = [
+_POINT_MAE: List[Tuple[str, Repl]] = [
     (_ENC + r"blocks\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.mixer."),
     (_ENC + r"blocks\.blocks\.(\d+)\.", r"encoder.blocks.\1."),
     (_ENC + r"norm\.", "encoder.norm."),
+    # the part-segmentation model (segmentation/models/pt.py) → PointMAEPartSegmenter's head: its
+    # propagation and final MLP are (Conv1d, BN, ReLU[, Dropout]) runs of pointmap's point_mlp
+    (r"^label_conv\.", "head.label_conv."),
+    (r"^propagation_0\.mlp_(convs|bns)\.(\d+)\.",
+     lambda m: f"head.propagation.{3 * int(m.group(2)) + (m.group(1) == 'bns')}."),
+    (r"^convs1\.", "head.mlp.0."), (r"^bns1\.", "head.mlp.1."), (r"^convs2\.", "head.mlp.4."),
+    (r"^bns2\.", "head.mlp.5."), (r"^convs3\.", "head.mlp.7."),
 ] + _COMMON
 
 
@@ -68,7 +80,7 @@ _LNP = [(r"\.lfa\.lga\.affine_alpha_feat$", ".mixer.alpha"), (r"\.lfa\.lga\.affi
         (r"\.lfa\.pre_norm_ft\.", ".mixer.norm."), (r"\.lfa\.mlp\.share_mlp\.", ".mixer.proj.")]
 
 
-def _rename(name: str, rules: List[Tuple[str, str]]) -> str:
+def _rename(name: str, rules: List[Tuple[str, Repl]]) -> str:
     for pattern, repl in rules:
         if re.match(pattern, name):
             return re.sub(pattern, repl, name)
@@ -82,7 +94,8 @@ def _conv_to_linear(state: State) -> State:
 
 
 def point_mae_to_pointmap(state: State, layout: Optional[str] = None) -> State:
-    """Point-MAE ``base_model`` names → pointmap's (classifier / pretrainer level)."""
+    """Point-MAE names → pointmap's: ``base_model`` of its classifier / pretrainer (classifier / pretrainer
+    level), or ``model_state_dict`` of its part-segmentation model (→ :class:`PointMAEPartSegmenter`)."""
     return _conv_to_linear({_rename(k, _POINT_MAE): v for k, v in state.items()})
 
 
@@ -113,12 +126,13 @@ def map3d_positions(layout: str) -> Dict[str, List[int]]:
 
 def map3d_to_pointmap(state: State, layout: Optional[str] = None) -> State:
     """Released MAP 3D / Mamba3D ``base_model`` names → pointmap's. ``layout`` is the target's block
-    layout (default: the release's, a ``T`` after every third ``M``); the release's i-th Mamba3D block and
-    j-th attention block go to the i-th ``M`` and j-th ``T`` of it. LNP's (1, 1, 1, 2C) affine vectors
-    become (2C,)."""
+    layout (default: the file's own, a ``T`` after every third ``M`` when it has attention blocks, as the
+    MAP release, else ``M`` only, as Mamba3D); the file's i-th Mamba3D block and j-th attention block go to
+    the i-th ``M`` and j-th ``T`` of it. LNP's (1, 1, 1, 2C) affine vectors become (2C,)."""
     if layout is None:
         n = 1 + max([int(m.group(1)) for k in state for m in [re.search(r"blocks\.blocks\.(\d+)\.", k)] if m] or [0])
-        layout = "".join("MMMT" if (i + 1) % 3 == 0 else "M" for i in range(n))
+        vit = any(re.search(r"blocks\.blocks_vit\.\d+\.", k) for k in state)
+        layout = "".join("MT" if vit and (i + 1) % 3 == 0 else "M" for i in range(n))
     where = map3d_positions(layout)
 
     def place(m: re.Match) -> str:

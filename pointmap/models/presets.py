@@ -6,21 +6,28 @@ from torch import nn
 from ..errors import UserError
 from .classifier import Classifier
 from .hybrid_encoder import HybridEncoder
-from .partseg import PartSegmenter
+from .partseg import SEG_HEADS, PartSegmenter, PointMAEPartSegmenter
 from .registry import register_model
 
 
 def build_point_model(num_classes: Optional[int] = None, *, num_parts: Optional[int] = None,
-                      num_categories: int = 16, cls_token: bool = False, global_pool: str = "max_mean",
-                      head_hidden: Sequence[int] = (256, 256), head_dropout: float = 0.5,
-                      encoder_cls=HybridEncoder, **encoder_kwargs) -> nn.Module:
-    """Encoder alone (``num_classes=None``), with a classification head (``num_classes``), or with the
-    part-segmentation head (``num_parts``, ``num_categories``)."""
+                      num_categories: int = 16, seg_head: str = "pointmap", cls_token: bool = False,
+                      global_pool: str = "max_mean", head_hidden: Sequence[int] = (256, 256),
+                      head_dropout: float = 0.5, encoder_cls=HybridEncoder, **encoder_kwargs) -> nn.Module:
+    """Encoder alone (``num_classes=None``), with a classification head (``num_classes``), or with a
+    part-segmentation head (``num_parts``, ``num_categories``): ``seg_head="pointmap"``
+    (:class:`~pointmap.models.partseg.PartSegmenter`) or ``"point_mae"`` (Point-MAE's,
+    :class:`~pointmap.models.partseg.PointMAEPartSegmenter`)."""
     if num_classes is not None and num_parts is not None:
         raise UserError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
+    if seg_head not in SEG_HEADS:
+        raise UserError(f"seg_head must be one of {', '.join(SEG_HEADS)}; got {seg_head!r}")
+    if seg_head != "pointmap" and num_parts is None:
+        raise UserError(f"seg_head={seg_head!r} is a part-segmentation head: give num_parts")
     encoder = encoder_cls(**encoder_kwargs)
     if num_parts is not None:
-        return PartSegmenter(encoder, num_parts=num_parts, num_categories=num_categories)
+        seg_cls = PointMAEPartSegmenter if seg_head == "point_mae" else PartSegmenter
+        return seg_cls(encoder, num_parts=num_parts, num_categories=num_categories)
     if num_classes is None:
         return encoder
     return Classifier(encoder, num_classes, cls_token=cls_token, global_pool=global_pool,
