@@ -294,3 +294,19 @@ def test_peer_finetuning_with_voting_rounds_runs(tmp_path):
     assert res["protocol"] == "peer" and res["selection"]["split"] == "test" and res["epochs_done"] == 2
     assert "test" not in res["history"][0] and "test" in res["history"][1]
     assert res["test_vote"]["rounds"] == 2 and res["test_vote"]["views"] == 2
+
+
+@pytest.mark.slow
+def test_point_mae_part_segmentation_runs(tmp_path):
+    """Point-MAE's part-segmentation recipe, shrunk: its head, points drawn with replacement, two optimizer
+    steps per batch, the test set scored every epoch and ties taken by the later epoch."""
+    res = _run("point_mae/partseg.yaml", tmp_path,
+               "model.args={embed_dim: 24, layout: TTTT, num_heads: 2, num_group: 8, group_size: 8, seg_head: point_mae}",
+               "data.name=synthetic_parts", "data.root=null", "data.train_split=train",
+               "data.options={num_points: 96, samples_per_class: 2}",
+               "data.batch_size=8", "data.eval_batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0",
+               "data.train_transforms=[{name: normalize}, {name: sample, num_points: 64, method: replace}, "
+               "{name: scale_translate, scale_low: 0.8, scale_high: 1.25, translate: 0.1, anisotropic: false}]",
+               "data.test_transforms=[{name: normalize}, {name: sample, num_points: 64, method: replace}]")
+    assert res["epochs_done"] == 2 and all("test" in h for h in res["history"])
+    assert res["selection"] == {"split": "test", "metric": "ins_miou", "mode": "max"} and 0 <= res["test"]["ins_miou"] <= 100
