@@ -26,7 +26,7 @@ from .errors import ConfigError, UserFileNotFoundError
 
 __all__ = [
     "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
-    "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict",
+    "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict", "check_values",
     "save_config",
 ]
 
@@ -296,8 +296,45 @@ def _suggest(prefix: str, key: str, cls: type) -> str:
 
 
 def config_from_dict(data: Dict[str, Any]) -> Config:
-    """Validate a plain mapping (merged yaml) into a :class:`Config`."""
-    return _build(Config, data)
+    """Validate a plain mapping (merged yaml) into a :class:`Config`: keys, types and values."""
+    cfg = _build(Config, data)
+    check_values(cfg)
+    return cfg
+
+
+# key -> (lowest allowed, highest allowed, whether the bounds themselves are allowed); None: no bound
+_RANGES: Dict[str, tuple] = {
+    "data.batch_size": (1, None, True), "data.eval_batch_size": (1, None, True), "data.num_workers": (0, None, True),
+    "data.label_fraction": (0.0, 1.0, (False, True)),
+    "optim.lr": (0.0, None, False), "optim.weight_decay": (0.0, None, True), "optim.eps": (0.0, None, False),
+    "optim.epochs": (1, None, True), "optim.warmup_epochs": (0, None, True), "optim.warmup_lr": (0.0, None, True),
+    "optim.min_lr": (0.0, None, True), "optim.grad_clip": (0.0, None, False), "optim.extra_epochs": (0, None, True),
+    "optim.steps_per_batch": (1, 2, True),
+    "train.log_every": (1, None, True), "train.eval_every": (1, None, True),
+    "eval.val_fraction": (0.0, 1.0, False), "eval.vote": (1, None, True), "eval.vote_rounds": (1, None, True),
+    "objective.mask_ratio": (0.0, 1.0, False), "objective.row_size": (1, None, True),
+    "objective.decoder_depth": (1, None, True), "objective.decoder_heads": (1, None, True),
+}
+
+
+def check_values(cfg: Config) -> None:
+    """A :class:`ConfigError` naming the key for the first value the loaders, the optimizer or the sampler
+    would reject (a batch size of 0, a negative lr, a fraction outside its interval, ...); None leaves an
+    optional key unset."""
+    for key, (low, high, inclusive) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
+        lo_ok, hi_ok = inclusive if isinstance(inclusive, tuple) else (inclusive, inclusive)
+        below = low is not None and (value < low if lo_ok else value <= low)
+        above = high is not None and (value > high if hi_ok else value >= high)
+        if below or above:
+            lo = "" if low is None else f"{'[' if lo_ok else '('}{low}"
+            hi = "∞)" if high is None else f"{high}{']' if hi_ok else ')'}"
+            raise ConfigError(f"config key '{key}' must be in {lo}, {hi}, got {value!r}")
+    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
+        raise ConfigError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
 
 
 def config_to_dict(cfg: Config) -> Dict[str, Any]:

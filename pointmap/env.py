@@ -22,6 +22,36 @@ def _version(mod: str) -> str:
         return f"installed but does not import ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
 
 
+# Debian packages behind Open3D: libusb for its import, a Vulkan loader and Mesa's software driver (llvmpipe)
+# for offscreen rendering; without them pictures are drawn with matplotlib.
+_APT = {"libusb": "libusb-1.0-0", "vulkan": "libvulkan1", "icd": "mesa-vulkan-drivers"}
+_VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
+
+
+def rendering_problems() -> list:
+    """What is missing for Open3D's offscreen pictures, one line each, ending with the one install line
+    that fixes them; empty when nothing is."""
+    import ctypes.util
+    import glob
+    import os
+
+    lines, apt = [], []
+    if not _backend.module_present("open3d"):
+        lines.append("open3d is not installed: pip install -e '.[vis]'")
+    if ctypes.util.find_library("usb-1.0") is None:
+        lines.append("libusb-1.0 is missing: open3d does not import without it")
+        apt.append(_APT["libusb"])
+    if ctypes.util.find_library("vulkan") is None:
+        lines.append("no Vulkan loader (libvulkan.so.1): Open3D cannot render offscreen")
+        apt.append(_APT["vulkan"])
+    if not any(glob.glob(os.path.join(d, "*.json")) for d in _VULKAN_ICD_DIRS):
+        lines.append("no Vulkan driver: Mesa's software renderer (llvmpipe) renders without a GPU")
+        apt.append(_APT["icd"])
+    if apt:
+        lines.append(f"fix: apt-get install {' '.join(apt)}   (pictures fall back to matplotlib until then)")
+    return lines
+
+
 def report() -> dict:
     """The environment as a dict (what ``python -m pointmap.env`` prints)."""
     info = {
@@ -35,6 +65,7 @@ def report() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "optional": {m: _version(m) for m in ("triton", "mamba_ssm", "pointnet2_ops", "knn_cuda", "open3d")},
         "ops": {},
+        "rendering": rendering_problems(),
     }
     compiled = _ext.get()
     info["compiled_ops"] = ("available" if compiled is not None else f"unavailable ({_ext.error()})")
@@ -48,7 +79,10 @@ def report() -> dict:
 
 
 def format_report(info: dict) -> str:
-    lines = [f"pointmap {info['pointmap']}  python {info['python']}  {info['platform']}",
+    missing = info.get("rendering") or []
+    lines = (["missing for rendering pictures with Open3D:"] + [f"  {m}" for m in missing]) if missing else \
+        ["rendering: Open3D's offscreen pictures have what they need"]
+    lines += [f"pointmap {info['pointmap']}  python {info['python']}  {info['platform']}",
              f"torch {info['torch']} (CUDA build: {info['torch_cuda_build']}), CUDA available: "
              f"{info['cuda_available']}{' (' + info['gpu'] + ')' if info['gpu'] else ''}, "
              f"CPU threads: {info['cpu_threads']}",

@@ -170,6 +170,7 @@ def test_variant_grammar_v2():
             parse_variant(bad)
 
 
+@pytest.mark.slow
 def test_v2_stages_paired_differences(tmp_path):
     """Low-data finetuning and few-shot folds beside the probe, and the paired differences against MAE:
     the same folds and label subsets for every variant, pairs per seed and per seed × fold."""

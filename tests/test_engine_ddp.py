@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from pointmap.engine import load_file
@@ -55,6 +56,7 @@ def _torchrun(tmp_path, tool, *args):
     return proc
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_end_identical(tmp_path):
     out = tmp_path / "exp"
     proc = _torchrun(tmp_path, "pretrain.py", "--cfg", os.path.join(REPO, "cfgs", "map_demo.yaml"), *COMMON,

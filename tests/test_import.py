@@ -39,3 +39,18 @@ def test_env_report_lists_every_op():
     for op in ("fps", "knn", "chamfer", "selective_scan"):
         assert op in r.stdout
     assert "torch=yes" in r.stdout
+
+
+def test_env_says_first_what_rendering_lacks_and_the_apt_line(monkeypatch):
+    import ctypes.util
+    import glob
+
+    from pointmap import env
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    problems = env.rendering_problems()
+    assert problems[-1].startswith("fix: apt-get install libusb-1.0-0 libvulkan1 mesa-vulkan-drivers")
+    assert any("libusb" in p for p in problems) and any("Vulkan loader" in p for p in problems)
+    text = env.format_report({**env.report(), "rendering": problems})
+    assert text.splitlines()[0].startswith("missing for rendering") and "apt-get install" in text.splitlines()[4]

@@ -143,3 +143,26 @@ def test_tools_reject_typos_before_writing_and_show_tracebacks_with_debug(tmp_pa
                        timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "is not a readable torch checkpoint" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.batch_size=0", "data.batch_size"), ("data.batch_size=-4", "data.batch_size"),
+    ("optim.epochs=0", "optim.epochs"), ("optim.lr=-1e-3", "optim.lr"), ("optim.lr=0", "optim.lr"),
+    ("eval.val_fraction=1.5", "eval.val_fraction"), ("data.label_fraction=0", "data.label_fraction"),
+    ("objective.mask_ratio=1.0", "objective.mask_ratio"), ("optim.warmup_epochs=-1", "optim.warmup_epochs"),
+    ("optim.grad_clip=0", "optim.grad_clip"), ("data.num_workers=-1", "data.num_workers"),
+    ("data.train_transforms=[{name: sample, num_points: 0}]", "data.train_transforms[0]"),
+])
+def test_values_the_loaders_would_reject_are_config_errors(override, key):
+    """Checked with the config (one line naming the key), before any data, model or run folder."""
+    with pytest.raises(ConfigError) as info:
+        build_task(load_config(DEMO, [override]))
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bad_value_on_the_command_line_writes_no_run_folder(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", DEMO, "data.batch_size=0",
+                        f"train.output_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {DEMO}: config key 'data.batch_size' must be in [1, ∞), got 0"]
+    assert not (tmp_path / "runs").exists()

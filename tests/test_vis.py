@@ -2,6 +2,7 @@
 import importlib
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -83,12 +84,25 @@ def test_open3d_picture(model, cloud, tmp_path):
 
 
 def test_fallback_without_open3d_draws_the_same_panels(model, cloud, monkeypatch):
+    import logging
+
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d -> ImportError
     monkeypatch.setattr(render_mod, "_O3D_IMPORT_PROBLEM", "unchecked")
     monkeypatch.setattr(render_mod, "_WARNED", set())
     monkeypatch.delenv("POINTMAP_VIS_BACKEND", raising=False)
-    with pytest.warns(RuntimeWarning, match=r"matplotlib instead of Open3D: open3d cannot be imported"):
-        auto = reconstruction_figure(model, cloud, size=SIZE, backend="auto")
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    render_mod.logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once, as a log line, not also as a warning
+            auto = reconstruction_figure(model, cloud, size=SIZE, backend="auto")
+            reconstruction_figure(model, cloud, size=SIZE, backend="auto")
+    finally:
+        render_mod.logger.removeHandler(handler)
+    said = [r.getMessage() for r in records if "matplotlib instead of Open3D" in r.getMessage()]
+    assert len(said) == 1 and "open3d cannot be imported" in said[0]
     direct = reconstruction_figure(model, cloud, size=SIZE, backend="matplotlib")
     assert np.array_equal(auto.image, direct.image)
     for role in ROLE_COLORS:

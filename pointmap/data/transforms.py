@@ -217,7 +217,8 @@ for _name, _cls in (("sample", Sample), ("normalize", Normalize), ("scale_transl
 
 def check_transforms(cfgs: Sequence[dict], section: str = "transforms") -> None:
     """A :class:`~pointmap.errors.ConfigError` for the first entry of ``cfgs`` (config section ``section``) that
-    is not ``{name: <a registered transform>, **options of its class}``."""
+    is not ``{name: <a registered transform>, **options of its class}`` with values its class takes (each
+    entry is built once: the classes check their values)."""
     for i, cfg in enumerate(cfgs or []):
         where = f"{section}[{i}]"
         if not isinstance(cfg, dict) or "name" not in cfg:
@@ -225,16 +226,18 @@ def check_transforms(cfgs: Sequence[dict], section: str = "transforms") -> None:
         cls = TRANSFORMS.get(cfg["name"])
         options = {k: v for k, v in cfg.items() if k != "name"}
         check_kwargs(where, f"transform {cfg['name']!r}", options, accepted_kwargs(cls))
+        try:
+            cls(**options)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from e
+        except (TypeError, ValueError) as e:  # a required option left out, a value of the wrong kind
+            raise ConfigError(f"{where}: transform {cfg['name']!r}: bad options {options}: {one_line(e)}") from e
 
 
 def build_transform(cfg: dict) -> Transform:
     check_transforms([cfg])
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    try:
-        return TRANSFORMS.get(name)(**cfg)
-    except TypeError as e:  # a required option left out
-        raise ConfigError(f"transform {name!r}: bad options {sorted(cfg)}: {one_line(e)}") from e
+    return TRANSFORMS.get(cfg.pop("name"))(**cfg)
 
 
 def build_transforms(cfgs: List[dict]) -> Compose:

@@ -105,8 +105,6 @@ class Task:
         check_transforms(d.test_transforms, "data.test_transforms")
         check_transforms(d.vote_transforms, "data.vote_transforms")
         check_transforms(e.vote_view_transforms, "eval.vote_view_transforms")
-        if e.vote < 1 or e.vote_rounds < 1:
-            raise ConfigError(f"eval.vote ({e.vote}) and eval.vote_rounds ({e.vote_rounds}) must be >= 1")
         if e.vote_rounds > 1 and (e.protocol != "peer" or e.vote == 1):
             raise ConfigError(f"eval.vote_rounds={e.vote_rounds} reports the best of {e.vote_rounds} voting passes on "
                               f"the test set, a selection on test that only --protocol peer makes, with eval.vote > 1 "
@@ -268,8 +266,6 @@ class ClassificationTask(Task):
         d = self.cfg.data
         if d.label_fraction == 1.0:
             return indices
-        if not 0.0 < d.label_fraction < 1.0:
-            raise ConfigError(f"data.label_fraction must be in (0, 1], got {d.label_fraction}")
         seed = self.cfg.train.seed if d.label_seed is None else d.label_seed
         picked = [indices[i] for i in stratified_subset(labels[indices], d.label_fraction, seed)]
         logger.info("data.label_fraction %g: training on %d of %d labelled shapes (seed %d)",

@@ -237,9 +237,8 @@ _WARNED = set()
 
 def _warn_fallback(reason: str) -> None:
     msg = f"rendering with matplotlib instead of Open3D: {reason}"
-    if msg not in _WARNED:  # once per reason and process, not every epoch
-        _WARNED.add(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    if msg not in _WARNED:  # once per reason and process, not every epoch; a log line (a warnings.warn as
+        _WARNED.add(msg)    # well printed it twice)
         logger.warning(msg)
 
 
