@@ -108,13 +108,18 @@ def key_table(card) -> Dict[str, list]:
     peer = {"point_mae": "point_mae", "pointmamba": "pointmamba", "map3d": card.preset}[card.format]
     if card.head.get("num_parts"):
         return _point_mae_partseg()
-    tables = json.loads((PEERS / f"{peer}_state_dicts.json").read_text())
     if card.pretrainer is not None and peer == "mamba3d":  # Mamba3D keeps no pretraining class: MAP's, less
-        return {k: s for k, s in tables["map3d_pretrain"].items() if "blocks_vit." not in k}  # its attention
+        table = json.loads((PEERS / "map3d_state_dicts.json").read_text())["map3d_pretrain"]  # its attention
+        return {k: s for k, s in table.items() if "blocks_vit." not in k}
+    tables = json.loads((PEERS / f"{peer}_state_dicts.json").read_text())
     if card.pretrainer is not None:
         return tables[f"{peer}_pretrain"]
     n = card.head["num_classes"]
-    return tables.get(f"{peer}_finetune_cls{n}") or tables[f"{peer}_finetune_cls40"]
+    if f"{peer}_finetune_cls{n}" in tables:
+        return tables[f"{peer}_finetune_cls{n}"]
+    # Point-MAE's table is of its 40-class model; a 15-class file differs in the last layer's rows only
+    last = "cls_head_finetune.8."
+    return {k: ([n, *s[1:]] if k.startswith(last) else s) for k, s in tables[f"{peer}_finetune_cls40"].items()}
 
 
 def _pointmap_name(fmt: str, key: str, layout: str) -> Tuple[str, Optional[int]]:
@@ -140,7 +145,7 @@ def tiny_model(card, seed: int = 0):
     torch.manual_seed(seed)
     tiny = TINY[card.preset]
     if card.pretrainer is not None:
-        return pointmap.create_pretrainer(card.preset, **{**card.pretrainer, **TINY_DECODER}, **card.args, **tiny)
+        return pointmap.create_pretrainer(card.preset, **{**card.pretrainer, **TINY_DECODER}, **{**card.args, **tiny})
     return pointmap.create_model(card.preset, **card.model_kwargs(**tiny))
 
 
