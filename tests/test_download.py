@@ -80,7 +80,8 @@ def test_a_server_that_keeps_cutting_leaves_the_part_for_the_next_try(hub):  # n
     hub.cut[hub.path(URL)] = [10_000] * 5
     with pytest.raises(DownloadError) as e:
         fetch(URL)
-    assert f"stopped at 50000 bytes after 5 connections; run again to resume from {cache_path(URL)}.part" in _one_line(e)
+    text = _one_line(e)
+    assert f"stopped at 50000 bytes after 5 connections; run again to resume from {cache_path(URL)}.part" in text
     assert not os.path.exists(cache_path(URL))
     assert open(fetch(URL), "rb").read() == DATA and hub.gets(URL)[-1] == "bytes=50000-"
 
