@@ -52,8 +52,9 @@ def test_one_default_per_preset_and_the_filter():
     defaults = sorted(n for n in ENTRIES if pretrained_card(n).default)
     assert defaults == ["mamba3d.shapenet55_pointmae", "pointmae.shapenet55", "pointmamba.shapenet55"]
     assert len(pointmap.list_pretrained("pointmae.*")) == 7
-    assert pointmap.list_pretrained("*scan_hardest*") == [
-        "mamba3d.scan_hardest_pointmae", "mamba3d.scan_hardest_scratch", "pointmae.scan_hardest", "pointmamba.scan_hardest"]
+    hardest = ["mamba3d.scan_hardest_pointmae", "mamba3d.scan_hardest_scratch", "pointmae.scan_hardest",
+               "pointmamba.scan_hardest"]
+    assert pointmap.list_pretrained("*scan_hardest*") == hardest
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -160,3 +161,22 @@ def test_a_checkpoint_file_as_pretrained(tmp_path):
     model = pointmap.create_model("pointmamba", num_classes=15, pretrained=str(tmp_path / "ft.pth"),
                                   **TINY["pointmamba"])
     assert all(torch.equal(v, peer.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_the_readme_table_is_the_registry():
+    """README "Pretrained weights": one row per entry, the peer's number and the entry's own recipe; a
+    finetuned entry is scored (--eval), a pretraining one finetuned from."""
+    readme = open(os.path.join(os.path.dirname(CFGS), "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Pretrained weights"):readme.index("## See what the model learned")]
+    row = r"^\| `([\w.]+)` \| [^|]+ \| ([^|]+) \| `(tools/\S+\.py) --cfg cfgs/(\S+) --ckpt ([\w.]+)( --eval)?` \|$"
+    rows = re.findall(row, section, flags=re.M)
+    assert len(rows) == 17 and sorted(r[0] for r in rows) == ENTRIES
+    for name, number, tool_path, config, ckpt, evaluate in rows:
+        card = pretrained_card(name)
+        assert ckpt == name and os.path.isfile(os.path.join(os.path.dirname(CFGS), tool_path))
+        reported = list(card.metrics.get("reported", {}).values())
+        assert number.strip() == "–" if not reported else float(number.split(" %")[0]) == reported[0]
+        if card.pretrainer is None:
+            assert evaluate and config == card.config
+        else:
+            assert not evaluate and config.startswith(card.config.split("/")[0] + "/finetune_")
