@@ -85,6 +85,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pointmap", "pointmap.*"]),
+    package_data={"pointmap.models": ["pretrained.yaml"]},  # the published weights' entries
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4",  # nn.RMSNorm
@@ -94,6 +95,7 @@ setup(
         "h5py",
         "numpy",
         "tqdm",
+        "safetensors",  # tools/export.py's weights (timm needs it too)
         "trimesh",
         "tensorboard",
         "scikit-learn",  # the SVM linear probe (the ablation's default)

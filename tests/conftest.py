@@ -18,3 +18,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """No test reaches the internet or the user's cache: downloads are off and go to a temporary home
+    unless a test serves them itself (tests/_hub.py)."""
+    monkeypatch.setenv("POINTMAP_OFFLINE", "1")
+    monkeypatch.setenv("POINTMAP_HOME", str(tmp_path_factory.getbasetemp() / "pointmap_home"))
+    monkeypatch.delenv("POINTMAP_MIRROR", raising=False)

@@ -14,6 +14,12 @@ from pointmap.engine import RunInterrupted, shutdown  # noqa: E402
 from pointmap.errors import UserError, add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.engine.distributed import is_main_process  # noqa: E402
 from pointmap.experiments import evaluate_checkpoint, format_results, run_finetune  # noqa: E402
+from pointmap.models import absolute_spec  # noqa: E402
+
+
+CKPT_HELP = ("weights to start from: a pointmap checkpoint, a peer's file (Point-MAE, PointMamba, MAP 3D, Mamba3D), "
+             "a folder written by tools/export.py, or a published entry such as pointmae.scan_hardest, downloaded "
+             "once into $POINTMAP_HOME (python -c 'import pointmap; print(pointmap.list_pretrained())')")
 
 
 def cfg_path(name: str) -> str:
@@ -29,8 +35,7 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: 
                    help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
     p.add_argument("--exp-name", default=None, help="run folder: experiments/<cfg>/<exp-name>/ (default: default)")
     p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth")
-    p.add_argument("--ckpt", default=None, help="weights to start from: a pointmap checkpoint or a peer's "
-                                                "(Point-MAE, PointMamba, MAP 3D; see the README)")
+    p.add_argument("--ckpt", default=None, help=CKPT_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     if downstream:
         p.add_argument("--protocol", choices=["clean", "peer"], default=None,
@@ -61,7 +66,7 @@ def load(args: argparse.Namespace, extra_overrides=()) -> Config:
     if args.exp_name:
         cfg.exp_name = args.exp_name
     if args.ckpt:
-        cfg.pretrained = os.path.abspath(args.ckpt)
+        cfg.pretrained = absolute_spec(args.ckpt)
     if getattr(args, "protocol", None):
         cfg.eval.protocol = args.protocol
     return cfg

@@ -13,10 +13,11 @@ matplotlib (with a warning saying why) when Open3D cannot render here.
 import argparse
 import os
 
-from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
+from _common import cfg_path  # (puts the checkout on sys.path when pointmap is not installed)
 
 from pointmap.config import load_config
 from pointmap.errors import UserError, UserFileNotFoundError, add_debug_flag, user_errors_exit
+from pointmap.models import list_pretrained, pretrained_card
 from pointmap.vis import dataset_item, image_grid, load_input, reconstruction_figure, save_png, show_panels
 from pointmap.vis.model import load_pretrainer
 
@@ -24,8 +25,11 @@ from pointmap.vis.model import load_pretrainer
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", default=None, help="pretraining config (default: the one saved in the checkpoint)")
-    p.add_argument("--ckpt", required=True, help="checkpoint of a pretraining run (ckpt-last.pth / ckpt-best.pth)")
+    p.add_argument("--cfg", default=None, help="pretraining config (default: the one saved in the checkpoint or its "
+                                               "export; a published entry: its recipe in cfgs/)")
+    p.add_argument("--ckpt", required=True, help="a pretraining run's checkpoint (ckpt-last.pth / ckpt-best.pth), its "
+                                                "export, a peer's pretraining file, or a published entry such as "
+                                                "pointmae.shapenet55 (downloaded once)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", default=None, help="a point file or a mesh")
     src.add_argument("--dataset", default=None, help="a data set name (default: the config's)")
@@ -65,6 +69,8 @@ def run(args: argparse.Namespace) -> str:
     size = _size(args.size)
     if args.input and not os.path.isfile(args.input):
         raise UserFileNotFoundError(f"input file not found: {os.path.abspath(args.input)}")
+    if args.cfg is None and args.ckpt in list_pretrained():
+        args.cfg = cfg_path(pretrained_card(args.ckpt).config)
     cfg = load_config(args.cfg, args.overrides) if args.cfg else None
     model, cfg = load_pretrainer(args.ckpt, cfg, args.device)
     d = cfg.data

@@ -20,7 +20,6 @@ DDP evaluation exact without padding.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
@@ -29,12 +28,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..config import Config
-from ..errors import ConfigError, UserFileNotFoundError, accepted_kwargs, check_kwargs, one_line
+from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
 from .metrics import classification_metrics, confusion_matrix
 
-__all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task", "build_task", "model_inputs"]
+__all__ = ["Task", "PretrainTask", "ClassificationTask", "TASKS", "register_task", "build_task", "model_inputs",
+           "pretrainer_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,15 @@ def build_task(cfg: Config) -> "Task":
         raise ConfigError(f"task {name!r}: bad task_args {cfg.task_args}: {one_line(e)}") from e
     task.validate()
     return task
+
+
+def pretrainer_args(cfg: Config) -> Dict[str, Any]:
+    """``create_pretrainer``'s objective arguments from the config's ``objective`` section (the encoder's are
+    ``model.args``): what a pretraining run builds, and what an exported card records."""
+    o = cfg.objective
+    return dict(objective=o.name, mask_ratio=o.mask_ratio, row_size=o.row_size, decoder_order=o.decoder_order,
+                loss=o.loss, decoder_depth=o.decoder_depth, decoder_heads=o.decoder_heads,
+                mask_strategy=o.mask_strategy, **o.args)
 
 
 def model_inputs(batch: Dict[str, Any]) -> torch.Tensor:
@@ -143,15 +152,15 @@ class Task:
         """The model to train; ``datasets`` None: sized from :meth:`label_space` (``tools/recipe.py``)."""
         raise NotImplementedError
 
-    def load_pretrained(self, model: nn.Module, path: str):
-        """Load ``--ckpt`` weights (pointmap's, Point-MAE's, PointMamba's or MAP 3D's) into ``model``.
+    def load_pretrained(self, model: nn.Module, spec: str):
+        """Load ``--ckpt`` weights into ``model``: a file (pointmap's, Point-MAE's, PointMamba's or MAP 3D's), a
+        folder written by ``tools/export.py``, or an entry of ``pointmap.list_pretrained()`` (downloaded once).
         Every encoder tensor must come from the file unless ``pretrained_strict`` is false; a file that
         does not fit is a ValueError naming its format and what is missing (pointmap.models.load_checkpoint)."""
-        from ..models import load_checkpoint
+        from ..models import load_pretrained
 
-        if not os.path.isfile(path):
-            raise UserFileNotFoundError(f"--ckpt {path}: file not found")
-        return load_checkpoint(model, path, source="auto", strict=self.cfg.pretrained_strict)
+        quiet = not self.cfg.train.progress  # no download bar either
+        return load_pretrained(model, spec, strict=self.cfg.pretrained_strict, progress=False if quiet else None)
 
     # steps
     def train_step(self, model: nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -201,10 +210,7 @@ class PretrainTask(Task):
     def build_model(self, datasets: Dict[str, Dataset]) -> nn.Module:
         from ..models import create_pretrainer
 
-        m, o = self.cfg.model, self.cfg.objective
-        return create_pretrainer(m.name, objective=o.name, mask_ratio=o.mask_ratio, row_size=o.row_size,
-                                 decoder_order=o.decoder_order, loss=o.loss, decoder_depth=o.decoder_depth,
-                                 decoder_heads=o.decoder_heads, mask_strategy=o.mask_strategy, **o.args, **m.args)
+        return create_pretrainer(self.cfg.model.name, **pretrainer_args(self.cfg), **self.cfg.model.args)
 
     def train_step(self, model, batch):
         return model(model_inputs(batch)).loss, {}

@@ -28,7 +28,7 @@ from ..config import Config, config_to_dict
 from ..errors import UserError, one_line
 from ..version import __version__
 from . import distributed as du
-from .checkpoint import CheckpointError, get_rng_state, load_file, set_rng_state, unwrap_model
+from .checkpoint import get_rng_state, load_file, set_rng_state, unwrap_model
 from .datasets import to_device
 from .hooks import DEFAULT_HOOKS, Hook, build_hooks
 from .logging import RunWriter, format_metrics
@@ -207,16 +207,14 @@ class Trainer:
         return results
 
     def _score(self, ckpt: str) -> Dict[str, Any]:
+        from ..models import checkpoint_state, load_state, read_checkpoint, resolve_pretrained
+
         self.setup()
-        state = load_file(ckpt)
-        if "model" not in state:
-            raise CheckpointError(f"--eval {ckpt}: not a pointmap training checkpoint (no 'model' entry)")
-        try:
-            self.module.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"--eval {ckpt} does not fit {self.cfg.model.name}: {one_line(e, 400)}") from e
+        card, path = resolve_pretrained(ckpt)  # a file, an exported folder or a published entry
+        raw = read_checkpoint(path)  # every tensor of the model must come from it, the head too
+        load_state(self.module, checkpoint_state(raw, path), path, card.format if card else "auto", whole=True)
         results = self.test(use_best=False)
-        results.update(evaluated=ckpt, tested_epoch=state.get("epoch"))  # the epochs behind those weights
+        results.update(evaluated=ckpt, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
         self.run.write_json(results)
         return results
 

@@ -19,6 +19,7 @@ from ..engine import Hook, RunDir, Trainer, Task, build_task
 from ..engine import distributed as du
 from ..engine.logging import format_metrics
 from ..engine.metrics import summarize_seeds
+from ..models import absolute_spec
 
 __all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "driver_run", "evaluate_checkpoint",
            "format_results"]
@@ -97,14 +98,15 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
 
 
 def evaluate_checkpoint(cfg: Config, ckpt: Optional[str] = None, *, device: str = "auto") -> Dict[str, Any]:
-    """Score ``ckpt`` (default: the run's ``ckpt-best.pth``) on the test split under the config's protocol
+    """Score ``ckpt`` (default: the run's ``ckpt-best.pth``; an exported folder or a published entry too; every
+    tensor of the model must come from it) on the test split under the config's protocol
     and voting, into its own run folder ``<run>/eval/`` (metrics.json, meta.json, log.txt; an earlier
     evaluation there is replaced, its meta.json entry kept under ``sessions``)."""
     run_dir = RunDir.of(cfg).path
-    ckpt = os.path.abspath(ckpt or os.path.join(run_dir, "ckpt-best.pth"))
+    ckpt = absolute_spec(ckpt or os.path.join(run_dir, "ckpt-best.pth"))  # or a published entry's name
     if cfg.train.probe == "svm":
         raise UserError("--eval scores a trained checkpoint; the SVM probe keeps none (run it again instead)")
-    if not os.path.isfile(ckpt):
+    if os.path.isabs(ckpt) and not os.path.exists(ckpt):
         raise UserFileNotFoundError(f"--eval: checkpoint not found: {ckpt} (pass --ckpt, or the run's --exp-name)")
     cfg = copy.deepcopy(cfg)
     cfg.pretrained = None

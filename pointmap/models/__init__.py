@@ -1,5 +1,6 @@
-"""Models: HybridEncoder, heads, the MAP pretrainer, the image adapter, the registry, checkpoint import."""
-from .checkpoint import CheckpointError, LoadResult, load_checkpoint, read_checkpoint
+"""Models: HybridEncoder, heads, the MAP pretrainer, the image adapter, the registry, checkpoint import, the
+published weights by name (pretrained.yaml)."""
+from .checkpoint import CheckpointError, LoadResult, checkpoint_state, load_checkpoint, load_state, read_checkpoint
 from .convert import detect_format, map3d_to_pointmap, point_mae_to_pointmap, pointmamba_to_pointmap
 from .classifier import Classifier, mlp_head, pool_tokens
 from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder, no_weight_decay
@@ -7,13 +8,15 @@ from .image import ImageEncoder, patchify
 from .partseg import PartSegmenter, PointMAEPartSegmenter
 from .presets import build_point_model
 from .decoders import MAPDecoder
+from .pretrained import (ModelCard, absolute_spec, list_pretrained, load_pretrained, pretrained_card, read_card,
+                         resolve_pretrained)
 from .pretrainer import MAPPretrainer, PretrainOutput, create_pretrainer, random_mask, row_attention_mask
 from .registry import check_model_args, create_model, list_models, model_arguments, register_model
 from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
 
 __all__ = [
     "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
-    "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
-    "check_model_args", "create_model", "create_pretrainer", "detect_format", "list_models", "load_checkpoint", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
-    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "read_checkpoint", "random_mask", "register_model", "row_attention_mask",
+    "ModelCard", "absolute_spec", "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
+    "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "detect_format", "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
+    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pretrained_card", "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
 ]

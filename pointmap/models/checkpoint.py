@@ -6,6 +6,7 @@ loaded into a classifier, a classification head loaded into an encoder); otherwi
 that names the format and what is missing. ``strict=False`` loads what fits and says so at WARNING.
 """
 import logging
+import os
 import pickle
 import re
 from typing import Dict, List, NamedTuple
@@ -117,8 +118,17 @@ def _load(path: str, weights_only: bool):
 
 
 def read_checkpoint(path: str, weights_only: bool = True):
-    """``torch.load`` on the CPU; a file that is not a readable checkpoint is a :class:`CheckpointError`.
-    With ``weights_only``, numpy scalars (metrics some peers save beside the weights) are allowed too."""
+    """``torch.load`` on the CPU (a ``.safetensors`` file: its tensors); a file that is not a readable checkpoint
+    is a :class:`CheckpointError`. With ``weights_only``, numpy scalars (metrics some peers save beside the
+    weights) are allowed too."""
+    if str(path).endswith(".safetensors") and os.path.isfile(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({one_line(e, 240)})") from e
     try:
         return _load(path, weights_only)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -128,33 +138,44 @@ def read_checkpoint(path: str, weights_only: bool = True):
                               f"({type(e).__name__}: {one_line(e, 240)})") from e
 
 
+def checkpoint_state(ckpt, path: str) -> Dict[str, torch.Tensor]:
+    """The weights of a read checkpoint (:func:`read_checkpoint`), DDP's ``module.`` prefix removed."""
+    return _strip_module(_extract_state(ckpt, path))
+
+
 def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: bool = True,
-                    weights_only: bool = True) -> LoadResult:
+                    weights_only: bool = True, whole: bool = False) -> LoadResult:
     """Loads weights into ``model``: an encoder, a classifier, a part segmenter or a :class:`MAPPretrainer`.
 
     Args:
         model: the target; its keys decide what is taken from the checkpoint.
         path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or a peer's
             (``{"base_model": state}``, pretraining or finetuned, with or without DDP's ``module.``):
-            Point-MAE, PointMamba, the released MAP 3D code or Mamba3D.
+            Point-MAE, PointMamba, the released MAP 3D code or Mamba3D; or a ``.safetensors`` file.
         source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``
             (the MAP 3D release's and Mamba3D's own files, see :mod:`pointmap.models.convert`).
         strict: every encoder tensor of ``model`` must be in the file and every tensor of the file must
             fit ``model`` or be of another kind of model (decoder, head: listed as ignored). False loads
             what fits and logs what did not at WARNING.
         weights_only: passed to ``torch.load``; set False only for a file you trust.
+        whole: every tensor of ``model`` must come from the file, its head too (scoring a finetuned file).
 
     Returns:
         :class:`LoadResult` (missing, unexpected and ignored keys, the format), also logged.
 
     Raises:
         CheckpointError (a ValueError): the file is not a checkpoint, its format is unknown, a tensor's
-            shape differs from the target's, or (strict) encoder tensors are missing or keys are unknown.
+            shape differs from the target's, or (strict) encoder tensors are missing or keys are unknown,
+            or (whole) any tensor of the model is missing.
     """
+    return load_state(model, checkpoint_state(read_checkpoint(path, weights_only), path), path, source, strict, whole)
+
+
+def load_state(model: nn.Module, state: Dict[str, torch.Tensor], path: str, source: str = "auto",
+               strict: bool = True, whole: bool = False) -> LoadResult:
+    """:func:`load_checkpoint` on weights already read (``path`` names them in messages)."""
     if source not in ("auto",) + FORMATS:
         raise UserError(f"source must be one of {['auto', *FORMATS]}; got {source!r}")
-    state = _extract_state(read_checkpoint(path, weights_only), path)
-    state = _strip_module(state)
     fmt = detect_format(state) if source == "auto" else source
     if fmt is None:
         raise CheckpointError(f"checkpoint {path}: unknown format ({len(state)} tensors, first keys "
@@ -177,6 +198,11 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
     if problems and strict:
         raise CheckpointError(f"{where}: {'; '.join(problems)}; nothing was loaded. Load it partially with "
                               "strict=False (config: pretrained_strict: false)")
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    if whole and missing:
+        raise CheckpointError(f"{where}: {len(missing)} tensors of the model are not in the file ({_names(missing)}"
+                              f"{'; set aside: ' + _names(ignored) if ignored else ''}): the file holds another "
+                              f"model or head; nothing was loaded")
     for k, v in state.items():
         if k in target and target[k].shape != v.shape:
             raise CheckpointError(f"checkpoint {path} ({fmt} format): {k!r} has shape {tuple(v.shape)} in the "

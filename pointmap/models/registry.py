@@ -1,5 +1,5 @@
 """Model registry à la timm: ``@register_model`` presets, ``create_model(name)``, ``list_models()``."""
-from typing import Any, Callable, Mapping, Optional, Sequence, Set, List
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Union
 
 from torch import nn
 
@@ -37,13 +37,31 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
     return MODELS.names(pattern)
 
 
-def create_model(name: str, num_classes: Optional[int] = None, **overrides) -> nn.Module:
+def create_model(name: str, num_classes: Optional[int] = None, pretrained: Union[None, bool, str] = None,
+                 **overrides) -> nn.Module:
     """Builds a registered preset.
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: None builds the encoder alone; an int adds the classification head.
+        num_classes: None builds the encoder alone (with ``pretrained``: the weights' own head); an int adds
+            the classification head.
+        pretrained: weights to load (see :mod:`pointmap.models.pretrained`): ``True`` (the preset's default
+            entry), an entry of :func:`~pointmap.models.pretrained.list_pretrained`, a folder written by
+            ``tools/export.py`` or a checkpoint file. The model is built with the weights' arguments and head
+            (``overrides`` win) and filled whole; a ``num_classes`` of your own gets a new head (the file's
+            is set aside). A file that does not fit is a :class:`~pointmap.models.CheckpointError`.
         **overrides: preset arguments to change (``embed_dim``, ``layout``, ``num_group``, ...), or
             ``num_parts`` / ``num_categories`` for the part-segmentation model.
     """
-    return MODELS.build(name, num_classes=num_classes, **overrides)
+    if pretrained is None or pretrained is False:
+        return MODELS.build(name, num_classes=num_classes, **overrides)
+    from .checkpoint import load_checkpoint
+    from .pretrained import resolve_pretrained
+
+    MODELS.get(name)  # an unknown preset is named before anything is downloaded
+    card, path = resolve_pretrained(pretrained, preset=name)
+    kwargs = card.model_kwargs(num_classes, **overrides) if card else {**overrides, "num_classes": num_classes}
+    own_head = card is not None and num_classes is None and "num_parts" not in overrides
+    model = MODELS.build(name, **kwargs)
+    load_checkpoint(model, path, source=card.format if card else "auto", whole=own_head)
+    return model

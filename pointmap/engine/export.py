@@ -1,0 +1,167 @@
+"""A run's weights for sharing: a folder with ``model.safetensors``, ``card.json`` (a
+:class:`~pointmap.models.ModelCard`: preset, arguments, head, classes, input transforms, metrics, protocol,
+versions and commits) and the run's ``config.yaml``, loadable with ``create_model(card.preset,
+pretrained=FOLDER)`` (and ``--ckpt FOLDER``). What ``tools/export.py`` does::
+
+    card = export_run("experiments/finetune_demo/default", "exports/finetune_demo")
+
+Everything is checked before anything is written (the checkpoint is pointmap's, its config builds a model
+its weights fill whole); the folder is written under a temporary name and renamed into place, so a failed
+export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+from torch import nn
+
+from ..config import Config, config_from_dict, save_config
+from ..errors import UserError, UserFileNotFoundError, one_line
+from ..models import CheckpointError, ModelCard
+from ..models.pretrained import CARD_FILE, WEIGHTS_FILE, named_classes
+from .checkpoint import load_file
+from .rundir import environment
+from .tasks import build_task, pretrainer_args
+
+__all__ = ["export_run", "input_transforms", "AUGMENTATIONS"]
+
+AUGMENTATIONS = ("scale_translate", "rotate", "jitter", "dropout")  # random, training only
+_METRICS = ("test", "test_vote", "best", "selection", "tested_epoch", "epochs_done", "protocol_note")
+_PROVENANCE = ("pointmap_version", "git_commit", "git_dirty", "torch_version")
+
+
+def input_transforms(cfg: Config) -> Tuple[List[Dict[str, Any]], Optional[int]]:
+    """(transforms, points) a model of ``cfg`` expects at inference: the test transforms, or for pretraining
+    without a test split the train transforms less the random augmentations; points: the last ``sample``'s
+    count, else ``data.options.num_points`` (None: the data set's own clouds)."""
+    d = cfg.data
+    if cfg.task == "pretrain" and not d.test_split:
+        transforms = [t for t in d.train_transforms if t.get("name") not in AUGMENTATIONS]
+    else:
+        transforms = list(d.test_transforms or [])
+    counts = [t["num_points"] for t in transforms if t.get("name") == "sample" and "num_points" in t]
+    return transforms, counts[-1] if counts else d.options.get("num_points")
+
+
+def _checkpoint_of(source: str) -> str:
+    """The file to export: ``source`` itself, or a run folder's ckpt-best.pth (ckpt-last.pth without one)."""
+    if os.path.isdir(source):
+        for name in ("ckpt-best.pth", "ckpt-last.pth"):
+            if os.path.isfile(os.path.join(source, name)):
+                return os.path.abspath(os.path.join(source, name))
+        raise UserFileNotFoundError(f"{os.path.abspath(source)} holds no ckpt-best.pth or ckpt-last.pth: not a "
+                                    f"pointmap run folder")
+    if not os.path.isfile(source):
+        raise UserFileNotFoundError(f"no such run folder or checkpoint: {os.path.abspath(source)}")
+    return os.path.abspath(source)
+
+
+def _head(model: nn.Module, cfg: Config) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(``create_model`` head arguments, ``create_pretrainer`` objective arguments or None) of a task's model."""
+    from ..models import MAPPretrainer
+    from ..models.linear_probe import LinearProbe
+
+    if isinstance(model, MAPPretrainer):
+        return {}, pretrainer_args(cfg)
+    if isinstance(model, LinearProbe):
+        raise UserError("a linear-probe run is a frozen encoder and a linear layer, not a preset: export the "
+                        "pretraining run whose encoder it probes")
+    if hasattr(model, "num_parts"):
+        return {"num_parts": model.num_parts, "num_categories": model.num_categories}, None
+    return {"num_classes": model.num_classes}, None
+
+
+def _classes(task, cfg: Config) -> Optional[Any]:
+    """The class names of the run's data set (read from it), else the name of a list the card knows."""
+    if cfg.task == "pretrain":
+        return None
+    try:
+        return list(task.build_base(cfg.data.test_split or cfg.data.train_split).classes)
+    except (UserError, AttributeError):  # the data is not on this machine: name the list if it is a known one
+        return cfg.data.name if named_classes(cfg.data.name) else None
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _card(ckpt: str, cfg: Config, task, model: nn.Module) -> ModelCard:
+    folder = os.path.dirname(ckpt)
+    metrics = _read_json(os.path.join(folder, "metrics.json"))
+    scored = os.path.basename(ckpt) == "ckpt-best.pth" or not os.path.isfile(os.path.join(folder, "ckpt-best.pth"))
+    notes = "" if scored or not metrics else "metrics.json scored ckpt-best.pth, not this file: no metrics here"
+    head, pretrainer = _head(model, cfg)
+    transforms, points = input_transforms(cfg)
+    trained = _read_json(os.path.join(folder, "meta.json"))
+    here = environment()
+    return ModelCard(
+        name=f"{cfg.name}/{cfg.exp_name}", preset=cfg.model.name, what=f"{cfg.task} on {cfg.data.name}",
+        args=dict(cfg.model.args), head=head, pretrainer=pretrainer, format="pointmap", weights=WEIGHTS_FILE,
+        source=ckpt, config=cfg.name, data={"name": cfg.data.name, "options": dict(cfg.data.options)},
+        classes=_classes(task, cfg), num_points=points, transforms=transforms,
+        metrics={k: metrics[k] for k in _METRICS if k in metrics} if scored else {},
+        protocol=metrics.get("protocol", cfg.eval.protocol) if cfg.task != "pretrain" else None, notes=notes,
+        provenance={"trained": {k: trained.get(k) for k in _PROVENANCE},
+                    "exported": {k: here.get(k) for k in _PROVENANCE}})
+
+
+def export_run(source: str, out: str, overwrite: bool = False) -> ModelCard:
+    """Export ``source`` (a run folder or one of its ``ckpt-*.pth``) to the folder ``out``; returns the card.
+    ``out`` must not hold files unless ``overwrite``. One-line :class:`~pointmap.errors.UserError` on a bad
+    input, with nothing written."""
+    from safetensors.torch import save_file
+
+    from ..download import sha256_of
+
+    ckpt = _checkpoint_of(source)
+    raw = load_file(ckpt)
+    if not isinstance(raw.get("model"), dict) or not isinstance(raw.get("config"), dict):
+        raise CheckpointError(f"{ckpt} is not a pointmap run's checkpoint (no 'model' and 'config' entries); a "
+                              f"peer's file needs no export: --ckpt takes it as it is")
+    cfg = config_from_dict(raw["config"])
+    task = build_task(cfg)
+    model = task.build_model(None)
+    try:
+        model.load_state_dict(raw["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt} does not fit the {cfg.model.name} its config builds: {one_line(e, 300)}") from e
+    card = _card(ckpt, cfg, task, model)
+    out = os.path.abspath(out)
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise UserError(f"{out} already holds files: pass --overwrite to replace them")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"{out} is a file, not a folder")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(out))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        weights = os.path.join(tmp, WEIGHTS_FILE)
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}, weights,
+                  metadata={"format": "pt", "pointmap_preset": card.preset})
+        os.chmod(tmp, 0o777 & ~umask)  # a folder to share: the usual permissions, not mkdtemp's private ones
+        os.chmod(weights, 0o666 & ~umask)
+        card.sha256 = sha256_of(weights)
+        with open(os.path.join(tmp, CARD_FILE), "w", encoding="utf-8") as f:
+            json.dump(card.to_dict(), f, indent=2)
+        save_config(cfg, os.path.join(tmp, "config.yaml"))
+        if os.path.isdir(out) and os.listdir(out):  # --overwrite: the old folder goes only once the new is whole
+            old = tempfile.mkdtemp(prefix=".tmp-old-export-", dir=os.path.dirname(out))
+            os.replace(out, os.path.join(old, "x"))
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return card

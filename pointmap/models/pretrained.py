@@ -1,0 +1,220 @@
+"""Pretrained weights by name: the peers' published files and folders written by ``tools/export.py``, each
+described by one :class:`ModelCard`, downloaded once (:mod:`pointmap.download`) and loaded strictly.
+
+    pointmap.list_pretrained("pointmae.*")                              # the entries of pretrained.yaml
+    model = pointmap.create_model("pointmae", pretrained="pointmae.scan_hardest")   # Point-MAE's 15-class model
+    model = pointmap.create_model("pointmamba", num_classes=40, pretrained=True)    # its ShapeNet encoder, new head
+    model = pointmap.create_model("hybridnet_s", pretrained="exports/finetune_demo")  # an exported run
+    load_pretrained(pretrainer, "pointmae.shapenet55")                 # into any model, as --ckpt does
+
+What ``pretrained`` may be (:func:`resolve_pretrained`): ``True`` (the preset's default entry), an entry name
+of :func:`list_pretrained`, a folder with ``card.json`` and ``model.safetensors`` (an export), or a checkpoint
+file (format detected from its keys). An entry name wins over a file of the same name (``./name`` for the file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from torch import nn
+
+from ..download import fetch, sha256_of
+from ..errors import ConfigError, UserError, UserFileNotFoundError, one_line
+from .checkpoint import LoadResult, load_checkpoint
+
+__all__ = ["ModelCard", "absolute_spec", "list_pretrained", "pretrained_card", "resolve_pretrained", "load_pretrained",
+           "read_card", "named_classes", "CARD_FILE", "WEIGHTS_FILE"]
+
+CARD_FILE, WEIGHTS_FILE = "card.json", "model.safetensors"
+TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained.yaml")
+
+
+@dataclasses.dataclass
+class ModelCard:
+    """What a weight file is and how to use it: a peer's published file (an entry of ``pretrained.yaml``) or
+    a pointmap run exported with ``tools/export.py`` (its ``card.json``). ``preset``, ``args`` and ``head``
+    build the model the file fills whole: ``create_model(preset, **args, **head)``; ``pretrainer``, for a
+    pretraining file, the objective arguments of ``create_pretrainer`` (its decoder). ``num_points`` points
+    of a ``data`` cloud after ``transforms`` (config vocabulary: ``data.test_transforms``) are the input.
+    ``metrics``: ``reported`` (the peer's number) or the run's ``test`` / ``test_vote``; ``protocol``: how
+    the checkpoint was chosen (``peer``: on the test set; ``clean``: on a held-out validation split)."""
+
+    name: str
+    preset: str
+    what: str = ""
+    args: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    head: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrainer: Optional[Dict[str, Any]] = None
+    format: str = "pointmap"
+    url: Optional[str] = None  # a published file
+    weights: Optional[str] = None  # an export: the file beside the card
+    sha256: Optional[str] = None  # an export: of ``weights``
+    source: str = ""  # where the file is linked (README line), or the run it was exported from
+    licence: str = "not stated"
+    config: Optional[str] = None  # the recipe, cfgs/<config> (an export: the run's config name)
+    data: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    classes: Union[None, str, List[str]] = None  # a data set's name (its class list) or the names
+    num_points: Optional[int] = None
+    transforms: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    protocol: Optional[str] = None
+    default: bool = False
+    notes: str = ""
+    provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)  # an export: versions and commits
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], where: str) -> "ModelCard":
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in fields:
+                match = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f" (did you mean {match[0]!r}?)" if match else ""
+                raise ConfigError(f"{where}: unknown card field {key!r}{hint}")
+        missing = [k for k in ("name", "preset") if not data.get(k)]
+        if missing:
+            raise ConfigError(f"{where}: the card has no {' and no '.join(missing)}")
+        return cls(**data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def class_names(self) -> Optional[List[str]]:
+        """The class (or, for part segmentation, category) names, in label order."""
+        if not isinstance(self.classes, str):
+            return self.classes
+        names = named_classes(self.classes)
+        if names is None:
+            raise ConfigError(f"card {self.name}: classes {self.classes!r} names no class list pointmap knows")
+        return names
+
+    def model_kwargs(self, num_classes: Optional[int] = None, **overrides) -> Dict[str, Any]:
+        """``create_model`` arguments: the card's ``args`` and ``head``, then ``overrides``; ``num_classes`` or
+        ``num_parts`` given replace the card's head (its tensors are then set aside by the load)."""
+        head = {} if num_classes is not None or "num_parts" in overrides else dict(self.head)
+        out = {**self.args, **head, **overrides}
+        if num_classes is not None:
+            out["num_classes"] = num_classes
+        return out
+
+
+def named_classes(dataset: str) -> Optional[List[str]]:
+    """The class names of a data set with a fixed list (``modelnet40``, ``scanobjectnn``; ``shapenetpart``: its
+    categories), in label order; None for another name."""
+    from ..data.modelnet import MODELNET40_CLASSES
+    from ..data.scanobjectnn import CLASSES as SCANOBJECTNN_CLASSES
+    from ..data.shapenetpart import SEG_CLASSES
+
+    named = {"modelnet40": MODELNET40_CLASSES, "scanobjectnn": SCANOBJECTNN_CLASSES, "shapenetpart": SEG_CLASSES}
+    return list(named[dataset]) if dataset in named else None
+
+
+@functools.lru_cache(maxsize=None)
+def _table() -> Dict[str, ModelCard]:
+    import yaml
+
+    with open(TABLE, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    return {name: ModelCard.from_dict({"name": name, **entry}, f"{TABLE} [{name}]") for name, entry in raw.items()}
+
+
+def list_pretrained(filter: Optional[str] = None) -> List[str]:  # noqa: A002  (timm's name for it)
+    """Sorted entry names, optionally filtered by a shell-style pattern (``"pointmae.*"``, ``"*scan_hardest*"``)."""
+    names = sorted(_table())
+    return fnmatch.filter(names, filter) if filter else names
+
+
+def _did_you_mean(name: str) -> str:
+    match = difflib.get_close_matches(name, list_pretrained(), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def pretrained_card(name: str) -> ModelCard:
+    """The entry ``name`` of :func:`list_pretrained`."""
+    if name not in _table():
+        raise UserError(f"unknown pretrained entry {name!r}{_did_you_mean(name)}; see pointmap.list_pretrained()")
+    return _table()[name]
+
+
+def default_card(preset: str) -> ModelCard:
+    """The entry ``create_model(preset, pretrained=True)`` loads."""
+    for card in _table().values():
+        if card.preset == preset and card.default:
+            return card
+    have = sorted({c.preset for c in _table().values()})
+    raise UserError(f"preset {preset!r} has no published weights (presets with some: {', '.join(have)}); "
+                    f"pass pretrained=<an exported folder or a checkpoint file>")
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` as a config records it: an entry name as it is, a path made absolute."""
+    return spec if spec in _table() else os.path.abspath(spec)
+
+
+def read_card(folder: str) -> ModelCard:
+    """The card of an exported folder (``card.json``)."""
+    path = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(path):
+        raise UserFileNotFoundError(f"{os.path.abspath(folder)} is a folder without {CARD_FILE}: not an export of "
+                                    f"tools/export.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {one_line(e)}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return ModelCard.from_dict(data, path)
+
+
+def resolve_pretrained(spec: Union[bool, str], preset: Optional[str] = None,
+                       progress: Optional[bool] = None) -> Tuple[Optional[ModelCard], str]:
+    """(card or None, local file) of ``spec`` (see the module docstring); an entry's file is downloaded into
+    the cache if it is not there. ``preset``: the model being built (``True`` needs it; a card of another
+    preset is an error)."""
+    if spec is True:
+        if preset is None:
+            raise UserError("pretrained=True needs a preset name to pick its default entry")
+        card = default_card(preset)
+    elif not isinstance(spec, (str, os.PathLike)) or isinstance(spec, bool):
+        raise UserError(f"pretrained must be True, an entry name, a folder or a file; got {spec!r}")
+    elif str(spec) in _table():
+        card = _table()[str(spec)]
+    elif os.path.isdir(spec):
+        card = read_card(str(spec))
+        path = os.path.join(str(spec), card.weights or WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            raise UserFileNotFoundError(f"{os.path.abspath(spec)}: the card names {card.weights}, which is not there")
+        if card.sha256 and sha256_of(path) != card.sha256:
+            raise UserError(f"{path}: its sha256 is not the {card.sha256} its {CARD_FILE} recorded (the file changed "
+                            f"after the export); export the run again")
+        _check_preset(card, preset, spec)
+        return card, path
+    elif os.path.isfile(spec):
+        return None, str(spec)
+    else:
+        raise UserFileNotFoundError(f"pretrained weights {spec}: no such file or folder, and not an entry of "
+                                    f"pointmap.list_pretrained(){_did_you_mean(str(spec))}")
+    _check_preset(card, preset, card.name)
+    return card, fetch(card.url, progress=progress)
+
+
+def _check_preset(card: ModelCard, preset: Optional[str], spec) -> None:
+    if preset is not None and card.preset != preset:
+        raise UserError(f"pretrained {str(spec)!r} holds weights of preset {card.preset!r}, not {preset!r}: "
+                        f"create_model({card.preset!r}, pretrained={str(spec)!r})")
+
+
+def load_pretrained(model: nn.Module, spec: Union[bool, str], strict: bool = True, whole: bool = False,
+                    progress: Optional[bool] = None) -> LoadResult:
+    """Load ``spec``'s weights into ``model`` (an encoder, a classifier, a part segmenter, a pretrainer) with
+    :func:`~pointmap.models.load_checkpoint`'s rules (``strict``: every encoder tensor from the file;
+    ``whole``: every tensor of the model); an entry's file is read in its own format."""
+    card, path = resolve_pretrained(spec, progress=progress)
+    return load_checkpoint(model, path, source=card.format if card else "auto", strict=strict, whole=whole)
+
