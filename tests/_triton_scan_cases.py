@@ -13,7 +13,7 @@ import time
 import torch
 
 from pointmap.ops import selective_scan_ref
-from tests.helpers import scan_inputs
+from pointmap.ops.testing import scan_inputs
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import pointmap
 from pointmap.data.synthetic import SyntheticShapes
 from pointmap.ops import chamfer, chamfer_ref, fps, fps_ref, group, group_ref, knn, knn_ref, selective_scan, selective_scan_ref
-from tests.helpers import random_cloud, scan_inputs
+from pointmap.ops.testing import random_cloud, scan_inputs
 
 TINY = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8, drop_path_rate=0.0)
 DEC = dict(decoder_heads=2, decoder_depth=2, decoder_drop_path_rate=0.0)

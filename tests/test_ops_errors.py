@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pointmap.ops import chamfer, fps, group, knn, selective_scan, serialize, set_backend
-from tests.helpers import random_cloud
+from pointmap.ops.testing import random_cloud
 
 
 @pytest.mark.parametrize("call,match", [

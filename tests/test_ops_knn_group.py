@@ -3,7 +3,7 @@ import torch
 
 from pointmap.ops import gather_points, group, group_ref, knn, knn_ref
 from pointmap.ops.knn import knn_torch
-from tests.helpers import cloud_with_duplicates, random_cloud
+from pointmap.ops.testing import cloud_with_duplicates, random_cloud
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pointmap.ops import selective_scan, selective_scan_ref
-from tests.helpers import scan_inputs
+from pointmap.ops.testing import scan_inputs
 
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 

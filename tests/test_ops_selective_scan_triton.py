@@ -16,7 +16,7 @@ import torch
 
 from pointmap.ops import available_backends, selective_scan, selective_scan_ref
 from tests import _triton_scan_cases as cases
-from tests.helpers import scan_inputs
+from pointmap.ops.testing import scan_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")

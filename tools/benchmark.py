@@ -28,7 +28,7 @@ from pointmap import env as pm_env  # noqa: E402
 from pointmap.errors import add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.ops import (available_backends, chamfer, chamfer_ref, fps, fps_ref, group, group_ref,  # noqa: E402
                           knn, knn_ref, selective_scan, selective_scan_ref, serialize, serialize_ref)
-from tests.helpers import random_cloud, scan_inputs  # noqa: E402
+from pointmap.ops.testing import random_cloud, scan_inputs  # noqa: E402
 
 
 def timeit(fn, device, repeat=5, warmup=1, budget_s=20.0):

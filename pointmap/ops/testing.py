@@ -1,8 +1,13 @@
-"""Inputs shared by the ops tests and tools/benchmark.py."""
+"""Inputs for the ops' tests, benchmarks and kernel self-checks: random clouds, clouds with ties, the
+arguments of a Mamba layer's selective scan. Each draws from its own seeded generator, never from the
+global RNG, so calling one changes no other draw."""
 import torch
+
+__all__ = ["random_cloud", "cloud_with_duplicates", "scan_inputs"]
 
 
 def random_cloud(B, N, dtype=torch.float32, device="cpu", seed=0):
+    """(B, N, 3) uniform in [-1, 1]^3."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(B, N, 3, generator=g, dtype=torch.float64).to(dtype=dtype, device=device) * 2 - 1
 
