@@ -164,7 +164,7 @@ def test_prepare_data_check_and_build_cache(tmp_path, capsys):
     assert tool.main(["check", "--root", str(tmp_path), "modelnet40"]) == 0
     assert tool.main(["build-cache", "--root", str(tmp_path), "--num-points", "8", "--split", "test"]) == 0
     assert (tmp_path / "ModelNet/modelnet40_normal_resampled/modelnet40_test_8pts_fps.dat").exists()
-    assert tool.main(["fewshot", "--root", str(tmp_path), "--ways", "5", "--shots", "2", "--folds", "1"]) == 1
+    assert tool.main(["fewshot", "--root", str(tmp_path), "--ways", "5", "--shots", "2", "--folds", "1"]) == 2
     assert "way=5" in capsys.readouterr().err  # 4 classes only: an error, and no file
     assert not (tmp_path / "ModelNetFewshot").exists()
     with open(tmp_path / "ModelNet/modelnet40_normal_resampled/modelnet40_test_8pts_fps.dat", "rb") as f:

@@ -8,7 +8,7 @@
 data set named on the command line is absent or incomplete (with no names: when one that is present
 is incomplete). ``build-cache`` writes ModelNet40's ``modelnet40_{split}_8192pts_fps.dat``; ``fewshot``
 writes the missing ``ModelNetFewshot/{way}way_{shot}shot/{fold}.pkl``. Neither writes anything when a
-source file is missing or broken.
+source file is missing or broken: that is a user error, one line ``error: ...`` and exit 2, as every tool.
 """
 import argparse
 import logging
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         return args.fn(args)
     except UserError as e:  # anything else is a bug: its traceback
         report_user_error(e, args.debug)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 The :class:`~pointmap.engine.Trainer` owns the loop, optimizer, protocol, checkpoints and logs; a task
 supplies the data sets, the model, the loss of one training step and the metrics of evaluation. A new
-task is a subclass registered by name, switched on with ``task: <name>`` in a config::
+task is a subclass registered by name, switched on with ``task: normals`` in a config (part segmentation,
+``task: partseg``, is :class:`~pointmap.engine.segmentation.SegmentationTask`, built this way)::
 
-    @register_task("segmentation")
-    class SegmentationTask(Task):
-        monitor, monitor_mode = "ins_miou", "max"
+    @register_task("normals")
+    class NormalsTask(Task):
+        monitor, monitor_mode = "angle", "min"   # the metric that picks ckpt-best.pth
         def build_datasets(self): ...            # {"train": ..., "val": ..., "test": ...}
-        def build_model(self, datasets): ...
-        def train_step(self, model, batch): ...  # (loss, {"acc": ...})
-        def eval_step(self, model, batch, views=1): ...  # sums, e.g. {"iou_sum": ..., "count": ...}
-        def summarize(self, sums): ...           # {"ins_miou": ..., "cls_miou": ...}
+        def build_model(self, datasets): ...     # datasets None: sized without data (tools/recipe.py)
+        def train_step(self, model, batch): ...  # (loss, {"angle": ...})
+        def eval_step(self, model, batch, views=1): ...  # sums, e.g. {"angle_sum": ..., "count": ...}
+        def summarize(self, sums): ...           # {"angle": ..., "loss": ...}
 
 Evaluation works on *sums*: ``eval_step`` returns tensors that add up over batches and processes
 (counts, loss × batch size, a confusion matrix), ``summarize`` turns the totals into metrics. That makes
