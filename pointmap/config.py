@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
@@ -27,8 +28,20 @@ from .errors import ConfigError, UserFileNotFoundError
 __all__ = [
     "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict", "check_values",
-    "save_config",
+    "save_config", "RUN_ROOT", "OBJECTIVES",
 ]
+
+RUN_ROOT = "experiments"  # where runs go: <RUN_ROOT>/<config name>/<exp_name>/ (train.output_dir, the ablation's)
+
+# The objective's vocabularies, said here once: the config checks values against them, the pretrainer imports them.
+OBJECTIVES = ("map", "mae", "ar", "local_mae")
+MASK_STRATEGIES = ("random", "sequential", "diagonal")
+DECODER_ORDERS = ("inplace", "concat")
+DECODER_ROW_ORDERS = ("aligned", "shuffled")
+DECODER_TYPES = ("transformer", "mamba")
+DECODER_INITS = ("trunc_normal", "xavier")
+ORDER_DRAWS = ("first", "random")
+LOSSES = ("cdl2", "cdl1", "mse")
 
 
 @dataclass
@@ -39,16 +52,43 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """Pretraining objective, passed to ``pointmap.create_pretrainer`` (ignored by finetuning tasks)."""
-    name: Literal["map", "mae", "ar", "local_mae"] = "map"
+    """The pretraining objective: every setting of :class:`pointmap.models.MAPPretrainer` (what each means:
+    its docstring), named and defaulted here alone; ``create_pretrainer`` takes them as keywords (``name`` as
+    ``objective``). Finetuning tasks ignore it."""
+    name: Literal[OBJECTIVES] = "map"
     mask_ratio: float = 0.5
-    mask_strategy: Literal["random", "sequential", "diagonal"] = "random"
-    row_size: Optional[int] = None  # None: sqrt(num_group)
-    decoder_order: Literal["inplace", "concat"] = "inplace"
-    loss: Optional[Literal["cdl2", "cdl1", "mse"]] = None  # None: cdl2 for points, mse for images
+    mask_strategy: Literal[MASK_STRATEGIES] = "random"
+    row_size: Optional[int] = None  # None: sqrt(num_group) (images: the image's rows)
+    decoder_order: Literal[DECODER_ORDERS] = "inplace"
+    decoder_row_order: Literal[DECODER_ROW_ORDERS] = "aligned"
+    loss: Optional[Literal[LOSSES]] = None  # None: cdl2 for points, mse for images
+    decoder_type: Literal[DECODER_TYPES] = "transformer"
     decoder_depth: int = 4
     decoder_heads: int = 6
-    args: Dict[str, Any] = field(default_factory=dict)  # any other create_pretrainer argument
+    decoder_mlp_ratio: float = 4.0
+    decoder_drop_path_rate: float = 0.1
+    decoder_init: Literal[DECODER_INITS] = "trunc_normal"
+    order_draw: Literal[ORDER_DRAWS] = "first"
+    # deprecated: settings above go under their own key, encoder arguments under model.args; what it holds
+    # still reaches the encoder for one release
+    args: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        settings = {k: self.args[k] for k in self.args if k in objective_settings()}
+        if self.args:
+            where = [f"objective.{k}" if k in settings else f"model.args.{k}" for k in self.args]
+            warnings.warn(f"objective.args is deprecated: write {', '.join(where)}", DeprecationWarning, stacklevel=2)
+        for key, value in settings.items():
+            if getattr(self, key) != getattr(ObjectiveConfig, key) and getattr(self, key) != value:
+                raise ConfigError(f"objective.{key} is set twice: {getattr(self, key)!r} and objective.args.{key}="
+                                  f"{value!r}")
+            setattr(self, key, value)
+        self.args = {k: v for k, v in self.args.items() if k not in settings}
+
+
+def objective_settings() -> List[str]:
+    """The settings of an objective: the fields of :class:`ObjectiveConfig` but ``name`` and ``args``."""
+    return [f.name for f in dataclasses.fields(ObjectiveConfig) if f.name not in ("name", "args")]
 
 
 @dataclass
@@ -104,9 +144,9 @@ class TrainConfig:
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
     compile: bool = False
     deterministic: bool = False
-    output_dir: str = "experiments"
+    output_dir: str = RUN_ROOT
     progress: bool = True  # tqdm bar on rank 0
-    eval_every: int = 1
+    eval_every: Optional[int] = None  # deprecated: hooks: [{name: evaluate, every: N}]
     log_every: int = 20  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
@@ -140,6 +180,18 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ops: Dict[str, str] = field(default_factory=dict)  # op -> backend, see pointmap.ops.set_backend
     hooks: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **args}], see engine.hooks
+
+    def __post_init__(self):
+        every, self.train.eval_every = self.train.eval_every, None
+        if every is None:
+            return
+        warnings.warn(f"train.eval_every is deprecated: write hooks: [{{name: evaluate, every: {every}}}]",
+                      DeprecationWarning, stacklevel=2)
+        spec = next((h for h in self.hooks if h.get("name") == "evaluate"), None)
+        if spec is None:
+            self.hooks.append({"name": "evaluate", "every": every})
+        elif spec.setdefault("every", every) != every:
+            raise ConfigError(f"train.eval_every={every} and the evaluate hook's every={spec['every']} disagree")
 
 
 # ----------------------------------------------------------------------------- yaml + _base_

@@ -245,7 +245,7 @@ def test_hooks_from_config_run_at_epoch_end(tmp_path):
     cfg.hooks = [{"name": "test_epoch_marker", "folder": "vis"}]
     Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path), device="cpu").fit()
     assert sorted(os.listdir(tmp_path / "vis")) == ["epoch_001.txt", "epoch_002.txt"]
-    assert type(build_hooks([{"name": "vis", "every_n_epochs": 2}])[0]).__name__ == "VisHook"  # registers on demand
+    assert type(build_hooks([{"name": "vis", "every": 2}])[0]).__name__ == "VisHook"  # registers on demand
     cfg.hooks = [{"name": "nope"}]
     with pytest.raises(ValueError, match="unknown hook 'nope'"):
         Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "x"), device="cpu")

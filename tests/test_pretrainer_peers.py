@@ -144,7 +144,7 @@ def test_options_come_from_the_config():
     cfg = load_config(os.path.join(CFGS, "map_demo.yaml"), [
         "model.name=pointmamba", "model.args={embed_dim: 16, layout: MM, num_group: 16, group_size: 16, block_dropout: 0.1}",
         "objective.name=mae", "objective.mask_ratio=0.6",
-        "objective.args={decoder_type: mamba, order_draw: random, decoder_init: xavier}"])
+        "objective.decoder_type=mamba", "objective.order_draw=random", "objective.decoder_init=xavier"])
     pre = build_task(cfg).build_model({})
     assert pre.order_draw == "random" and pre.decoder.block_type == "mamba" and pre.encoder.block_drop.p == 0.1
     assert not pre.decoder.blocks[0].mixer.dt_proj.bias.any()          # xavier: zero biases

@@ -61,6 +61,6 @@ def test_bad_value_and_config_route():
         tiny(decoder_row_order="random")
     from pointmap.engine import build_task
 
-    cfg = load_config(os.path.join(CFGS, "map_demo.yaml"), ["objective.args={decoder_row_order: shuffled}"])
+    cfg = load_config(os.path.join(CFGS, "map_demo.yaml"), ["objective.decoder_row_order=shuffled"])
     task = build_task(cfg)
     assert task.build_model({}).decoder_row_order == "shuffled"

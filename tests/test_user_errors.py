@@ -55,13 +55,35 @@ def test_task_args_objective_args_and_transform_options_are_checked():
     e = rejected(["task_args.label_smoothingg=0.1"], FINETUNE)
     assert str(e).startswith("task_args: unknown argument 'label_smoothingg' of task 'classification'")
     assert "did you mean 'label_smoothing'" in str(e)
-    e = rejected(["objective.args.decoder_mlp_ratioo=2"])
-    assert "objective.args: unknown argument 'decoder_mlp_ratioo'" in str(e) and "'decoder_mlp_ratio'" in str(e)
-    assert "set by objective.mask_ratio" in str(rejected(["objective.args.mask_ratio=0.3"]))
-    build_task(load_config(DEMO, ["objective.args={decoder_mlp_ratio: 2.0, embed_dim: 16}"]))  # encoder overrides too
+    e = rejected(["objective.decoder_mlp_ratioo=2"])
+    assert "unknown config key 'objective.decoder_mlp_ratioo'; did you mean 'objective.decoder_mlp_ratio'?" in str(e)
+    with pytest.warns(DeprecationWarning):  # what the deprecated objective.args keeps goes to the encoder
+        e = rejected(["objective.args.embed_dimm=16"])
+    assert "objective.args: unknown argument 'embed_dimm'" in str(e) and "'embed_dim'" in str(e)
+    with pytest.warns(DeprecationWarning, match="objective.args is deprecated: write objective.decoder_mlp_ratio, "
+                                                "model.args.embed_dim"):
+        cfg = load_config(DEMO, ["objective.args={decoder_mlp_ratio: 2.0, embed_dim: 16}"])
+    assert cfg.objective.decoder_mlp_ratio == 2.0 and cfg.objective.args == {"embed_dim": 16}
+    build_task(cfg)
+    with pytest.raises(ValueError, match="objective.mask_ratio is set twice"), pytest.warns(DeprecationWarning):
+        load_config(DEMO, ["objective.mask_ratio=0.3", "objective.args.mask_ratio=0.4"])
     e = rejected(["data.train_transforms=[{name: sample, num_pointz: 3}]"])
     assert str(e) == ("data.train_transforms[0]: unknown argument 'num_pointz' of transform 'sample' "
                       "(did you mean 'num_points'?)")
+
+
+def test_hook_arguments_are_checked_and_old_spellings_still_read():
+    e = rejected(["hooks=[{name: vis, evry: 10}]"])
+    assert str(e) == "hooks: unknown argument 'evry' of hook 'vis' (did you mean 'every'?)"
+    assert "'every'" in str(rejected(["hooks=[{name: checkpoint, every_n_epochs: 2}]"]))
+    with pytest.warns(DeprecationWarning, match="hook vis: 'every_n_epochs' is now 'every'"):
+        build_task(load_config(DEMO, ["hooks=[{name: vis, every_n_epochs: 3}]"]))
+    with pytest.warns(DeprecationWarning, match=r"train.eval_every is deprecated: write hooks: \[\{name: evaluate, every: 4"):
+        cfg = load_config(DEMO, ["train.eval_every=4"])
+    assert cfg.hooks == [{"name": "evaluate", "every": 4}] and cfg.train.eval_every is None
+    from pointmap.engine.hooks import DEFAULT_HOOKS, build_hooks
+
+    assert build_hooks(cfg.hooks, DEFAULT_HOOKS)[0].every == 4
 
 
 def test_a_bad_task_args_value_keeps_its_cause():

@@ -239,7 +239,7 @@ def test_vis_hook_writes_png_and_tensorboard_image(tmp_path):
     from pointmap.engine import Trainer
 
     cfg = tiny_config()
-    cfg.hooks = [{"name": "vis", "every_n_epochs": 1, "backend": "matplotlib", "size": [400, 120]}]
+    cfg.hooks = [{"name": "vis", "every": 1, "backend": "matplotlib", "size": [400, 120]}]
     Trainer(cfg, work_dir=str(tmp_path), device="cpu").fit()
     for epoch in (1, 2):
         image = np.asarray(Image.open(tmp_path / "vis" / f"epoch_{epoch:03d}.png").convert("RGB"))

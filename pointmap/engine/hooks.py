@@ -21,9 +21,10 @@ defaults (:data:`DEFAULT_HOOKS`, at the end of this file); they run first, then 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
-from ..errors import ConfigError
+from ..errors import ConfigError, accepted_kwargs, check_kwargs
 from ..registry import Registry
 
 __all__ = ["Hook", "HOOKS", "register_hook", "build_hooks", "DEFAULT_HOOKS", "EvaluateHook", "BestHook",
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 class Hook:
     main_process_only = False
+    renamed: Dict[str, str] = {}  # old argument name -> its name now: accepted from a config with a DeprecationWarning
 
     def before_train(self, trainer) -> None:
         """After setup (and resume), before the first epoch runs."""
@@ -95,7 +97,13 @@ def build_hooks(specs: List[Dict[str, Any]], defaults: Sequence[str] = ()) -> Li
             _register_builtin_hooks()
         if name not in HOOKS:
             raise ConfigError(f"unknown hook {name!r} in config 'hooks'; valid names: {', '.join(HOOKS) or 'none'}")
-        hooks.append(HOOKS[name](**spec))
+        cls = HOOKS[name]
+        for old, new in cls.renamed.items():
+            if old in spec:
+                warnings.warn(f"hook {name}: '{old}' is now '{new}'", DeprecationWarning, stacklevel=2)
+                spec[new] = spec.pop(old)
+        check_kwargs("hooks", f"hook {name!r}", spec, accepted_kwargs(cls))
+        hooks.append(cls(**spec))
     return hooks
 
 
@@ -108,17 +116,16 @@ DEFAULT_HOOKS = ("evaluate", "best", "log", "checkpoint")
 @register_hook("evaluate")
 class EvaluateHook(Hook):
     """Scores the selection split (a held-out val split; the test set under the peer protocol) after
-    every ``every``-th epoch (default ``train.eval_every``) and after the last one, from epoch ``first``
-    (1-based) on: the peers' runners score from their second epoch (``first: 2``)."""
+    every ``every``-th epoch and after the last one, from epoch ``first`` (1-based) on: the peers' runners
+    score from their second epoch (``first: 2``)."""
 
-    def __init__(self, every: Optional[int] = None, first: int = 1):
-        self.every, self.first = every, int(first)
+    def __init__(self, every: int = 1, first: int = 1):
+        self.every, self.first = int(every), int(first)
 
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> None:
         split = trainer.select_split
         done = trainer.epoch + 1
-        if split is not None and done >= self.first and (done % (self.every or trainer.cfg.train.eval_every) == 0
-                                                          or done == trainer.cfg.optim.loop_epochs):
+        if split is not None and done >= self.first and (done % self.every == 0 or done == trainer.cfg.optim.loop_epochs):
             entry[trainer.split_label(split)] = trainer.evaluate(split)
 
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..config import Config
+from ..config import Config, objective_settings
 from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
@@ -68,12 +68,11 @@ def build_task(cfg: Config) -> "Task":
 
 
 def pretrainer_args(cfg: Config) -> Dict[str, Any]:
-    """``create_pretrainer``'s objective arguments from the config's ``objective`` section (the encoder's are
-    ``model.args``): what a pretraining run builds, and what an exported card records."""
+    """``create_pretrainer``'s keywords for the config's objective: its name (as ``objective``), every setting of
+    :class:`~pointmap.config.ObjectiveConfig`, and what the deprecated ``objective.args`` still holds (the
+    encoder's are ``model.args``): what a pretraining run builds, and what an exported card records."""
     o = cfg.objective
-    return dict(objective=o.name, mask_ratio=o.mask_ratio, row_size=o.row_size, decoder_order=o.decoder_order,
-                loss=o.loss, decoder_depth=o.decoder_depth, decoder_heads=o.decoder_heads,
-                mask_strategy=o.mask_strategy, **o.args)
+    return {"objective": o.name, **{k: getattr(o, k) for k in objective_settings()}, **o.args}
 
 
 def model_inputs(batch: Dict[str, Any]) -> torch.Tensor:
@@ -104,10 +103,14 @@ class Task:
 
     def validate(self) -> None:
         """Check the config's free-form sections against the signatures they are passed to (``data.options``:
-        the data set's, the transform entries: their classes', ``model.args``: the preset's); a
-        ConfigError naming the section and the key. Called by :func:`build_task`, before any file is written."""
+        the data set's, the transform entries: their classes', ``model.args``: the preset's, ``hooks``: the
+        hooks'); a ConfigError naming the section and the key. Called by :func:`build_task`, before any file
+        is written."""
         from ..data import check_dataset_options, check_transforms
         from ..models import check_model_args
+        from .hooks import DEFAULT_HOOKS, build_hooks
+
+        build_hooks(self.cfg.hooks, DEFAULT_HOOKS)
 
         d, e = self.cfg.data, self.cfg.eval
         check_dataset_options(d.name, d.options)
@@ -193,13 +196,10 @@ class PretrainTask(Task):
 
     def validate(self) -> None:
         super().validate()
-        from ..models import create_pretrainer, model_arguments
+        from ..models import check_model_args
 
-        own = {"encoder": "model.name", "objective": "objective.name"}  # and the other objective.* keys:
-        own.update((k, f"objective.{k}") for k in ("mask_ratio", "row_size", "decoder_order", "loss",
-                                                   "decoder_depth", "decoder_heads", "mask_strategy"))
-        accepted = accepted_kwargs(create_pretrainer, model_arguments(self.cfg.model.name))
-        check_kwargs("objective.args", "create_pretrainer", self.cfg.objective.args, accepted, fixed=own)
+        # what is left in the deprecated objective.args goes to the encoder, as model.args does
+        check_model_args(self.cfg.model.name, self.cfg.objective.args, section="objective.args")
 
     def build_datasets(self) -> Dict[str, Dataset]:
         d = self.cfg.data

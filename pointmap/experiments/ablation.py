@@ -74,7 +74,7 @@ def variant_configs(acfg: AblationConfig, variant: Variant, seed: int,
         if variant.mask_ratio is not None:
             pre.objective.mask_ratio = variant.mask_ratio
         if variant.row_order != "aligned":
-            pre.objective.args = {**pre.objective.args, "decoder_row_order": variant.row_order}
+            pre.objective.decoder_row_order = variant.row_order
         if variant.mask_strategy is not None:
             pre.objective.mask_strategy = variant.mask_strategy
         if variant.decoder_order is not None:

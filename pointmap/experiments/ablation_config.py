@@ -8,15 +8,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..config import Config, apply_overrides, config_from_dict, deep_merge, load_yaml
+from ..config import (DECODER_ORDERS, DECODER_ROW_ORDERS, MASK_STRATEGIES, OBJECTIVES, RUN_ROOT, Config,
+                      apply_overrides, config_from_dict, deep_merge, load_yaml)
 from ..errors import ConfigError, UserError
 
-__all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config", "OBJECTIVES"]
+__all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config"]
 
-OBJECTIVES = ("map", "mae", "ar", "local_mae")
-_VARIANT = re.compile(r"^(?P<objective>map|mae|ar|local_mae)(?:-mask(?P<mask>\d*\.\d+))?"
-                      r"(?:-(?P<strategy>random|sequential|diagonal))?(?:-(?P<decoder>inplace|concat))?"
-                      r"(?:-(?P<order>aligned|shuffled))?$")
+_VARIANT = re.compile(rf"^(?P<objective>{'|'.join(OBJECTIVES)})(?:-mask(?P<mask>\d*\.\d+))?"
+                      rf"(?:-(?P<strategy>{'|'.join(MASK_STRATEGIES)}))?(?:-(?P<decoder>{'|'.join(DECODER_ORDERS)}))?"
+                      rf"(?:-(?P<order>{'|'.join(DECODER_ROW_ORDERS)}))?$")
 _GRAMMAR = ("map, mae, ar, local_mae or scratch, optionally followed, in this order, by -mask<ratio>, "
             "-random|-sequential|-diagonal (mask strategy), -concat (the released 3D decoder order) and "
             "-shuffled|-aligned (e.g. map-mask0.25, map-sequential, map-concat, map-shuffled)")
@@ -54,7 +54,7 @@ class AblationConfig:
     finetune_cfg: str
     name: str = ""  # the file stem by default: <output_dir>/<name>/<exp_name>/
     exp_name: str = "default"
-    output_dir: str = "experiments"
+    output_dir: str = RUN_ROOT
     common: Dict[str, Any] = field(default_factory=dict)
     pretrain: Dict[str, Any] = field(default_factory=dict)
     finetune: Dict[str, Any] = field(default_factory=dict)

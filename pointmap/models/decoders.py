@@ -7,11 +7,9 @@ from torch import nn
 
 from pointmap.layers import TokenContext, linear_rates, mamba_block, transformer_block
 
+from ..config import DECODER_INITS, DECODER_TYPES
 from ..errors import UserError
 from .hybrid_encoder import init_weights
-
-DECODER_TYPES = ("transformer", "mamba")
-DECODER_INITS = ("trunc_normal", "xavier")
 
 
 class MAPDecoder(nn.Module):

@@ -1,4 +1,5 @@
 """The MAP objective (and its MAE / AR special cases) around any token encoder, points or images."""
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -9,13 +10,11 @@ from torch import nn
 from pointmap.layers import PosMLP
 from pointmap.ops import chamfer, gather_points
 
-from ..errors import UserError
+from ..config import (DECODER_ORDERS, DECODER_ROW_ORDERS, LOSSES, MASK_STRATEGIES, OBJECTIVES, ORDER_DRAWS,
+                      ObjectiveConfig, objective_settings)
+from ..errors import UserError, check_kwargs
 from .decoders import MAPDecoder, init_decoder_side
 from .registry import create_model
-
-_LOSSES = {"cdl2", "cdl1", "mse"}
-OBJECTIVES = ("map", "mae", "ar", "local_mae")
-ORDER_DRAWS = ("first", "random")
 
 
 @dataclass
@@ -50,9 +49,6 @@ def random_mask(batch: int, num_tokens: int, ratio: float, generator: Optional[t
                 device=None) -> torch.Tensor:
     """(B, G) bool with exactly int(ratio·G) True (masked) per row, uniformly at random, on ``device``."""
     return make_mask("random", batch, num_tokens, ratio, num_tokens, generator, device)
-
-
-MASK_STRATEGIES = ("random", "sequential", "diagonal")
 
 
 def make_mask(strategy: str, batch: int, num_tokens: int, ratio: float, row_size: int,
@@ -128,6 +124,15 @@ def resolve_row_size(objective: str, row_size: Optional[int], num_tokens: int, n
     return row_size
 
 
+def objective_config(objective: Union[str, ObjectiveConfig] = "map", **settings) -> ObjectiveConfig:
+    """``objective`` (a name or an :class:`~pointmap.config.ObjectiveConfig`) with ``settings`` (its other
+    fields, by keyword) over it; an unknown setting is a ConfigError naming the nearest one."""
+    check_kwargs("objective", "the pretrainer", settings, objective_settings(), fixed={"name": "objective="})
+    if isinstance(objective, ObjectiveConfig):
+        return dataclasses.replace(objective, **settings)
+    return ObjectiveConfig(name=objective, **settings)
+
+
 class MAPPretrainer(nn.Module):
     """Masked autoregressive pretraining around ``encoder`` (a HybridEncoder or ImageEncoder).
 
@@ -139,10 +144,14 @@ class MAPPretrainer(nn.Module):
 
     Args:
         encoder: the token encoder to pretrain.
+        objective: an :class:`~pointmap.config.ObjectiveConfig`, or the objective's name with the settings
+            below as keywords (their defaults: the ObjectiveConfig's). ``map`` (rows of ``row_size``, default
+            √G / image rows), ``mae`` (one row of G), ``ar`` (rows of 1), ``local_mae`` (the paper's local-MAE
+            baseline: the decoder attends only inside a row, for visible and mask tokens alike: bidirectional
+            in a row, nothing across rows).
+
+    Settings:
         mask_ratio: fraction of patches masked.
-        objective: ``map`` (rows of ``row_size``, default √G / image rows), ``mae`` (one row of G),
-            ``ar`` (rows of 1), ``local_mae`` (the paper's local-MAE baseline: the decoder attends only
-            inside a row, for visible and mask tokens alike: bidirectional in a row, nothing across rows).
         row_size: the row length for ``map`` and ``local_mae``.
         mask_strategy: ``random`` (default), ``sequential`` or ``diagonal``; see :func:`make_mask`.
         decoder_order: ``inplace`` keeps every token at its sequence position; ``concat`` reproduces
@@ -162,54 +171,50 @@ class MAPPretrainer(nn.Module):
             see :func:`~pointmap.models.decoders.init_decoder_side`.
     """
 
-    def __init__(self, encoder: nn.Module, mask_ratio: float = 0.5, objective: str = "map",
-                 row_size: Optional[int] = None, decoder_order: str = "inplace", loss: Optional[str] = None,
-                 decoder_depth: int = 4, decoder_heads: int = 6, decoder_mlp_ratio: float = 4.0,
-                 decoder_drop_path_rate: float = 0.1, decoder_row_order: str = "aligned",
-                 mask_strategy: str = "random", decoder_type: str = "transformer", order_draw: str = "first",
-                 decoder_init: str = "trunc_normal"):
+    def __init__(self, encoder: nn.Module, objective: Union[str, ObjectiveConfig] = "map", **settings):
         super().__init__()
-        if mask_strategy not in MASK_STRATEGIES:
-            raise UserError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {mask_strategy!r}")
+        o = objective_config(objective, **settings)
+        if o.mask_strategy not in MASK_STRATEGIES:
+            raise UserError(f"mask_strategy must be one of {list(MASK_STRATEGIES)}; got {o.mask_strategy!r}")
         if not hasattr(encoder, "tokenize"):
             raise TypeError(f"create_pretrainer needs an encoder (create_model(name) with num_classes=None), "
                             f"got {type(encoder).__name__}")
-        if decoder_order not in ("inplace", "concat"):
-            raise UserError(f"decoder_order must be 'inplace' or 'concat'; got {decoder_order!r}")
-        if decoder_row_order not in ("aligned", "shuffled"):
-            raise UserError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {decoder_row_order!r}")
-        if not 0.0 < mask_ratio < 1.0:
-            raise UserError(f"mask_ratio must be in (0, 1); got {mask_ratio}")
-        if order_draw not in ORDER_DRAWS:
-            raise UserError(f"order_draw must be one of {list(ORDER_DRAWS)}; got {order_draw!r}")
+        if o.decoder_order not in DECODER_ORDERS:
+            raise UserError(f"decoder_order must be 'inplace' or 'concat'; got {o.decoder_order!r}")
+        if o.decoder_row_order not in DECODER_ROW_ORDERS:
+            raise UserError(f"decoder_row_order must be 'aligned' or 'shuffled'; got {o.decoder_row_order!r}")
+        if not 0.0 < o.mask_ratio < 1.0:
+            raise UserError(f"mask_ratio must be in (0, 1); got {o.mask_ratio}")
+        if o.order_draw not in ORDER_DRAWS:
+            raise UserError(f"order_draw must be one of {list(ORDER_DRAWS)}; got {o.order_draw!r}")
         orders = tuple(getattr(encoder, "orders", ()))
-        if order_draw == "random" and len(orders) < 2:
+        if o.order_draw == "random" and len(orders) < 2:
             raise UserError(f"order_draw='random' needs an encoder with several token orders "
                              f"(pointmamba's hilbert and hilbert-trans); this one has {orders or 'none'}")
-        if decoder_type == "mamba" and objective not in ("mae", "ar"):
+        if o.decoder_type == "mamba" and o.name not in ("mae", "ar"):
             raise UserError(f"decoder_type='mamba' is causal token by token: it fits objective 'mae' "
-                             f"(PointMamba's) or 'ar', not {objective!r}")
+                             f"(PointMamba's) or 'ar', not {o.name!r}")
         modality = encoder.modality
-        loss = loss or ("mse" if modality == "image" else "cdl2")
-        if loss not in _LOSSES or (modality == "image") != (loss == "mse"):
+        loss = o.loss or ("mse" if modality == "image" else "cdl2")
+        if loss not in LOSSES or (modality == "image") != (loss == "mse"):
             raise UserError(f"loss {loss!r} does not fit a {modality} encoder "
                              f"({'mse' if modality == 'image' else 'cdl2 or cdl1'})")
         dim, g = encoder.embed_dim, encoder.num_tokens
         self.encoder = encoder
-        self.mask_ratio = mask_ratio
-        self.objective = objective
-        self.decoder_order = decoder_order
-        self.decoder_row_order = decoder_row_order
-        self.mask_strategy = mask_strategy
-        self.order_draw = order_draw
+        self.mask_ratio = o.mask_ratio
+        self.objective = o.name
+        self.decoder_order = o.decoder_order
+        self.decoder_row_order = o.decoder_row_order
+        self.mask_strategy = o.mask_strategy
+        self.order_draw = o.order_draw
         self.loss_name = loss
-        self.row_size = resolve_row_size(objective, row_size, g, encoder.natural_row_size(), decoder_order)
+        self.row_size = resolve_row_size(o.name, o.row_size, g, encoder.natural_row_size(), o.decoder_order)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.decoder_pos_embed = PosMLP(dim, encoder.pos_embed[0].in_features)
-        self.decoder = MAPDecoder(dim, decoder_depth, decoder_heads, decoder_mlp_ratio, decoder_drop_path_rate,
-                                  block_type=decoder_type)
+        self.decoder = MAPDecoder(dim, o.decoder_depth, o.decoder_heads, o.decoder_mlp_ratio, o.decoder_drop_path_rate,
+                                  block_type=o.decoder_type)
         self.predictor = nn.Linear(dim, encoder.target_dim)
-        init_decoder_side(decoder_init, self.decoder, (self.decoder_pos_embed, self.predictor))
+        init_decoder_side(o.decoder_init, self.decoder, (self.decoder_pos_embed, self.predictor))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def draw_order(self, generator: Optional[torch.Generator] = None, device=None) -> int:
@@ -296,22 +301,16 @@ class MAPPretrainer(nn.Module):
                               patches=patches, order=pt.order)
 
 
-def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective: str = "map",
-                      mask_ratio: float = 0.5, row_size: Optional[int] = None, decoder_order: str = "inplace",
-                      loss: Optional[str] = None, decoder_depth: int = 4, decoder_heads: int = 6,
-                      decoder_mlp_ratio: float = 4.0, decoder_drop_path_rate: float = 0.1,
-                      decoder_row_order: str = "aligned", mask_strategy: str = "random",
-                      decoder_type: str = "transformer", order_draw: str = "first", decoder_init: str = "trunc_normal",
-                      **encoder_overrides) -> MAPPretrainer:
-    """Builds a :class:`MAPPretrainer`; ``encoder`` is a preset name (built with ``encoder_overrides``)
-    or an encoder module."""
+def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective: Union[str, ObjectiveConfig] = "map",
+                      **kwargs) -> MAPPretrainer:
+    """Builds a :class:`MAPPretrainer`: ``objective`` a name or an :class:`~pointmap.config.ObjectiveConfig`;
+    keywords named like an ObjectiveConfig field set the objective (``mask_ratio=0.6``, ``decoder_type="mamba"``),
+    the others override the encoder preset ``encoder`` (a name; or an encoder module, without overrides)."""
+    names = set(objective_settings())
+    settings = {k: v for k, v in kwargs.items() if k in names}
+    overrides = {k: v for k, v in kwargs.items() if k not in names}
     if isinstance(encoder, str):
-        encoder = create_model(encoder, **encoder_overrides)
-    elif encoder_overrides:
-        raise TypeError(f"encoder overrides {sorted(encoder_overrides)} need a preset name, not a module")
-    return MAPPretrainer(encoder, mask_ratio=mask_ratio, objective=objective, row_size=row_size,
-                         decoder_order=decoder_order, loss=loss, decoder_depth=decoder_depth,
-                         decoder_heads=decoder_heads, decoder_mlp_ratio=decoder_mlp_ratio,
-                         decoder_drop_path_rate=decoder_drop_path_rate, decoder_row_order=decoder_row_order,
-                         mask_strategy=mask_strategy, decoder_type=decoder_type, order_draw=order_draw,
-                         decoder_init=decoder_init)
+        encoder = create_model(encoder, **overrides)
+    elif overrides:
+        raise TypeError(f"encoder overrides {sorted(overrides)} need a preset name, not a module")
+    return MAPPretrainer(encoder, objective, **settings)

@@ -4,7 +4,7 @@
 Switched on from a config (the hook name is ``vis``)::
 
     hooks:
-      - {name: vis, every_n_epochs: 2}      # optional: index, seed, size, backend, color_by, num_images
+      - {name: vis, every: 2}      # optional: index, seed, size, backend, color_by, num_images
 
 The sample is item ``index`` of the validation split when the run has one, else of the train split
 without its random augmentation (normalized only), and the mask is drawn from a generator seeded with
@@ -52,15 +52,16 @@ def fixed_sample(datasets: Dict[str, Any], index: int = 0, count: int = 1) -> to
 
 @register_hook("vis")
 class VisHook(Hook):
-    """See the module docstring. ``every_n_epochs``: draw after epochs N, 2N, ... and the last one."""
+    """See the module docstring. ``every``: draw after epochs N, 2N, ... and the last one."""
 
     main_process_only = True
+    renamed = {"every_n_epochs": "every"}
 
-    def __init__(self, every_n_epochs: int = 10, index: int = 0, seed: int = 0, size: Sequence[int] = (1600, 440),
+    def __init__(self, every: int = 10, index: int = 0, seed: int = 0, size: Sequence[int] = (1600, 440),
                  backend: str = "auto", color_by: str = "role", num_images: int = 4, point_size: float = 4.0):
-        if int(every_n_epochs) < 1:
-            raise UserError(f"vis hook: every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.every = int(every_n_epochs)
+        if int(every) < 1:
+            raise UserError(f"vis hook: every must be >= 1, got {every}")
+        self.every = int(every)
         self.index, self.seed, self.size = int(index), int(seed), tuple(int(s) for s in size)
         self.backend, self.color_by, self.num_images = backend, color_by, int(num_images)
         self.point_size = float(point_size)
