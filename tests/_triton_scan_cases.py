@@ -74,9 +74,17 @@ def run_case(case, device="cpu"):
     return res
 
 
+def selfcheck_verdict(device="cpu"):
+    """What the kernel's own first-use check (pointmap.ops.selective_scan.selfcheck) says of it: None = agrees."""
+    from pointmap.ops.selective_scan import selective_scan_torch, selfcheck
+    from pointmap.ops.selective_scan_triton import selective_scan_triton
+
+    return selfcheck(selective_scan_triton, selective_scan_torch, torch.device(device))
+
+
 def main():
     names = sys.argv[1:] or list(CASES)
-    json.dump({c: run_case(c) for c in names}, sys.stdout)
+    json.dump({"selfcheck": selfcheck_verdict(), **{c: run_case(c) for c in names}}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def test_gpu_equals_cpu_reference(backend, B, N, n):
     assert torch.equal(idx, fps_ref(xyz, n))
 
 
+@pytest.mark.gpu
+def test_cuda_kernel_passes_its_first_use_check():
+    if "cuda" not in available_backends("fps"):
+        pytest.skip("pointmap's CUDA FPS is not built here")
+    from pointmap.ops.fps import _fps_cuda, selfcheck
+
+    assert selfcheck(_fps_cuda, fps_ref, torch.device("cuda")) is None
+
+
 def _cloud_near_origin(dtype):
     """Random points on the unit sphere with two points within 0.03 of the origin (as in the peer fixtures)."""
     xyz = random_cloud(2, 300, dtype, seed=3)

@@ -56,6 +56,12 @@ def test_triton_interpreted_matches_reference(case, interpreted):
     check(case, interpreted[case])
 
 
+@needs_triton
+@pytest.mark.slow
+def test_triton_interpreted_passes_its_first_use_check(interpreted):
+    assert interpreted["selfcheck"] is None
+
+
 def test_triton_backend_is_registered_and_refuses_cpu_tensors():
     t = scan_inputs(1, 4, 5, 2, requires_grad=False)
     with pytest.raises(RuntimeError, match="triton"):
@@ -69,6 +75,12 @@ def test_triton_backend_is_registered_and_refuses_cpu_tensors():
 @pytest.mark.parametrize("case", list(cases.CASES))
 def test_triton_gpu_matches_reference(case):
     check(case, cases.run_case(case, device="cuda"))
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_triton_gpu_passes_its_first_use_check():
+    assert cases.selfcheck_verdict("cuda") is None
 
 
 @pytest.mark.gpu

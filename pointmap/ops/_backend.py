@@ -2,16 +2,31 @@
 
 Backends register a callable that says whether they can run on given tensors, and an install hint
 used when a backend is asked for by name but cannot run here.
+
+Every backend :func:`resolve` hands out is recorded (:func:`backends_used`: what a run writes to meta.json
+and its checkpoints). A kernel that no GPU has run yet carries a ``selfcheck``: before ``auto`` uses it for
+the first time on a device, the check compares it with its PyTorch backend on a small input; when they
+disagree (or the kernel raises), a :class:`KernelMismatchWarning` gives the figures once and the PyTorch
+backend serves that op for the rest of the process. ``POINTMAP_TRUST_KERNELS=1`` skips the check; a backend
+asked for by name is never checked.
 """
+import contextlib
 import importlib.util
 import os
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import UnavailableError, UserError
+from ..errors import UnavailableError, UserError, one_line
 
 _OVERRIDES: Dict[str, str] = {}
+_USED: Dict[str, List[str]] = {}  # op -> the backends resolve() handed out, in order of first use
+_VERDICTS: Dict[Tuple[str, str, str], Optional[str]] = {}  # (op, backend, device type) -> None: agrees; or why not
+
+
+class KernelMismatchWarning(RuntimeWarning):
+    """An unverified kernel disagreed with the PyTorch path on its check input; the PyTorch path runs instead."""
 
 
 @dataclass
@@ -21,6 +36,10 @@ class Backend:
     available: Callable[[], bool]  # importable / compiled on this machine
     supports: Callable[..., bool] = lambda *t: True  # can run on these tensors (device, dtype)
     hint: str = ""
+    # a kernel not yet verified on a GPU: selfcheck(kernel_fn, reference_fn, device) -> None when they agree on
+    # a small input, else the figures; the reference (and the fallback) is the backend named checked_against
+    selfcheck: Optional[Callable] = None
+    checked_against: str = "torch"
 
 
 _REGISTRY: Dict[str, List[Backend]] = {}
@@ -77,7 +96,15 @@ def all_backends(op: str) -> List[str]:
 
 
 def resolve(op: str, backend: Optional[str], *tensors) -> Callable:
-    """The function that runs ``op`` for these tensors."""
+    """The function that runs ``op`` for these tensors (recorded in :func:`backends_used`)."""
+    b = _pick(op, backend, tensors)
+    used = _USED.setdefault(op, [])
+    if b.name not in used:
+        used.append(b.name)
+    return b.fn
+
+
+def _pick(op: str, backend: Optional[str], tensors) -> Backend:
     name = backend if backend not in (None, "auto") else get_backend_override(op)
     if name is not None:
         b = _check_name(op, name)
@@ -86,11 +113,61 @@ def resolve(op: str, backend: Optional[str], *tensors) -> Callable:
         if not b.supports(*tensors):
             dev = tensors[0].device if tensors else "?"
             raise UnavailableError(f"{op} backend {name!r} cannot run on tensors on {dev}: {b.hint}")
-        return b.fn
+        return b
     for b in _REGISTRY[op]:
         if b.available() and b.supports(*tensors):
-            return b.fn
+            return b if b.selfcheck is None or _trusted(op, b, tensors[0].device) else _check_name(op, b.checked_against)
     raise RuntimeError(f"no {op} backend can run here")  # unreachable: the torch backend runs anywhere
+
+
+def _trusted(op: str, b: Backend, device) -> bool:
+    """Whether kernel ``b`` agrees with its PyTorch backend on ``device`` (checked once per process)."""
+    if os.environ.get("POINTMAP_TRUST_KERNELS") == "1":
+        return True
+    key = (op, b.name, device.type)
+    if key not in _VERDICTS:
+        import torch
+
+        reference = _check_name(op, b.checked_against)
+        try:  # eagerly, outside any graph torch.compile is tracing
+            verdict = torch.compiler.disable(b.selfcheck)(b.fn, reference.fn, device)
+        except Exception as e:  # a kernel that cannot even run its check is not used either
+            verdict = f"its check raised {type(e).__name__}: {one_line(e, 300)}"
+        _VERDICTS[key] = verdict
+        if verdict is not None:
+            warnings.warn(f"{op} backend {b.name!r} disagrees with {reference.name!r} on a check input on {device}: "
+                          f"{verdict}; {reference.name!r} runs {op} in this process instead (POINTMAP_TRUST_KERNELS=1 "
+                          f"skips this check)", KernelMismatchWarning, stacklevel=4)
+    return _VERDICTS[key] is None
+
+
+def backends_used() -> Dict[str, List[str]]:
+    """op -> the backends that ran it (what ``auto`` picked), since the innermost :func:`backend_scope` began."""
+    return {op: list(names) for op, names in _USED.items()}
+
+
+def kernel_checks() -> Dict[str, str]:
+    """``"<op> <backend> on <device type>"`` -> ``"agrees"`` or what differed, for every kernel checked in this
+    process."""
+    return {f"{op} {name} on {dev}": verdict or "agrees" for (op, name, dev), verdict in _VERDICTS.items()}
+
+
+@contextlib.contextmanager
+def backend_scope() -> Iterator[None]:
+    """Inside, :func:`set_backend` may force backends and :func:`backends_used` starts empty; on exit the forced
+    backends are those of before, and the record of before gets what was used inside added to it."""
+    overrides, used = dict(_OVERRIDES), backends_used()
+    _USED.clear()
+    try:
+        yield
+    finally:
+        inside = backends_used()
+        _OVERRIDES.clear()
+        _OVERRIDES.update(overrides)
+        _USED.clear()
+        _USED.update(used)
+        for op, names in inside.items():
+            _USED.setdefault(op, []).extend(n for n in names if n not in _USED[op])
 
 
 def ops() -> List[str]:

@@ -7,13 +7,17 @@ of pointnet2_ops' furthest_point_sampling, without its quirk of never choosing a
 it, so peer checkpoints see the centers they were trained with). With duplicate points and n close to N the running distances reach 0 and the
 lowest index with distance 0 (an index already chosen) is picked again, as in pointnet2_ops.
 
-Backends: ``cuda`` (pointmap's kernel), ``pointnet2_ops`` (when importable), ``cpu`` (pointmap's C++ path
-with exact bounding-box pruning), ``torch`` (the reference; runs anywhere).
+Backends: ``cuda`` (pointmap's kernel; until a GPU run verifies it, checked against ``torch`` on first use,
+see :func:`selfcheck`), ``pointnet2_ops`` (when importable), ``cpu`` (pointmap's C++ path with exact
+bounding-box pruning), ``torch`` (the reference; runs anywhere).
 """
+from typing import Callable, Optional
+
 import torch
 
 from . import _ext
 from ._backend import Backend, module_present, register_backend, resolve
+from .testing import random_cloud
 from ._check import check_count, check_points
 
 
@@ -78,9 +82,25 @@ _BUILD_HINT = ("pointmap compiles extensions/pointmap_ops on first use; it needs
                "`ninja` package (pip install ninja), and for CUDA a CUDA build of torch with nvcc "
                "(CUDA_HOME). See `python -m pointmap.env` for the reason it failed here.")
 
+def selfcheck(kernel: Callable, reference: Callable, device: torch.device) -> Optional[str]:
+    """None when ``kernel`` picks the indices ``reference`` picks on two random clouds of 512 points
+    (64 picks each) on ``device``; else how many differ and the first that does."""
+    xyz = random_cloud(2, 512, device=device, seed=1)
+    got, want = kernel(xyz, 64).cpu(), reference(xyz, 64).cpu()
+    if got.shape != want.shape:
+        return f"indices of shape {tuple(got.shape)}, not {tuple(want.shape)}"
+    differ = (got != want).nonzero().tolist()
+    if not differ:
+        return None
+    b, i = differ[0]
+    return (f"{len(differ)} of {want.numel()} indices differ (the first: cloud {b}, pick {i}: {got[b, i].item()} "
+            f"instead of {want[b, i].item()})")
+
+
 register_backend("fps", Backend(
     "cuda", _fps_cuda, available=lambda: _ext.has("fps_cuda"),
-    supports=lambda xyz: xyz.is_cuda and xyz.dtype in (torch.float32, torch.float64), hint=_BUILD_HINT))
+    supports=lambda xyz: xyz.is_cuda and xyz.dtype in (torch.float32, torch.float64), hint=_BUILD_HINT,
+    selfcheck=selfcheck))
 register_backend("fps", Backend(
     "pointnet2_ops", _fps_pointnet2, available=_has_pointnet2, supports=lambda xyz: xyz.is_cuda,
     hint="install pointnet2_ops from the Pointnet2_PyTorch repository (pointnet2_ops_lib); it needs CUDA"))

@@ -8,7 +8,8 @@ u, delta, z: (B, D, L); A: (D, N) real; B, C: (D, N) (constant), (B, N, L) or (B
 channels); D, delta_bias: (D,). Returns out (B, D, L) [, last_state (B, D, N)].
 
 Backends: ``mamba_ssm`` (its CUDA kernel, when importable and the tensors are on CUDA), ``triton``
-(pointmap's Triton kernels, ``selective_scan_triton.py``: on CUDA when mamba_ssm does not import), ``torch``
+(pointmap's Triton kernels, ``selective_scan_triton.py``: on CUDA when mamba_ssm does not import; until a GPU
+run verifies them, checked against ``torch`` on first use, see :func:`selfcheck`), ``torch``
 (a chunked scan in time-major layout: short loops inside chunks of ~√L steps, all chunks at once, and
 across chunks; its backward recomputes the states and runs the same scan in reverse, so nothing of size
 (B, D, L, N) is stored), ``reference`` (step by step, the oracle).
@@ -19,12 +20,14 @@ dtype, with autocast turned off inside (forward and backward): a bf16 state woul
 mamba_ssm's; gradients have their inputs' dtypes.
 """
 import math
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ._backend import Backend, module_present, register_backend, resolve
 from ._precision import no_autocast
+from .testing import scan_inputs
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -304,8 +307,35 @@ register_backend("selective_scan", Backend(
     "mamba_ssm", _mamba_fn, available=_has_mamba, supports=lambda u: u.is_cuda,
     hint="install mamba-ssm on a CUDA machine: pip install --no-build-isolation mamba-ssm "
          "(or pip install --no-build-isolation 'pointmap[cuda]')"))
+_SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def selfcheck(kernel: Callable, reference: Callable, device: torch.device, tol: float = 1e-3) -> Optional[str]:
+    """None when ``kernel`` gives ``reference``'s output and gradients (every input's) on a Mamba layer's
+    arguments (B=2, D=8, L=64, N=4, float32, softplus deltas) on ``device``, within ``tol`` of each tensor's
+    largest magnitude; else the worst relative differences."""
+    results = []
+    with torch.inference_mode(False), torch.enable_grad(), no_autocast(device):
+        for fn in (kernel, reference):
+            args = scan_inputs(2, 8, 64, 4, device=device, seed=1)  # fresh leaves for each
+            out = fn(*(args[k] for k in _SCAN_ARGS), True, False)
+            weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(device)
+            (out * weight).sum().backward()
+            results.append({"out": out.detach(), **{f"grad {k}": args[k].grad for k in _SCAN_ARGS}})
+    bad = []
+    for name, want in results[1].items():
+        got = results[0][name]
+        if got is None or got.shape != want.shape:
+            bad.append(f"{name}: {'none' if got is None else tuple(got.shape)} instead of {tuple(want.shape)}")
+            continue
+        err = ((got.float() - want.float()).abs().max() / want.float().abs().max().clamp_min(1e-6)).item()
+        if not err <= tol:  # NaN too
+            bad.append(f"{name} off by {err:.3g} of its largest value")
+    return "; ".join(bad) or None
+
+
 register_backend("selective_scan", Backend(
-    "triton", _triton_fn, available=_has_triton, supports=lambda u: u.is_cuda,
+    "triton", _triton_fn, available=_has_triton, supports=lambda u: u.is_cuda, selfcheck=selfcheck,
     hint="the Triton kernel needs a CUDA device and triton (shipped with CUDA builds of torch: pip install "
          "triton); on a CPU, TRITON_INTERPRET=1 runs it through pointmap.ops.selective_scan_triton directly"))
 register_backend("selective_scan", Backend("torch", selective_scan_torch, available=lambda: True))
