@@ -118,7 +118,7 @@ def test_fit_writes_run_folder(tmp_path):
 
 class Crash(Hook):
     def after_epoch(self, trainer, metrics):
-        if trainer.epoch == 0:
+        if trainer.state.epoch == 0:
             raise KeyboardInterrupt("killed after epoch 1")
 
 
@@ -234,7 +234,7 @@ class Marker(Hook):
         self.folder = folder
 
     def after_epoch(self, trainer, metrics):
-        path = os.path.join(trainer.work_dir, self.folder, f"epoch_{trainer.epoch + 1:03d}.txt")
+        path = os.path.join(trainer.work_dir, self.folder, f"epoch_{trainer.state.epoch + 1:03d}.txt")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(str(metrics["train"]["loss"]))

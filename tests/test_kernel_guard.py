@@ -2,15 +2,20 @@
 caught, warned about once with the figures, and the PyTorch path runs instead, so a training run gives
 the PyTorch path's numbers; POINTMAP_TRUST_KERNELS=1 skips the check. On this CPU machine the kernels
 are stand-ins: the real backends' entries with their function replaced and made to run here."""
+import json
+import os
 import warnings
 
 import pytest
 import torch
 
+from pointmap.config import load_config
+from pointmap.engine import Trainer
 from pointmap.ops import KernelMismatchWarning, _backend, fps, fps_ref, kernel_checks, selective_scan
 from pointmap.ops.selective_scan import selective_scan_torch
 from pointmap.ops.testing import random_cloud, scan_inputs
 
+DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cfgs", "map_demo.yaml")
 SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -73,3 +78,21 @@ def test_a_wrong_scan_kernel_and_one_that_raises_fall_back(monkeypatch):
     with pytest.warns(KernelMismatchWarning, match="its check raised RuntimeError: no kernel image"):
         assert torch.equal(selective_scan(*(t[k] for k in SCAN_ARGS), delta_softplus=True), want)
     assert selective_scan(*(t[k] for k in SCAN_ARGS), delta_softplus=True, backend="torch").equal(want)
+
+
+def test_a_run_with_a_wrong_scan_kernel_equals_the_pytorch_path(tmp_path, monkeypatch):
+    """The demo pretraining (Mamba blocks: selective_scan on every step) with the Triton entry replaced by
+    a wrong kernel: the warning, the run's losses equal to a run told to use torch, both recorded."""
+    tiny = ["optim.epochs=1", "optim.warmup_epochs=0", "data.batch_size=8", "train.progress=false",
+            "data.options={size: 16, num_points: 64}", "objective.decoder_heads=2",
+            "model.args={embed_dim: 16, num_heads: 2, layout: MT, num_group: 16, group_size: 8}"]
+    stand_in(monkeypatch, "selective_scan", "triton", wrong_scan)
+    with pytest.warns(KernelMismatchWarning, match="selective_scan backend 'triton' disagrees"):
+        guarded = Trainer(load_config(DEMO, tiny), work_dir=str(tmp_path / "auto"), device="cpu").fit()
+    forced = Trainer(load_config(DEMO, tiny + ["ops={selective_scan: torch}"]), work_dir=str(tmp_path / "torch"),
+                     device="cpu").fit()
+    assert guarded["history"][0]["train"] == forced["history"][0]["train"]
+    meta = json.loads((tmp_path / "auto" / "meta.json").read_text())
+    assert meta["backends"]["selective_scan"] == ["torch"]
+    assert meta["kernel_checks"]["selective_scan triton on cpu"].startswith("out off by 0.5")
+    assert torch.load(tmp_path / "auto" / "ckpt-last.pth", weights_only=False)["meta"]["backends"] == meta["backends"]

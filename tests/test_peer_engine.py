@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from timm.scheduler import CosineLRScheduler
 import pointmap
 from pointmap.config import load_config
 from pointmap.data.transforms import Sample, build_transforms
-from pointmap.engine import Trainer, load_file
+from pointmap.engine import Trainer, TrainState, load_file
 from pointmap.engine.hooks import BestHook, EvaluateHook
 from pointmap.engine.loop import OptimizerStep
 from pointmap.engine.metrics import best_round, mean_std, summarize_seeds
@@ -202,22 +203,16 @@ def test_ddof_zero_std_is_the_peers_and_labelled():
     assert out["acc"]["ddof"] == 0 and out["acc"]["std"] == pytest.approx(mean_std(values, 0)["std"])
 
 
-class _T:
-    """The bits of a trainer the selection hooks read."""
-
-    def __init__(self, mode="max"):
-        self.selection = {"split": "test", "metric": "acc", "mode": mode}
-        self.best = {"epoch": None, "value": None, "metrics": {}}
-        self.epoch = 0
-
-
 @pytest.mark.parametrize("ties,epoch", [("first", 1), ("last", 2)])
 def test_best_hook_ties(ties, epoch):
-    t, hook = _T(), BestHook(ties=ties)
+    """The hook reads the state and decides; applying its decisions is the Trainer's (done here by hand)."""
+    state, hook = TrainState(selection={"split": "test", "metric": "acc", "mode": "max"}), BestHook(ties=ties)
+    trainer = SimpleNamespace(state=state)  # the bits of a trainer the selection hook reads
     for e, acc in enumerate([80.0, 80.0, 70.0]):
-        t.epoch = e
-        hook.after_epoch(t, {"test": {"acc": acc}})
-    assert t.best["epoch"] == epoch
+        state.epoch = e
+        decision = hook.after_epoch(trainer, {"test": {"acc": acc}})
+        state.best = decision.best if decision is not None else state.best
+    assert state.best["epoch"] == epoch
 
 
 def test_evaluate_hook_from_the_second_epoch(tmp_path):

@@ -29,7 +29,7 @@ class SendSigint(Hook):
         self.at = at
 
     def after_step(self, trainer, logs):
-        if trainer.global_step == self.at:
+        if trainer.state.global_step == self.at:
             os.kill(os.getpid(), signal.SIGINT)
 
 

@@ -7,20 +7,23 @@ hooks, checkpoints, DDP. Drivers that compose runs (seeds, few-shot folds, the a
     results = Trainer(load_config("cfgs/map_demo.yaml")).fit()
 """
 from ..models.linear_probe import LinearProbe
-from .checkpoint import atomic_save, load_file, unwrap_model
+from .checkpoint import Checkpointer, atomic_save, load_file, unwrap_model
 from .distributed import shutdown
 from .export import export_run, input_transforms
-from .hooks import DEFAULT_HOOKS, HOOKS, Hook, build_hooks, register_hook
+from .hooks import DEFAULT_HOOKS, HOOKS, Decision, Hook, build_hooks, register_hook
 from .metrics import (classification_metrics, confusion_matrix, mean_std, part_iou_sums, part_mask,
                       part_seg_metrics, restricted_argmax)
 from .rundir import RunDir, RunInterrupted
+from .scope import ProcessScope, raise_if_stopped, stop_requested
+from .state import TrainState
 from .tasks import TASKS, ClassificationTask, PretrainTask, Task, build_task, register_task
 from .segmentation import SegmentationTask
 from .probe import SvmProbeTask
 from .trainer import NonFiniteLossError, Trainer, seed_everything
 
 __all__ = [
-    "Trainer", "NonFiniteLossError", "seed_everything", "RunDir", "RunInterrupted",
+    "Trainer", "TrainState", "Checkpointer", "NonFiniteLossError", "seed_everything", "RunDir", "RunInterrupted",
+    "ProcessScope", "stop_requested", "raise_if_stopped", "Decision",
     "Task", "PretrainTask", "ClassificationTask", "SegmentationTask", "SvmProbeTask", "TASKS", "register_task",
     "build_task", "LinearProbe", "part_mask", "restricted_argmax", "part_iou_sums", "part_seg_metrics",
     "Hook", "HOOKS", "DEFAULT_HOOKS", "register_hook", "build_hooks", "shutdown",

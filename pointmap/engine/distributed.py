@@ -99,6 +99,17 @@ def add_sums(total: Dict[str, torch.Tensor], part: Dict[str, torch.Tensor]) -> D
     return total
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when this process is one of several (on its CUDA device); else
+    ``model`` itself."""
+    if get_world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank. DDP broadcasts them at the
     start of each forward, so after the last step of an epoch each rank holds its own update; this makes

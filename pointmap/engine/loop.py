@@ -1,22 +1,55 @@
 """The pieces of the training loop that keep it from waiting on the device: loaders that can start
 mid-epoch, the optimizer step that skips non-finite steps on the device, and the meter that adds up
-losses there and is read once per log interval."""
+losses there and is read once per log interval (where a non-finite loss stops the run)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import random
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from . import distributed as du
+from .datasets import to_device
 
-__all__ = ["ResumableSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter"]
+__all__ = ["ResumableSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter", "NonFiniteLossError",
+           "seed_everything", "autocast", "evaluate"]
 
 logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Autocast to ``dtype`` on CUDA (``train.precision``); fp32 elsewhere or without a dtype."""
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN/inf (the run diverged); its optimizer step was skipped and training stopped at
+    the next log."""
+
+    @classmethod
+    def at(cls, bad: Dict[str, Any], steps_per_epoch: int, epoch: int, step: int, kept: str) -> "NonFiniteLossError":
+        """The error for :meth:`StepMeter.read`'s ``bad`` found at the log of step ``step`` of epoch ``epoch``
+        (0-based), naming the last good checkpoint ``kept``."""
+        g = bad["global_step"]
+        where = (f"at epoch {(g - 1) // steps_per_epoch + 1}, step {(g - 1) % steps_per_epoch + 1} (global step {g})"
+                 if g > 0 else "on another process")
+        return cls(f"loss is {bad['loss']} {where}; stopped before applying it (its optimizer step was skipped), "
+                   f"at the log of epoch {epoch + 1} step {step}; last good checkpoint: {kept}")
 
 
 class ResumableSampler(DistributedSampler):
@@ -192,3 +225,19 @@ class StepMeter:
         self.sums = {k: v.to(self.device, self.dtype) for k, v in state["sums"].items()}
         self.bad = state["bad"].to(self.device, self.dtype)
         self._last, self._last_step = dict(state["last"]), int(state["last_step"])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, task: Any, loader: DataLoader, device: torch.device,
+             amp_dtype: Optional[torch.dtype] = None, views: int = 1) -> Dict[str, float]:
+    """``task``'s metrics of ``model`` on ``loader`` (each rank its shard): ``task.eval_step``'s sums of every
+    batch, added up over the ranks after one read of the device, then ``task.summarize``."""
+    model.eval()
+    sums: Dict[str, torch.Tensor] = {}
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, amp_dtype):
+            out = task.eval_step(model, batch, views=views)
+        du.add_sums(sums, {k: v.detach().double() if v.is_floating_point() else v.detach().long()
+                        for k, v in out.items()})
+    return task.summarize(du.gather_sums({k: v.cpu() for k, v in sums.items()}))

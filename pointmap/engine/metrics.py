@@ -9,7 +9,13 @@ import torch
 from ..errors import UserError
 
 __all__ = ["confusion_matrix", "classification_metrics", "mean_std", "best_round", "summarize_seeds", "part_mask",
-           "restricted_argmax", "part_iou_sums", "part_seg_metrics"]
+           "restricted_argmax", "part_iou_sums", "part_seg_metrics", "protocol_note"]
+
+
+def protocol_note(protocol: str, chosen: str, metric: str) -> str:
+    """What every result says of its protocol: how ``chosen`` (the checkpoint, the SVM's C) was picked on ``metric``."""
+    return {"clean": f"{chosen} chosen on {metric} of a validation split held out of train",
+            "peer": f"{chosen} chosen on test {metric} (the peers' habit)"}[protocol]
 
 
 def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import MissingPackageError, UserError
 from . import distributed as du
 from .datasets import SplitView, to_device
-from .metrics import classification_metrics, confusion_matrix
+from .metrics import classification_metrics, confusion_matrix, protocol_note
 from .tasks import ClassificationTask, model_inputs, register_task
 
 __all__ = ["SvmProbeTask", "extract_features", "SVM_C_GRID"]
@@ -85,12 +85,10 @@ class SvmProbeTask(ClassificationTask):
                   for c in SVM_C_GRID}
         best_c = max(SVM_C_GRID, key=lambda c: (scores[c], -c))  # ties: the stronger regularization
         test = _score(_fit_svm(best_c, *feats["train"], cfg.train.seed), *feats["test"], num_classes)
-        how = {"clean": "SVM C chosen on acc of a validation split held out of train",
-               "peer": "SVM C chosen on test acc (the peers' habit)"}
         results = {**trainer.summary(), "probe": "svm", "selection": {"split": select, "metric": "acc", "mode": "max"},
                    "best": {"epoch": None, "C": best_c, "value": scores[best_c]},
                    "svm_grid": {str(c): s for c, s in scores.items()}, "test": test,
-                   "protocol_note": how[cfg.eval.protocol]}
+                   "protocol_note": protocol_note(cfg.eval.protocol, "SVM C", "acc")}
         logger.info("svm probe | C %g (%s acc %.2f) | test acc %.2f macc %.2f | protocol %s: %s", best_c, select,
                     scores[best_c], test["acc"], test["macc"], cfg.eval.protocol, results["protocol_note"])
         return results

@@ -5,6 +5,7 @@
     run.save_checkpoint(ckpt, best=True)                     # ckpt-last.pth (+ ckpt-best.pth), atomically
     run.write_json(results)                                  # metrics.json, atomically
     run.close("finished")                                    # meta.json: end time and exit status
+    with run.closing(): ...                                  # close by how the block ends
 
 A folder *holds a run* once it has ``ckpt-last.pth`` or ``metrics.json``: opening it again refuses unless
 ``resume`` (continue from ``ckpt-last.pth``) or ``overwrite`` (start afresh) says otherwise. A run that
@@ -15,17 +16,16 @@ the device, the world size, the exact command line, start and end time, exit sta
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
-import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
@@ -36,7 +36,7 @@ from ..version import __version__
 from .checkpoint import atomic_save, atomic_write_json
 from .logging import close_log_file, setup_logging
 
-__all__ = ["RunDir", "RunInterrupted", "InterruptGuard", "command_line", "environment", "cpu_name"]
+__all__ = ["RunDir", "RunInterrupted", "command_line", "environment", "cpu_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """SIGINT / SIGTERM stopped the run cleanly; ``ckpt-last.pth`` holds the point it reached."""
+    """SIGINT / SIGTERM stopped the run (or a driver) cleanly ``where`` it says (``at epoch 3 step 41``,
+    ``during the final test``, ``before seed 1``); ``ckpt-last.pth`` holds the point a training run reached,
+    and ``command`` continues it."""
 
-    def __init__(self, epoch: int, step: int, command: str):
-        self.epoch, self.step, self.command = epoch, step, command
-        super().__init__(f"interrupted at epoch {epoch} step {step}; continue with: {command}")
+    def __init__(self, where: str, command: str):
+        self.where, self.command = where, command
+        super().__init__(f"interrupted {where}; continue with: {command}")
 
 
 def command_line(resume: bool = False) -> str:
@@ -204,6 +206,22 @@ class RunDir:
         self.opened = False
         close_log_file()
 
+    @contextlib.contextmanager
+    def closing(self, extra: Callable[[], Dict[str, Any]] = dict) -> Iterator["RunDir"]:
+        """Close the run (once opened) by how the block ends: ``finished``, ``interrupted`` (SIGINT/SIGTERM:
+        a KeyboardInterrupt), ``failed`` (any other exception, recorded); ``extra()``: more for meta.json."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            if self.opened:
+                self.close("interrupted", **extra())
+            raise
+        except BaseException as e:
+            if self.opened:
+                self.close("failed", e, **extra())
+            raise
+        self.close("finished", **extra())
+
     def attach_log(self) -> None:
         """The ``pointmap`` logger to the console and (rank 0) ``log.txt``, appended."""
         setup_logging(self.file("log.txt"), self.main)
@@ -231,34 +249,3 @@ class RunDir:
 def _session(meta: Dict[str, Any]) -> Dict[str, Any]:
     keys = ("command", "start", "end", "status", "git_commit", "git_dirty", "world_size", "device")
     return {k: meta.get(k) for k in keys}
-
-
-class InterruptGuard:
-    """While active (``with InterruptGuard() as guard``), SIGINT and SIGTERM set ``guard.received``
-    instead of raising, so the trainer can stop between steps and save; a second signal stops at once.
-    Outside the main thread it does nothing (signals are delivered there only)."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # asked twice: stop now
-            self._restore()
-            raise KeyboardInterrupt
-        self.received = signum
-        logger.warning("%s received: stopping after this step (again to stop at once)", signal.Signals(signum).name)
-
-    def __enter__(self) -> "InterruptGuard":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def __exit__(self, *exc) -> None:
-        self._restore()

@@ -71,7 +71,7 @@ class VisHook(Hook):
         self._sample = fixed_sample(trainer.datasets, self.index, 1)
 
     def after_epoch(self, trainer, metrics: Dict[str, Any]) -> None:
-        epoch = trainer.epoch + 1
+        epoch = trainer.state.epoch + 1
         if epoch % self.every and epoch != trainer.cfg.optim.loop_epochs:
             return
         try:
@@ -99,7 +99,7 @@ class VisHook(Hook):
             self._sample = fixed_sample(trainer.datasets, self.index, 1)
         fig = reconstruction_figure(model, self._sample[0], seed=self.seed, size=self.size, backend=self.backend,
                                     color_by=self.color_by, point_size=self.point_size,
-                                    title=f"epoch {trainer.epoch + 1}")
+                                    title=f"epoch {trainer.state.epoch + 1}")
         return fig.image, f"Chamfer L2 {fig.chamfer:.4g}"
 
 
