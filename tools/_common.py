@@ -10,7 +10,7 @@ except ImportError:  # a checkout used without `pip install -e .`
     sys.path.insert(0, REPO)
 
 from pointmap.config import Config, load_config  # noqa: E402
-from pointmap.engine import RunInterrupted, shutdown  # noqa: E402
+from pointmap.engine import ProcessScope, RunInterrupted, shutdown  # noqa: E402
 from pointmap.errors import UserError, add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.engine.distributed import is_main_process  # noqa: E402
 from pointmap.experiments import evaluate_checkpoint, format_results, run_finetune  # noqa: E402
@@ -85,11 +85,13 @@ def main(run, summary=format_results, debug=None) -> None:
     """Call ``run()`` (which returns the results); print ``summary(results)``; a user error (a
     :class:`~pointmap.errors.UserError`: config, data, checkpoint, flags, a diverged run) is ``error: ...``
     on one line and exit 2, with its traceback first under ``--debug`` (``debug``: None reads it from
-    sys.argv); anything else is a bug and raises with its traceback. When SIGINT/SIGTERM stopped the run:
-    the line saying how to continue and exit 130."""
+    sys.argv); anything else is a bug and raises with its traceback. The tool runs in a process scope
+    (:class:`~pointmap.engine.ProcessScope`): every setting a run changes is given back, and SIGINT/SIGTERM
+    stop a run or driver at its next check point (elsewhere at once); then the line saying how to continue
+    and exit 130."""
     debug = "--debug" in sys.argv[1:] if debug is None else debug
     try:
-        with user_errors_exit(debug):
+        with ProcessScope(defer_stop=False), user_errors_exit(debug):
             results = run()
             if is_main_process():
                 print(summary(results))

@@ -2,13 +2,13 @@
 
 For every variant and seed: pretrain (``synthetic_pretrain`` in the demo), finetune the classifier from
 the last pretrained checkpoint, and probe the frozen encoder linearly (``train.probe``: a linear SVM by
-default); ``scratch`` finetunes and probes a randomly initialised encoder. Every run goes through the
-runner (:func:`~pointmap.experiments.run_pretrain`, :func:`~pointmap.experiments.run_finetune`) into
+default); ``scratch`` finetunes and probes a randomly initialised encoder. Every run goes through
+:func:`~pointmap.experiments.run_child` into
 ``<output_dir>/<name>/<exp_name>/<variant>/seed<k>/{pretrain,finetune,probe}/``, and each finished
-variant/seed leaves a ``result.json`` there: running the same ablation again skips it, continues a begun
-stage from its ``ckpt-last.pth``, and refuses a folder whose results came from other settings (with
-``skip_finetune`` a result that also finetuned, under otherwise equal settings, is reused as it is).
-At the end: ``results.json``, ``table.md`` (mean ± std over seeds) and ``chart.png``, each written whole.
+variant/seed leaves a ``result.json`` there: running the same ablation again skips it, reads back a
+finished stage, continues a begun one from its ``ckpt-last.pth`` (redoes one that left none), and
+refuses a folder whose results came from other settings (with ``skip_finetune`` a result that also
+finetuned, under otherwise equal settings, is reused as it is). At the end: ``results.json``, ``table.md`` (mean ± std over seeds) and ``chart.png``, each written whole.
 
 An ablation config (yaml; paths relative to the file that names them)::
 
@@ -36,7 +36,6 @@ and give the mean difference with a 95% t interval (:func:`~pointmap.engine.metr
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -53,7 +52,7 @@ from ..errors import UserError
 from .ablation_config import (AblationConfig, Variant, base_mask_ratio, base_objective, stage_config,
                               expand_variants, load_ablation_config, parse_variant)
 from .ablation_report import format_table, machine_description, paired_report, row_losses, write_chart
-from .runs import driver_run, run_finetune, run_pretrain
+from .runs import driver_run, run_child
 
 __all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config",
            "variant_configs", "run_ablation", "format_table", "row_losses"]
@@ -115,27 +114,6 @@ def _fingerprint(cfgs: Dict[str, Config]) -> str:
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _finished(metrics_path: str, cfg: Config) -> Optional[Dict[str, Any]]:
-    if not os.path.isfile(metrics_path):
-        return None
-    with open(metrics_path, encoding="utf-8") as f:
-        m = json.load(f)
-    done = "test" in m if cfg.task != "pretrain" else m.get("epochs_done") == cfg.optim.loop_epochs
-    return m if done else None
-
-
-def _run_stage(cfg: Config, work_dir: str, device: str) -> Dict[str, Any]:
-    """A finished stage is read back; a begun one continues from its last checkpoint; else it starts."""
-    m = _finished(os.path.join(work_dir, "metrics.json"), cfg)
-    if m is not None and (cfg.task != "pretrain" or os.path.isfile(os.path.join(work_dir, "ckpt-last.pth"))):
-        return m
-    cfg = copy.deepcopy(cfg)
-    resume = RunDir(work_dir).has_checkpoint()
-    cfg.train.overwrite = not resume  # what a stage left without finishing is redone
-    runner = run_pretrain if cfg.task == "pretrain" else run_finetune
-    return runner(cfg, device=device, resume=resume, work_dir=work_dir)
-
-
 def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str = "auto") -> Dict[str, Any]:
     """Pretrain -> finetune -> probe one variant/seed into its folder; its ``result.json`` (kept)."""
     run_dir = os.path.join(acfg.root, variant.name, f"seed{seed}")
@@ -159,7 +137,7 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
                            "finetune_acc": None, "probe": acfg.probe, "probe_acc": None, "time_s": {}}
     for stage, cfg in cfgs.items():
         start = time.time()
-        m = _run_stage(cfg, os.path.join(run_dir, stage), device)
+        m = run_child(cfg, os.path.join(run_dir, stage), resume=True, device=device)
         kind = stage.split("/")[0]
         res["time_s"][kind] = round(res["time_s"].get(kind, 0.0) + time.time() - start, 1)
         if stage == "pretrain":
@@ -168,7 +146,6 @@ def run_variant(acfg: AblationConfig, variant: Variant, seed: int, device: str =
             res.setdefault("fewshot_acc", []).append(m["test"]["acc"])
         else:
             res[f"{stage}_acc"], res[f"{stage}_macc"] = m["test"]["acc"], m["test"]["macc"]
-        RunDir(acfg.root).attach_log()  # each run detaches its own log at its end
     if variant.objective:
         res["row_losses"] = row_losses(os.path.join(run_dir, "pretrain"), device=device)
     RunDir(run_dir).write_json(res, "result.json")

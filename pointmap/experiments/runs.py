@@ -2,8 +2,9 @@
 
 Each is a thin layer over :class:`~pointmap.engine.Trainer` and :class:`~pointmap.engine.RunDir`:
 the Trainer owns a single run's folder; a driver that composes runs (seeds here, few-shot folds, the
-ablation) owns the folder above them with :func:`driver_run`, and asks :func:`run_child` to start,
-resume or read back each run under it.
+ablation) owns the folder above them and its process scope with :func:`driver_run`, and asks
+:func:`run_child` to start, resume or read back each run under it: a stop request (SIGINT, SIGTERM) that
+arrived meanwhile ends the driver there, before its next run.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir, Trainer, Task, build_task
+from ..engine import Hook, ProcessScope, RunDir, Trainer, Task, build_task, raise_if_stopped
 from ..engine import distributed as du
-from ..engine.logging import format_metrics
+from ..engine.logging import format_metrics, setup_logging
 from ..engine.metrics import summarize_seeds
 from ..models import absolute_spec
 
@@ -48,30 +49,32 @@ def run_finetune(cfg: Config, seeds: Optional[Sequence[int]] = None, **kwargs) -
 
 def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto", hooks: Iterable[Hook] = ()
               ) -> Dict[str, Any]:
-    """One run under a driver: with ``resume``, a finished run is read back and a begun one continues
-    from its checkpoint; otherwise it starts (refusing a folder that holds a run, as any run does)."""
+    """One run under a driver, unless a stop was requested (then :class:`~pointmap.engine.RunInterrupted`).
+    With ``resume``: a finished run (:attr:`RunDir.state`, the one rule) is read back, a begun one continues
+    from its checkpoint, one that left no checkpoint starts again; without: it starts (refusing a folder
+    that holds a run, as any run does)."""
+    raise_if_stopped(f"before {work_dir}")
     child = RunDir(work_dir)
-    state = child.state
-    if resume and state == "finished":
+    if resume and child.state == "finished":
         logger.info("%s: finished before, read back", work_dir)
         return child.read_json()
+    if resume and not child.has_checkpoint() and child.state != "empty":
+        cfg = copy.deepcopy(cfg)
+        cfg.train.overwrite = True  # nothing to continue from: what it left is redone
     return run(cfg, device=device, resume=resume and child.has_checkpoint(), work_dir=work_dir, hooks=hooks)
 
 
 @contextlib.contextmanager
 def driver_run(path: str, log: bool = False) -> Iterator[RunDir]:
-    """The folder of a driver (the runs it composes live below it): meta.json with the command line and
-    environment, how it ended; ``log``: its own log.txt."""
-    folder = RunDir(path, main=du.is_main_process()).open(log=log, check=False)
-    try:
-        yield folder
-    except KeyboardInterrupt:
-        folder.close("interrupted")
-        raise
-    except BaseException as e:
-        folder.close("failed", e)
-        raise
-    folder.close("finished")
+    """The folder of a driver (the runs it composes live below it), in the driver's process scope:
+    meta.json with the command line and environment, how it ended; the log on the console and, with
+    ``log``, in its own log.txt."""
+    with ProcessScope():
+        folder = RunDir(path, main=du.is_main_process()).open(log=log, check=False)
+        if not log:
+            setup_logging(None, folder.main)
+        with folder.closing():
+            yield folder
 
 
 def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume: bool = False,
