@@ -77,7 +77,7 @@ class ObjectiveConfig:
         settings = {k: self.args[k] for k in self.args if k in objective_settings()}
         if self.args:
             where = [f"objective.{k}" if k in settings else f"model.args.{k}" for k in self.args]
-            warnings.warn(f"objective.args is deprecated: write {', '.join(where)}", DeprecationWarning, stacklevel=2)
+            warnings.warn(f"objective.args is deprecated: write {', '.join(where)}", DeprecationWarning)
         for key, value in settings.items():
             if getattr(self, key) != getattr(ObjectiveConfig, key) and getattr(self, key) != value:
                 raise ConfigError(f"objective.{key} is set twice: {getattr(self, key)!r} and objective.args.{key}="
@@ -186,7 +186,7 @@ class Config:
         if every is None:
             return
         warnings.warn(f"train.eval_every is deprecated: write hooks: [{{name: evaluate, every: {every}}}]",
-                      DeprecationWarning, stacklevel=2)
+                      DeprecationWarning)
         spec = next((h for h in self.hooks if h.get("name") == "evaluate"), None)
         if spec is None:
             self.hooks.append({"name": "evaluate", "every": every})

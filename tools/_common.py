@@ -2,6 +2,7 @@
 import argparse
 import os
 import sys
+import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -90,6 +91,8 @@ def main(run, summary=format_results, debug=None) -> None:
     stop a run or driver at its next check point (elsewhere at once); then the line saying how to continue
     and exit 130."""
     debug = "--debug" in sys.argv[1:] if debug is None else debug
+    # a config's old spellings are the user's to fix: show pointmap's deprecation warnings (Python hides them)
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"pointmap(\.|$)")
     try:
         with ProcessScope(defer_stop=False), user_errors_exit(debug):
             results = run()

@@ -121,7 +121,7 @@ def build_hooks(specs: List[Dict[str, Any]], defaults: Sequence[str] = ()) -> Li
         cls = HOOKS[name]
         for old, new in cls.renamed.items():
             if old in spec:
-                warnings.warn(f"hook {name}: '{old}' is now '{new}'", DeprecationWarning, stacklevel=2)
+                warnings.warn(f"hook {name}: '{old}' is now '{new}'", DeprecationWarning)
                 spec[new] = spec.pop(old)
         check_kwargs("hooks", f"hook {name!r}", spec, accepted_kwargs(cls))
         hooks.append(cls(**spec))

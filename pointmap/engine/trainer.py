@@ -79,6 +79,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        """Build everything and resume; fit() and score() call it in the run's process scope (called alone, what
+        it sets for the process, ``ops`` and determinism, stays)."""
         cfg, state = self.cfg, self.state
         self.run.check(can_resume=self.task.trains)
         du.barrier()  # every rank has checked before rank 0 writes anything
