@@ -81,6 +81,8 @@ def test_hook_arguments_are_checked_and_old_spellings_still_read():
     with pytest.warns(DeprecationWarning, match=r"train.eval_every is deprecated: write hooks: \[\{name: evaluate, every: 4"):
         cfg = load_config(DEMO, ["train.eval_every=4"])
     assert cfg.hooks == [{"name": "evaluate", "every": 4}] and cfg.train.eval_every is None
+    with pytest.warns(DeprecationWarning):
+        assert "hook evaluate: every must be >= 1, got 0" in str(rejected(["train.eval_every=0"]))
     from pointmap.engine.hooks import DEFAULT_HOOKS, build_hooks
 
     assert build_hooks(cfg.hooks, DEFAULT_HOOKS)[0].every == 4

@@ -128,6 +128,13 @@ def build_hooks(specs: List[Dict[str, Any]], defaults: Sequence[str] = ()) -> Li
     return hooks
 
 
+def check_every(hook: str, every: Any) -> int:
+    """A hook's ``every`` (epochs) as an int, or a ConfigError naming the hook."""
+    if int(every) < 1:
+        raise ConfigError(f"hook {hook}: every must be >= 1, got {every}")
+    return int(every)
+
+
 # ----------------------------------------------------------------------------- the Trainer's default hooks
 # What every run does after an epoch, in this order; a config changes one by naming it in ``hooks``:
 #   hooks: [{name: evaluate, every: 5}, {name: checkpoint, save_best: false}, {name: best, metric: loss, mode: min}]
@@ -141,7 +148,7 @@ class EvaluateHook(Hook):
     score from their second epoch (``first: 2``). Decides: the metrics, under the split's label."""
 
     def __init__(self, every: int = 1, first: int = 1):
-        self.every, self.first = int(every), int(first)
+        self.every, self.first = check_every("evaluate", every), int(first)
 
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> Optional[Decision]:
         split, done = trainer.select_split, trainer.state.epoch + 1
@@ -207,7 +214,7 @@ class CheckpointHook(Hook):
     epoch is the new best (``save_best``). Runs on every rank (their RNG states go into the file)."""
 
     def __init__(self, every: int = 1, save_best: bool = True):
-        self.every, self.save_best = int(every), bool(save_best)
+        self.every, self.save_best = check_every("checkpoint", every), bool(save_best)
 
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> Optional[Decision]:
         done = trainer.state.epoch + 1

@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..config import Config, objective_settings
+from ..config import Config
+from ..objective import objective_settings
 from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..config import (DECODER_ORDERS, DECODER_ROW_ORDERS, MASK_STRATEGIES, OBJECTIVES, RUN_ROOT, Config,
-                      apply_overrides, config_from_dict, deep_merge, load_yaml)
+from ..config import RUN_ROOT, Config, apply_overrides, config_from_dict, deep_merge, load_yaml
+from ..objective import DECODER_ORDERS, DECODER_ROW_ORDERS, MASK_STRATEGIES, OBJECTIVES
 from ..errors import ConfigError, UserError
 
 __all__ = ["AblationConfig", "Variant", "parse_variant", "expand_variants", "load_ablation_config"]

@@ -7,7 +7,7 @@ from torch import nn
 
 from pointmap.layers import TokenContext, linear_rates, mamba_block, transformer_block
 
-from ..config import DECODER_INITS, DECODER_TYPES
+from ..objective import DECODER_INITS, DECODER_TYPES
 from ..errors import UserError
 from .hybrid_encoder import init_weights
 

@@ -10,9 +10,9 @@ from torch import nn
 from pointmap.layers import PosMLP
 from pointmap.ops import chamfer, gather_points
 
-from ..config import (DECODER_ORDERS, DECODER_ROW_ORDERS, LOSSES, MASK_STRATEGIES, OBJECTIVES, ORDER_DRAWS,
-                      ObjectiveConfig, objective_settings)
 from ..errors import UserError, check_kwargs
+from ..objective import (DECODER_ORDERS, DECODER_ROW_ORDERS, LOSSES, MASK_STRATEGIES, OBJECTIVES, ORDER_DRAWS,
+                         ObjectiveConfig, objective_settings)
 from .decoders import MAPDecoder, init_decoder_side
 from .registry import create_model
 

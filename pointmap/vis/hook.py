@@ -21,9 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from pointmap.engine.hooks import Hook, register_hook
-
-from ..errors import UserError
+from pointmap.engine.hooks import Hook, check_every, register_hook
 
 __all__ = ["VisHook", "fixed_sample"]
 
@@ -59,9 +57,7 @@ class VisHook(Hook):
 
     def __init__(self, every: int = 10, index: int = 0, seed: int = 0, size: Sequence[int] = (1600, 440),
                  backend: str = "auto", color_by: str = "role", num_images: int = 4, point_size: float = 4.0):
-        if int(every) < 1:
-            raise UserError(f"vis hook: every must be >= 1, got {every}")
-        self.every = int(every)
+        self.every = check_every("vis", every)
         self.index, self.seed, self.size = int(index), int(seed), tuple(int(s) for s in size)
         self.backend, self.color_by, self.num_images = backend, color_by, int(num_images)
         self.point_size = float(point_size)
