@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import yaml
 
-from .errors import ConfigError, UserFileNotFoundError
+from .errors import ConfigError, UserFileNotFoundError, bounded, check_interval
 from .objective import ObjectiveConfig
 
 __all__ = [
@@ -52,34 +52,34 @@ class DataConfig:
     # the test split's transforms for a voting pass (None: test_transforms); the views are drawn from it
     # by eval.vote_view_transforms (the peers: FPS to 1200 here, a random 1024 of them per view)
     vote_transforms: Optional[List[Dict[str, Any]]] = None
-    batch_size: int = 32  # total over all processes; each gets batch_size / world_size
-    eval_batch_size: Optional[int] = None  # None: batch_size
-    num_workers: int = 0
+    batch_size: int = bounded(32, "[1, inf)")  # total over all processes; each gets batch_size / world_size
+    eval_batch_size: Optional[int] = bounded(None, "[1, inf)")  # None: batch_size
+    num_workers: int = bounded(0, "[0, inf)")
     # classification: train on a stratified fraction of the labelled training shapes (low-data finetuning);
     # drawn after the clean protocol's validation hold-out, with label_seed (None: train.seed)
-    label_fraction: float = 1.0
+    label_fraction: float = bounded(1.0, "(0, 1]")
     label_seed: Optional[int] = None
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    lr: float = bounded(1e-3, "(0, inf)")
+    weight_decay: float = bounded(0.05, "[0, inf)")
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    epochs: int = 300
-    warmup_epochs: int = 10
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-6
-    grad_clip: Optional[float] = None  # max global grad norm; None: no clipping
+    eps: float = bounded(1e-8, "(0, inf)")
+    epochs: int = bounded(300, "[1, inf)")
+    warmup_epochs: int = bounded(10, "[0, inf)")
+    warmup_lr: float = bounded(1e-6, "[0, inf)")
+    min_lr: float = bounded(1e-6, "[0, inf)")
+    grad_clip: Optional[float] = bounded(None, "(0, inf)")  # max global grad norm; None: no clipping
     # pointmap: no decay on 1-D tensors, biases and what models list in no_weight_decay() (Mamba's A_log,
     # tokens); peer: the peers' rule (no decay on tensors 1-D in the peer's layout, *.bias, *token*)
     weight_decay_rule: Literal["pointmap", "peer"] = "pointmap"
     # step: the cosine moves every optimizer step (pointmap); epoch: timm's scheduler.step(e) after epoch e,
     # so epoch e trains at the value for e - 1 and epochs 0 and 1 both at warmup_lr (the peers')
     schedule_step: Literal["step", "epoch"] = "step"
-    extra_epochs: int = 0  # epochs the loop runs after the schedule's `epochs` (the peers' loop: 1)
-    steps_per_batch: int = 1  # 2: step, clip, step again on the same gradients (Point-MAE part segmentation)
+    extra_epochs: int = bounded(0, "[0, inf)")  # epochs the loop runs after the schedule's `epochs` (the peers' loop: 1)
+    steps_per_batch: int = bounded(1, "[1, 2]")  # 2: step, clip, step again on the same gradients (Point-MAE part segmentation)
 
     @property
     def loop_epochs(self) -> int:
@@ -95,8 +95,8 @@ class TrainConfig:
     deterministic: bool = False
     output_dir: str = RUN_ROOT
     progress: bool = True  # tqdm bar on rank 0
-    eval_every: Optional[int] = None  # deprecated: hooks: [{name: evaluate, every: N}]
-    log_every: int = 20  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
+    eval_every: Optional[int] = bounded(None, "[1, inf)")  # deprecated: hooks: [{name: evaluate, every: N}]
+    log_every: int = bounded(20, "[1, inf)")  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
     probe: Optional[Literal["linear", "svm"]] = None  # classification with the encoder frozen: a linear layer
@@ -106,10 +106,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     protocol: Literal["clean", "peer"] = "clean"
-    val_fraction: float = 0.1  # clean: stratified, seeded hold-out of train that picks the checkpoint
+    val_fraction: float = bounded(0.1, "(0, 1)")  # clean: stratified, seeded hold-out of train that picks the checkpoint
     split_seed: int = 0  # seeds the hold-out, independent of train.seed: all seeds share one split
-    vote: int = 1  # views averaged at the final test pass (1: no voting)
-    vote_rounds: int = 1  # peer protocol only: voting passes on the test set, the best one reported
+    vote: int = bounded(1, "[1, inf)")  # views averaged at the final test pass (1: no voting)
+    vote_rounds: int = bounded(1, "[1, inf)")  # peer protocol only: voting passes on the test set, the best one reported
     vote_view_transforms: Optional[List[Dict[str, Any]]] = None  # per view, on the batch (None: scale_translate)
 
 
@@ -303,37 +303,16 @@ def config_from_dict(data: Dict[str, Any]) -> Config:
     return cfg
 
 
-# key -> (lowest allowed, highest allowed, whether the bounds themselves are allowed); None: no bound
-_RANGES: Dict[str, tuple] = {
-    "data.batch_size": (1, None, True), "data.eval_batch_size": (1, None, True), "data.num_workers": (0, None, True),
-    "data.label_fraction": (0.0, 1.0, (False, True)),
-    "optim.lr": (0.0, None, False), "optim.weight_decay": (0.0, None, True), "optim.eps": (0.0, None, False),
-    "optim.epochs": (1, None, True), "optim.warmup_epochs": (0, None, True), "optim.warmup_lr": (0.0, None, True),
-    "optim.min_lr": (0.0, None, True), "optim.grad_clip": (0.0, None, False), "optim.extra_epochs": (0, None, True),
-    "optim.steps_per_batch": (1, 2, True),
-    "train.log_every": (1, None, True), "train.eval_every": (1, None, True),
-    "eval.val_fraction": (0.0, 1.0, False), "eval.vote": (1, None, True), "eval.vote_rounds": (1, None, True),
-    "objective.mask_ratio": (0.0, 1.0, False), "objective.row_size": (1, None, True),
-    "objective.decoder_depth": (1, None, True), "objective.decoder_heads": (1, None, True),
-}
-
-
 def check_values(cfg: Config) -> None:
     """A :class:`ConfigError` naming the key for the first value the loaders, the optimizer or the sampler
-    would reject (a batch size of 0, a negative lr, a fraction outside its interval, ...); None leaves an
-    optional key unset."""
-    for key, (low, high, inclusive) in _RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value is None:
-            continue
-        lo_ok, hi_ok = inclusive if isinstance(inclusive, tuple) else (inclusive, inclusive)
-        below = low is not None and (value < low if lo_ok else value <= low)
-        above = high is not None and (value > high if hi_ok else value >= high)
-        if below or above:
-            lo = "" if low is None else f"{'[' if lo_ok else '('}{low}"
-            hi = "∞)" if high is None else f"{high}{']' if hi_ok else ')'}"
-            raise ConfigError(f"config key '{key}' must be in {lo}, {hi}, got {value!r}")
+    would reject (a batch size of 0, a negative lr, a fraction outside its interval, ...): each field's
+    interval is declared beside it (:func:`~pointmap.errors.bounded`)."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        if dataclasses.is_dataclass(part):
+            for f in dataclasses.fields(part):
+                if "interval" in f.metadata:
+                    check_interval(f"{section.name}.{f.name}", getattr(part, f.name), f.metadata["interval"])
     if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
         raise ConfigError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
 

@@ -138,3 +138,23 @@ def report_user_error(error: BaseException, debug: bool = False) -> None:
     if debug:
         traceback.print_exception(error)
     print(f"error: {one_line(error)}", file=sys.stderr)
+
+
+def bounded(default: Any, interval: str) -> Any:
+    """A dataclass field whose value must lie in ``interval`` (``"[1, inf)"``, ``"(0, 1]"``, ...): the config
+    says each bound once, beside the key, and :func:`check_interval` reads it (None, an unset optional
+    value, always passes)."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"interval": interval})
+
+
+def check_interval(key: str, value: Any, interval: str) -> None:
+    """A ConfigError naming ``key`` when ``value`` lies outside ``interval`` (see :func:`bounded`)."""
+    if value is None:
+        return
+    low, high = (x.strip() for x in interval[1:-1].split(","))
+    below = low != "-inf" and (value < float(low) if interval[0] == "[" else value <= float(low))
+    above = high != "inf" and (value > float(high) if interval[-1] == "]" else value >= float(high))
+    if below or above:
+        raise ConfigError(f"config key '{key}' must be in {interval}, got {value!r}")

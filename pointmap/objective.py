@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, bounded
 
 __all__ = ["ObjectiveConfig", "objective_settings", "OBJECTIVES", "MASK_STRATEGIES", "DECODER_ORDERS",
            "DECODER_ROW_ORDERS", "DECODER_TYPES", "DECODER_INITS", "ORDER_DRAWS", "LOSSES"]
@@ -31,17 +31,17 @@ class ObjectiveConfig:
     its docstring), named and defaulted here alone; ``create_pretrainer`` takes them as keywords (``name`` as
     ``objective``). Finetuning tasks ignore it."""
     name: Literal[OBJECTIVES] = "map"
-    mask_ratio: float = 0.5
+    mask_ratio: float = bounded(0.5, "(0, 1)")
     mask_strategy: Literal[MASK_STRATEGIES] = "random"
-    row_size: Optional[int] = None  # None: sqrt(num_group) (images: the image's rows)
+    row_size: Optional[int] = bounded(None, "[1, inf)")  # None: sqrt(num_group) (images: the image's rows)
     decoder_order: Literal[DECODER_ORDERS] = "inplace"
     decoder_row_order: Literal[DECODER_ROW_ORDERS] = "aligned"
     loss: Optional[Literal[LOSSES]] = None  # None: cdl2 for points, mse for images
     decoder_type: Literal[DECODER_TYPES] = "transformer"
-    decoder_depth: int = 4
-    decoder_heads: int = 6
-    decoder_mlp_ratio: float = 4.0
-    decoder_drop_path_rate: float = 0.1
+    decoder_depth: int = bounded(4, "[1, inf)")
+    decoder_heads: int = bounded(6, "[1, inf)")
+    decoder_mlp_ratio: float = bounded(4.0, "(0, inf)")
+    decoder_drop_path_rate: float = bounded(0.1, "[0, 1)")
     decoder_init: Literal[DECODER_INITS] = "trunc_normal"
     order_draw: Literal[ORDER_DRAWS] = "first"
     # deprecated: settings above go under their own key, encoder arguments under model.args; what it holds

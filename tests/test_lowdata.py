@@ -37,7 +37,7 @@ def test_label_fraction_is_a_stratified_subset_of_the_train_part():
 
 
 def test_label_fraction_out_of_range():
-    with pytest.raises(ValueError, match=r"data.label_fraction' must be in \(0.0, 1.0\], got 1.5"):
+    with pytest.raises(ValueError, match=r"data.label_fraction' must be in \(0, 1\], got 1.5"):
         _splits("data.label_fraction=1.5")
 
 

@@ -188,5 +188,5 @@ def test_a_bad_value_on_the_command_line_writes_no_run_folder(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", DEMO, "data.batch_size=0",
                         f"train.output_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"error: {DEMO}: config key 'data.batch_size' must be in [1, ∞), got 0"]
+        f"error: {DEMO}: config key 'data.batch_size' must be in [1, inf), got 0"]
     assert not (tmp_path / "runs").exists()
