@@ -29,7 +29,7 @@ from .objective import ObjectiveConfig
 __all__ = [
     "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict", "check_values",
-    "save_config", "RUN_ROOT",
+    "save_config", "RUN_ROOT", "as_trained",
 ]
 
 RUN_ROOT = "experiments"  # where runs go: <RUN_ROOT>/<config name>/<exp_name>/ (train.output_dir, the ablation's)
@@ -91,6 +91,8 @@ class OptimConfig:
 class TrainConfig:
     seed: int = 0
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    # intra-op threads on the CPU for the run (None: torch's default, one per core); results depend on it
+    cpu_threads: Optional[int] = bounded(None, "[1, inf)")
     compile: bool = False
     deterministic: bool = False
     output_dir: str = RUN_ROOT
@@ -315,6 +317,16 @@ def check_values(cfg: Config) -> None:
                     check_interval(f"{section.name}.{f.name}", getattr(part, f.name), f.metadata["interval"])
     if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
         raise ConfigError(f"config key 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
+
+
+def as_trained(cfg: Config, device_type: str) -> Config:
+    """``cfg`` as a run on ``device_type`` trains it: ``train.precision`` is an autocast dtype on CUDA only, so
+    elsewhere the run (and its config.yaml) says fp32. A copy when anything changes."""
+    if device_type == "cuda" or cfg.train.precision == "fp32":
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.train.precision = "fp32"
+    return cfg
 
 
 def config_to_dict(cfg: Config) -> Dict[str, Any]:

@@ -247,3 +247,15 @@ def test_recipe_tool_json_and_summary(tmp_path):
     assert not (tmp_path / "experiments").exists()  # no run folder
     bad = subprocess.run(cmd[:3] + [os.path.join(ROOT, "cfgs", "nope.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("step", ["step", "epoch"])
+def test_epoch_lr_is_the_schedule_s_first_step_of_each_epoch(step):
+    """The epoch record's lr comes from the schedule alone (a resumed run logs what an uninterrupted one does)
+    and is the lr the loop's first step of the epoch runs at."""
+    from pointmap.engine.optim import LRSchedule
+
+    cfg = tiny_cfg(optim={**EPOCH_STEP, "schedule_step": step}).optim
+    opt = build_optimizer(TinyNet(), cfg)
+    schedule = LRSchedule(build_optimizer(TinyNet(), cfg), cfg, 7)
+    assert [schedule.epoch_lr(e) for e in range(cfg.loop_epochs)] == pytest.approx(lr_per_epoch(opt, cfg, 7), rel=1e-12)

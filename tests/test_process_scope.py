@@ -157,20 +157,24 @@ class Inside(Hook):
         self.seen = seen
 
     def before_train(self, trainer):
-        self.seen.append((get_backend_override("fps"), torch.are_deterministic_algorithms_enabled()))
+        self.seen.append((get_backend_override("fps"), torch.are_deterministic_algorithms_enabled(),
+                          torch.get_num_threads()))
 
 
 def test_a_runs_process_settings_do_not_reach_the_next_run(tmp_path):
     log = logging.getLogger("pointmap")
     before = (list(log.handlers), log.level, log.propagate, signal.getsignal(signal.SIGINT))
     seen = []
-    first = tiny_cfg("classification", optim={"epochs": 1}, train={"deterministic": True, "progress": False})
+    threads = torch.get_num_threads()
+    first = tiny_cfg("classification", optim={"epochs": 1},
+                     train={"deterministic": True, "progress": False, "cpu_threads": threads + 1})
     first.ops = {"fps": "torch"}
     Trainer(first, TinyCls(first), work_dir=str(tmp_path / "a"), device="cpu", hooks=[Inside(seen)]).fit()
     assert get_backend_override("fps") is None and not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads  # train.cpu_threads held for the run only
     second = tiny_cfg("classification", optim={"epochs": 1})
     Trainer(second, TinyCls(second), work_dir=str(tmp_path / "b"), device="cpu", hooks=[Inside(seen)]).fit()
-    assert seen == [("torch", True), (None, False)]
+    assert seen == [("torch", True, threads + 1), (None, False, threads)]
     assert (list(log.handlers), log.level, log.propagate, signal.getsignal(signal.SIGINT)) == before
 
 

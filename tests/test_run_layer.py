@@ -73,6 +73,7 @@ def test_trainer_interrupted_by_sigint_resumes_exactly(tmp_path, at):
     full, cut = (load_file(str(tmp_path / d / "ckpt-last.pth")) for d in ("full", "cut"))
     assert all(torch.equal(v, cut["model"][k]) for k, v in full["model"].items())
     assert [h["train"] for h in full["history"]] == [h["train"] for h in cut["history"]]
+    assert [h["lr"] for h in full["history"]] == [h["lr"] for h in cut["history"]]  # the record says the same lr
 
 
 def test_failed_start_is_marked_with_the_error_in_the_log_and_not_refused(tmp_path):
@@ -135,6 +136,10 @@ def test_eval_reproduces_the_test_accuracy_of_a_finetuning_run(pretrained, tmp_p
     code, out, err = tool("finetune_modelnet.py", *args, "--eval", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     run = tmp_path / "finetune_demo" / "default"
+    log = (run / "eval" / "log.txt").read_text()
+    assert "leave out" not in log and "steps/epoch" in log and " 0 steps/epoch" in log  # no train loader: no warning
+    assert f"| epoch {load_file(str(run / 'ckpt-best.pth'))['epoch']} |" in log  # the scored weights' epoch
+    assert "precision: fp32" in (run / "config.yaml").read_text()  # bf16 is for CUDA: a CPU run trains fp32
     assert out.split("| test ")[1].split(" | ")[0] == printed and f"evaluated {run / 'ckpt-best.pth'}" in out
     trained, scored = (json.loads((run / p / "metrics.json").read_text())["test"] for p in ("", "eval"))
     assert scored == trained

@@ -111,6 +111,7 @@ class LRSchedule:
         if cfg.extra_epochs < 0:
             raise ConfigError(f"optim.extra_epochs must be >= 0, got {cfg.extra_epochs}")
         self.per_step = cfg.schedule_step == "step"
+        self.steps = max(1, steps_per_epoch)
         self.scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
 
     def before_step(self, global_step: int) -> None:
@@ -120,6 +121,12 @@ class LRSchedule:
     def after_epoch(self, epoch: int) -> None:
         if not self.per_step:
             self.scheduler.step(epoch)
+
+    def epoch_lr(self, epoch: int) -> float:
+        """Group 0's lr at the first step of ``epoch`` (0-based), from the schedule alone: the same in a run
+        resumed mid-epoch as in an uninterrupted one."""
+        t = epoch * self.steps if self.per_step else max(epoch - 1, 0)
+        return float(self.scheduler._get_lr(t)[0])
 
     def state_dict(self) -> Dict:
         return self.scheduler.state_dict()

@@ -67,6 +67,14 @@ class ProcessScope:
     def stop_requested(self) -> Optional[str]:
         return stop_requested()
 
+    def configure(self, ops: Mapping[str, str], deterministic: bool, cpu_threads: Optional[int] = None) -> None:
+        """A run's process-wide settings for the rest of this scope: forced op backends, deterministic mode,
+        the CPU's intra-op thread count (None: as it is)."""
+        self.force_backends(ops)
+        self.set_deterministic(deterministic)
+        if cpu_threads:
+            torch.set_num_threads(int(cpu_threads))
+
     def force_backends(self, ops: Mapping[str, str]) -> None:
         """``op -> backend`` (a config's ``ops:``) for the rest of this scope."""
         for op, backend in ops.items():
@@ -81,6 +89,7 @@ class ProcessScope:
     def __enter__(self) -> "ProcessScope":
         self._exits = contextlib.ExitStack()
         self._exits.enter_context(backend_scope())
+        self._exits.callback(torch.set_num_threads, torch.get_num_threads())
         self._exits.callback(_restore_deterministic, torch.are_deterministic_algorithms_enabled(),
                              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
         log = logging.getLogger("pointmap")

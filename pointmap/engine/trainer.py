@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from ..config import Config, config_to_dict
+from ..config import Config, as_trained, config_to_dict
 from ..version import __version__
 from . import distributed as du
 from .checkpoint import Checkpointer, backend_record, load_best_weights, load_weights, set_rng_state
@@ -53,8 +53,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, task: Optional[Task] = None, *, work_dir: Optional[str] = None,
                  device: str = "auto", resume: bool = False, hooks: Iterable[Hook] = ()):
-        self.cfg = cfg
         self.device = du.resolve_device(device)
+        self.cfg = cfg = as_trained(cfg, self.device.type)  # config.yaml says the precision the run trains in
         du.init_distributed(self.device)
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
@@ -78,15 +78,14 @@ class Trainer:
         return time.time() - self._epoch_start
 
     # ------------------------------------------------------------------ setup
-    def setup(self) -> None:
+    def setup(self, train: bool = True) -> None:
         """Build everything and resume; fit() and score() call it in the run's process scope (called alone, what
         it sets for the process, ``ops`` and determinism, stays)."""
         cfg, state = self.cfg, self.state
         self.run.check(can_resume=self.task.trains)
         du.barrier()  # every rank has checked before rank 0 writes anything
         self.run.open(cfg, device=self.device, world_size=self.world_size, check=False)
-        self.scope.force_backends(cfg.ops)
-        self.scope.set_deterministic(cfg.train.deterministic)
+        self.scope.configure(cfg.ops, cfg.train.deterministic, cfg.train.cpu_threads)
         seed_everything(cfg.train.seed)
         self.datasets = self.task.build_datasets()
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
@@ -103,8 +102,9 @@ class Trainer:
         label = "test" if self.datasets.get("val") is self.datasets.get("test") else "val"
         state.selection = {"split": label if self.select_split else "train", "metric": self.task.monitor,
                            "mode": self.task.monitor_mode}
-        self.loaders, self.train_sampler = build_loaders(self.datasets, cfg, self.device, self.task.trains)
-        self.steps_per_epoch = len(self.loaders["train"]) if self.task.trains else 0
+        trains = self.task.trains and train  # score() (--eval) trains nothing: no train loader
+        self.loaders, self.train_sampler = build_loaders(self.datasets, cfg, self.device, trains)
+        self.steps_per_epoch = len(self.loaders["train"]) if trains else 0
         self.optimizer = build_optimizer(self.module, cfg.optim)
         self.scheduler = LRSchedule(self.optimizer, cfg.optim, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
@@ -158,7 +158,7 @@ class Trainer:
             for epoch in range(state.epoch, epochs):
                 state.epoch, self._epoch_start = epoch, time.time()
                 self._call_hooks("before_epoch")
-                entry = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                entry = {"epoch": epoch + 1, "lr": self.scheduler.epoch_lr(epoch),
                          "train": self.train_one_epoch()}
                 self.scheduler.after_epoch(epoch)
                 state.history.append(entry)
@@ -174,10 +174,10 @@ class Trainer:
         return results
 
     def _score(self, ckpt: str) -> Dict[str, Any]:
-        self.setup()
+        self.setup(train=False)
         raw = load_weights(self.module, ckpt)  # a file, an exported folder or a published entry, whole
-        results = self.test(use_best=False)
-        results.update(evaluated=ckpt, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
+        results = self.test(use_best=False, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
+        results["evaluated"] = ckpt
         self.run.write_json(results)
         return results
 
@@ -268,11 +268,11 @@ class Trainer:
         return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views)
 
     # ------------------------------------------------------------------ results
-    def test(self, use_best: bool = True) -> Dict[str, Any]:
+    def test(self, use_best: bool = True, tested_epoch: Optional[int] = None) -> Dict[str, Any]:
         """Score the test split once (with the best epoch's weights when ``use_best`` and one was saved)."""
         results, state, e = self.summary(), self.state, self.cfg.eval
-        if "test" in self.loaders:
-            results["tested_epoch"] = len(state.history)  # the weights scored: the last epoch's, or the best's
+        if "test" in self.loaders:  # the weights scored: the last epoch's, the best's, or a checkpoint's
+            results["tested_epoch"] = len(state.history) if tested_epoch is None else tested_epoch
             if use_best and state.best_saved is not None:
                 load_best_weights(self.module, self.run.ckpt_best)
                 results["tested_epoch"] = state.best_saved
