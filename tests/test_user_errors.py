@@ -190,3 +190,35 @@ def test_a_bad_value_on_the_command_line_writes_no_run_folder(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"error: {DEMO}: config key 'data.batch_size' must be in [1, inf), got 0"]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--cfg", FINETUNE, "--ckpt", "/no/such/file"], "pretrained weights /no/such/file: no such file or folder"),
+    (["--cfg", os.path.join(REPO, "cfgs", "finetune_modelnet.yaml"), "data.root=/no/such/dir"],
+     "data root not found: /no/such/dir"),
+    (["--cfg", FINETUNE, "--ckpt", "/no/such/file", "--seeds", "0", "1"], "pretrained weights /no/such/file"),
+])
+def test_paths_on_the_command_line_are_checked_before_a_run_folder(tmp_path, args, said):
+    """One line, said once (not also as the run's 'run failed' log line), exit 2, nothing written."""
+    r = subprocess.run([sys.executable, os.path.join(TOOLS, "finetune_modelnet.py"), *args[:2],
+                        f"train.output_dir={tmp_path / 'runs'}", *args[2:]], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    said_lines = [ln for ln in (r.stdout + r.stderr).splitlines() if said in ln]
+    assert len(said_lines) == 1 and said_lines[0].startswith("error: ") and r.stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_user_error_after_the_run_folder_is_said_once_and_kept_in_the_log(tmp_path):
+    """Found only while the run starts (a data file that does not parse): the run folder says failed, log.txt has
+    the error, the console has it once, from the tool."""
+    (tmp_path / "meshes" / "a").mkdir(parents=True)
+    (tmp_path / "meshes" / "a" / "x.obj").write_text("this is not a mesh\n")
+    r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", os.path.join(REPO, "cfgs", "map_meshes.yaml"),
+                        f"data.root={tmp_path / 'meshes'}", f"train.output_dir={tmp_path / 'runs'}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    out = r.stdout + r.stderr
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and out.count(error[len("error: "):]) == 1
+    logs = list((tmp_path / "runs").rglob("log.txt"))
+    assert logs and "run failed: " in logs[0].read_text()

@@ -78,6 +78,6 @@ class MeshFolder(PointDataset):
                 "label": self.labels[index]}
 
 
-@register_dataset("meshes", forwards=(MeshFolder,))
+@register_dataset("meshes", forwards=(MeshFolder,), on_disk=True)
 def _build_meshes(root, split, **options):
     return MeshFolder(root, split, **options)

@@ -4,6 +4,7 @@
 ``transform=`` may be a callable or a list of transform config entries (see :mod:`.transforms`).
 """
 import logging
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -19,17 +20,28 @@ DATASETS = Registry("data set")
 
 
 def register_dataset(name: str, forwards: Sequence[Callable] = (),
-                     label_space: Optional[Callable[..., Dict[str, int]]] = None):
+                     label_space: Optional[Callable[..., Dict[str, int]]] = None, on_disk: Optional[bool] = None):
     """Decorator: register a builder ``fn(root, split, **options) -> Dataset`` under ``name``; ``forwards``:
     where its ``**options`` go (the data set class), which decides the names ``data.options`` may hold;
     ``label_space(**options)``: the label counts of a data set on disk (``num_classes``, and for part
-    segmentation ``num_categories`` / ``num_parts``), so a model can be built without reading its files."""
+    segmentation ``num_categories`` / ``num_parts``), so a model can be built without reading its files;
+    ``on_disk``: its files live under ``data.root`` (default: when it declares a label space)."""
     def add(fn):
         fn.forwards_kwargs = tuple(forwards)
         fn.label_space = label_space
+        fn.on_disk = label_space is not None if on_disk is None else on_disk
         return DATASETS.register(name, fn)
 
     return add
+
+
+def check_data_root(name: str, root: Any) -> None:
+    """A one-line error when data set ``name`` reads files and ``root`` (``data.root``) is no folder: checked
+    before a run folder is made."""
+    from .io import missing
+
+    if getattr(DATASETS.get(name), "on_disk", False) and (root is None or not os.path.isdir(str(root))):
+        raise missing(root if root is not None else "<data.root not set>", "data root")
 
 
 def label_space(name: str, options: Mapping[str, Any]) -> Optional[Dict[str, int]]:

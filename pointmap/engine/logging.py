@@ -52,6 +52,7 @@ class _StdoutHandler(logging.StreamHandler):
 
     def __init__(self):
         super().__init__(sys.stdout)
+        self.addFilter(lambda record: getattr(record, "console", True))  # extra={"console": False}: the file only
 
     @property
     def stream(self):

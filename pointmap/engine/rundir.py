@@ -196,8 +196,9 @@ class RunDir:
     def close(self, status: str, error: Optional[BaseException] = None, **extra: Any) -> None:
         """Record how the run ended (``finished``, ``interrupted``, ``failed``); a failure's error goes
         to log.txt too. Detaches log.txt."""
-        if error is not None:
-            logger.error("run failed: %s: %s", type(error).__name__, " ".join(str(error).split()))
+        if error is not None:  # a user error's line is the tool's to print: here it goes to log.txt only
+            logger.error("run failed: %s: %s", type(error).__name__, " ".join(str(error).split()),
+                         extra={"console": not isinstance(error, UserError)})
         if self.main and self.meta is not None:
             self.meta.update(end=_now(), status=status, **extra)
             if error is not None:

@@ -126,6 +126,17 @@ class Task:
         check_model_args(self.cfg.model.name, self.cfg.model.args,
                          fixed={k: f"task {self.name!r}" for k in self.model_fixed})
 
+    def check_inputs(self) -> None:
+        """The paths a run reads exist: ``data.root`` for a data set on disk, ``pretrained`` (``--ckpt``) as a
+        file, a folder or a published entry. Called before a run (or a driver's) folder is made; not by
+        :func:`build_task`, so a recipe is described without its data."""
+        from ..data import check_data_root
+        from ..models import check_pretrained
+
+        check_data_root(self.cfg.data.name, self.cfg.data.root)
+        if self.cfg.pretrained:
+            check_pretrained(self.cfg.pretrained)
+
     # data + model
     def build_base(self, split: str) -> Dataset:
         """The configured data set's ``split`` without transforms (views add them, see :class:`SplitView`)."""

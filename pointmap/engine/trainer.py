@@ -82,6 +82,7 @@ class Trainer:
         """Build everything and resume; fit() and score() call it in the run's process scope (called alone, what
         it sets for the process, ``ops`` and determinism, stays)."""
         cfg, state = self.cfg, self.state
+        self.task.check_inputs()
         self.run.check(can_resume=self.task.trains)
         du.barrier()  # every rank has checked before rank 0 writes anything
         self.run.open(cfg, device=self.device, world_size=self.world_size, check=False)

@@ -87,7 +87,7 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     fold_cfgs = [copy.deepcopy(cfg) for _ in folds]
     for c, fold in zip(fold_cfgs, folds):
         c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
-    build_task(fold_cfgs[0])  # a config its task rejects (a ConfigError) writes no driver folder
+    build_task(fold_cfgs[0]).check_inputs()  # a config its task rejects, a missing path: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for c, fold in zip(fold_cfgs, folds):

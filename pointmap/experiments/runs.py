@@ -81,7 +81,7 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
               hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """One run per seed in ``<exp>/seed<k>/``, then mean ± std of every test metric in ``<exp>/metrics.json``."""
     base = RunDir.of(cfg).path
-    build_task(cfg)  # a config its task rejects (a ConfigError) writes no driver folder
+    build_task(cfg).check_inputs()  # a config its task rejects, a missing path: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for seed in seeds:

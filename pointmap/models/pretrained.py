@@ -27,7 +27,7 @@ from ..download import fetch, sha256_of
 from ..errors import ConfigError, UserError, UserFileNotFoundError, one_line
 from .checkpoint import LoadResult, load_checkpoint
 
-__all__ = ["ModelCard", "absolute_spec", "list_pretrained", "pretrained_card", "resolve_pretrained", "load_pretrained",
+__all__ = ["ModelCard", "absolute_spec", "check_pretrained", "list_pretrained", "pretrained_card", "resolve_pretrained", "load_pretrained",
            "read_card", "named_classes", "CARD_FILE", "WEIGHTS_FILE"]
 
 CARD_FILE, WEIGHTS_FILE = "card.json", "model.safetensors"
@@ -198,10 +198,18 @@ def resolve_pretrained(spec: Union[bool, str], preset: Optional[str] = None,
     elif os.path.isfile(spec):
         return None, str(spec)
     else:
-        raise UserFileNotFoundError(f"pretrained weights {spec}: no such file or folder, and not an entry of "
-                                    f"pointmap.list_pretrained(){_did_you_mean(str(spec))}")
+        check_pretrained(spec)
     _check_preset(card, preset, card.name)
     return card, fetch(card.url, progress=progress)
+
+
+def check_pretrained(spec) -> None:
+    """A one-line error for weights that are neither a file, a folder nor an entry of :func:`list_pretrained`,
+    before anything is downloaded, built or written (``True`` names the preset's default entry)."""
+    if spec is True or str(spec) in _table() or os.path.exists(str(spec)):
+        return
+    raise UserFileNotFoundError(f"pretrained weights {spec}: no such file or folder, and not an entry of "
+                                f"pointmap.list_pretrained(){_did_you_mean(str(spec))}")
 
 
 def _check_preset(card: ModelCard, preset: Optional[str], spec) -> None:
