@@ -262,3 +262,19 @@ def test_help_lists_only_the_flags_a_tool_reads(monkeypatch, capsys):
     assert "--protocol" not in helps["pretrain.py"] and "--linear-probe" not in helps["pretrain.py"]
     assert "--protocol" in helps["finetune_modelnet.py"] and "--linear-probe" in helps["finetune_modelnet.py"]
     assert "PointMamba" in helps["pretrain.py"]                         # --ckpt names the peer formats
+
+
+@pytest.mark.slow
+def test_the_main_job_repeats_its_figures_in_fresh_processes(tmp_path):
+    """The demo's command run twice, each in a fresh process with the environment as it is (no OMP_NUM_THREADS
+    set by the test): the same losses to the last bit (train.cpu_threads fixes the thread count)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    losses = []
+    for name in ("a", "b"):
+        r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", os.path.join(CFGS, "map_demo.yaml"),
+                            "--exp-name", name, "data.options={size: 64, num_points: 256}", "optim.epochs=2",
+                            f"train.output_dir={tmp_path}", "train.progress=false"], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        history = json.loads((tmp_path / "map_demo" / name / "metrics.json").read_text())["history"]
+        losses.append([h["train"]["loss"] for h in history])
+    assert losses[0] == losses[1] and len(losses[0]) == 2

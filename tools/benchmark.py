@@ -2,12 +2,15 @@
 
     python tools/benchmark.py --ops [--json FILE] [--quick]
     python tools/benchmark.py --step [--cfg cfgs/map_demo.yaml] [--batch B] [--points N] [--json FILE]
-                                     [--device cpu] [--amp bf16] [--compile]
+                                     [--device cpu] [--amp bf16] [--compile] [--threads 1 2] [--busy]
     python tools/benchmark.py --scan [--json FILE]     # selective_scan backends, fp32 and bf16 inputs
     python tools/benchmark.py --env
 
 Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
 synchronized. Ratios are "reference time / backend time" from the same process.
+
+``--threads 1 2`` repeats ``--step`` with each CPU thread count; ``--busy`` repeats each with another
+process spinning on one core beside it (a machine where other jobs run).
 
 ``--step`` times the float32 step and, in the same process, the ``--amp`` one (autocast to bf16 or fp16)
 and the ``torch.compile``d ones (``--compile``: inductor, on the CPU too); on CUDA both are on by default
@@ -254,9 +257,28 @@ def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_
     return rows
 
 
-def print_step_rows(rows, device):
+class _busy_core:
+    """With ``on``: another process spinning on one core for the block (a machine where other jobs run)."""
+
+    def __init__(self, on: bool):
+        self.on, self.proc = on, None
+
+    def __enter__(self):
+        if self.on:
+            import subprocess
+
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(0.5)
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def print_step_rows(rows, device, busy=False):
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# pretraining step on {name} (torch {torch.__version__})")
+    print(f"# pretraining step on {name}{', another process busy on a core' if busy else ''} (torch {torch.__version__})")
     for r in rows:
         if "error" in r:
             print(f"{r['variant']:72s} failed: {r['error']}")
@@ -294,6 +316,8 @@ def main(argv=None):
                     help="--step: also time the step under autocast to this dtype (default: bf16 on CUDA, none on CPU)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="--step: also time torch.compile'd steps (default: on CUDA yes, on CPU no)")
+    ap.add_argument("--threads", type=int, nargs="+", default=None, help="--step: CPU thread counts to time")
+    ap.add_argument("--busy", action="store_true", help="--step: also time each beside a process spinning on a core")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller CPU shapes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=5)
@@ -330,9 +354,15 @@ def run(args) -> None:
             batch = args.batch or cfg.data.batch_size
             points = args.points or int(cfg.data.options.get("num_points", 1024))
         out["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-        out["step"] = bench_step(device, args.cfg, batch, points, steps=args.steps,
-                                 include_baseline=not args.no_baseline, amp=args.amp, compile=args.compile)
-        print_step_rows(out["step"], device)
+        out["step"] = []
+        for threads in args.threads or [torch.get_num_threads()]:
+            for busy in ([False, True] if args.busy else [False]):
+                torch.set_num_threads(threads)
+                with _busy_core(busy):
+                    rows = bench_step(device, args.cfg, batch, points, steps=args.steps,
+                                      include_baseline=not args.no_baseline, amp=args.amp, compile=args.compile)
+                out["step"] += [{**r, "threads": threads, "busy": busy} for r in rows]
+                print_step_rows(rows, device, busy)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

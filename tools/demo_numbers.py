@@ -1,6 +1,6 @@
 """Run the README's demo commands as a user would and write what they print to docs/demo/numbers.json.
 
-    OMP_NUM_THREADS=1 python tools/demo_numbers.py            # ~25 min on 2 CPU cores; writes docs/demo/
+    python tools/demo_numbers.py                              # ~45 min on 2 CPU cores; writes docs/demo/
     python tools/demo_numbers.py --only pretrain finetune     # a subset (the others keep their numbers)
 
 Each entry is one command exactly as the README shows it, run in a child process from the repository
@@ -43,8 +43,15 @@ COMMANDS = {
                 "experiments/fewshot_demo/default/5way_10shot/fewshot.json"),
     "linear_probe": (f"python tools/finetune_modelnet.py --cfg cfgs/finetune_demo.yaml --ckpt {CKPT} --linear-probe",
                      "experiments/finetune_demo/linear_probe/metrics.json"),
+    "scratch_probe": ("python tools/finetune_modelnet.py --cfg cfgs/finetune_demo.yaml --linear-probe --exp-name scratch_probe",
+                      "experiments/finetune_demo/scratch_probe/metrics.json"),
     "svm_probe": (f"python tools/finetune_modelnet.py --cfg cfgs/finetune_demo.yaml --ckpt {CKPT} --linear-probe svm",
                   "experiments/finetune_demo/svm_probe/metrics.json"),
+    # the spread of the finetuning figures over seeds, from the pretrained checkpoint and from scratch
+    "finetune_seeds": (f"python tools/finetune_modelnet.py --cfg cfgs/finetune_demo.yaml --ckpt {CKPT} --exp-name seeds "
+                       "--seeds 0 1 2", "experiments/finetune_demo/seeds/metrics.json"),
+    "scratch_seeds": ("python tools/finetune_modelnet.py --cfg cfgs/finetune_demo.yaml --exp-name scratch_seeds "
+                      "--seeds 0 1 2", "experiments/finetune_demo/scratch_seeds/metrics.json"),
     "visualize": (f"python tools/visualize.py --cfg cfgs/map_demo.yaml --ckpt {CKPT} --index 3 --size 1200x330 "
                   f"--out {PICTURE}", None),
 }
@@ -63,6 +70,9 @@ def numbers(name: str, metrics: dict, printed: str) -> dict:
     if name == "fewshot":
         acc = metrics["test"]["acc"]
         return {"folds": len(metrics["folds"]), "acc_mean": acc["mean"], "acc_std": acc["std"]}
+    if name.endswith("_seeds"):
+        acc = metrics["test"]["acc"]
+        return {"seeds": metrics["seeds"], "acc_mean": acc["mean"], "acc_std": acc["std"], "acc_values": acc["values"]}
     test = metrics["test"]
     if name == "partseg":
         return {"cls_miou": test["cls_miou"], "ins_miou": test["ins_miou"]}
@@ -74,6 +84,7 @@ def numbers(name: str, metrics: dict, printed: str) -> dict:
 
 def run_one(name: str) -> dict:
     command, result = COMMANDS[name]
+    load = os.getloadavg()[0]  # how busy the machine was as it started (1-minute load average)
     start = time.time()
     proc = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=REPO, capture_output=True, text=True)
     wall = time.time() - start
@@ -85,7 +96,8 @@ def run_one(name: str) -> dict:
     if result:
         with open(os.path.join(REPO, result), encoding="utf-8") as f:
             metrics = json.load(f)
-    return {"command": command, "wall_s": round(wall, 1), "printed": printed, **numbers(name, metrics, printed)}
+    return {"command": command, "wall_s": round(wall, 1), "load_before": round(load, 2), "printed": printed,
+            **numbers(name, metrics, printed)}
 
 
 def _run(args) -> str:
