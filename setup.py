@@ -108,7 +108,9 @@ setup(
         "cuda": ["mamba-ssm>=2.0", "ninja"],
         # fpsample 1.x is published as an sdist only, whose build needs scikit-build-core: the README's
         # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
-        "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow"],
+        # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs)
+        "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
+                "mkdocs-material", "mkdocstrings[python]"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],
