@@ -166,10 +166,10 @@ def test_a_checkpoint_file_as_pretrained(tmp_path):
 
 
 def test_the_readme_table_is_the_registry():
-    """README "Pretrained weights": one row per entry, the peer's number and the entry's own recipe; a
+    """docs/models.md "Pretrained weights": one row per entry, the peer's number and the entry's own recipe; a
     finetuned entry is scored (--eval), a pretraining one finetuned from."""
-    readme = open(os.path.join(os.path.dirname(CFGS), "README.md"), encoding="utf-8").read()
-    section = readme[readme.index("## Pretrained weights"):readme.index("## See what the model learned")]
+    section = open(os.path.join(os.path.dirname(CFGS), "docs", "models.md"), encoding="utf-8").read()
+    section = section[section.index("## Pretrained weights"):]
     row = r"^\| `([\w.]+)` \| [^|]+ \| ([^|]+) \| `(tools/\S+\.py) --cfg cfgs/(\S+) --ckpt ([\w.]+)( --eval)?` \|$"
     rows = re.findall(row, section, flags=re.M)
     assert len(rows) == 17 and sorted(r[0] for r in rows) == ENTRIES

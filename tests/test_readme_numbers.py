@@ -1,8 +1,9 @@
-"""Every figure the README quotes comes from a file under docs/ that a named command wrote: the demo
-numbers (docs/demo/numbers.json, `python tools/demo_numbers.py`), the ablation tables
-(docs/ablation*/, `python tools/ablate.py ...`) and the benchmarks (docs/benchmarks/*.json,
-`python tools/benchmark.py ...`). This test reads those files and checks that the README says what
-they hold."""
+"""Every figure the README and the documentation pages quote comes from a file under docs/ that a named command
+wrote: the first screen and the demo (docs/demo/first_screen.json, `bash tools/first_screen.sh`;
+docs/demo/numbers.json, `python tools/demo_numbers.py`), the ablation tables (docs/ablation*/,
+`python tools/ablate.py ...`), the benchmarks (docs/benchmarks/*.json, `python tools/benchmark.py ...`) and the
+oldest torch (docs/min_torch.json, `bash tools/check_min_torch.sh`). This test reads those files and checks
+that the pages say what they hold."""
 import json
 import os
 import re
@@ -15,6 +16,11 @@ DOCS = os.path.join(REPO, "docs")
 
 def _readme() -> str:
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def _page(name: str) -> str:
+    with open(os.path.join(DOCS, name), encoding="utf-8") as f:
         return f.read()
 
 
@@ -31,37 +37,71 @@ def duration(seconds: float) -> str:
 
 def _section(text: str, heading: str) -> str:
     start = text.index(heading)
-    nxt = re.search(r"^#{2,3} ", text[start + len(heading):], flags=re.M)
+    level = len(heading) - len(heading.lstrip("#"))
+    nxt = re.search(rf"^#{{1,{level}}} ", text[start + len(heading):], flags=re.M)
     return text[start:start + len(heading) + nxt.start()] if nxt else text[start:]
 
 
-def demo_quotes(numbers: dict) -> list:
-    """The README's sentences about the demos, as they must read for ``numbers`` (docs/demo/numbers.json)."""
-    r = numbers["runs"]
-    pre, fin, scr, seg, fs = r["pretrain"], r["finetune"], r["scratch"], r["partseg"], r["fewshot"]
-    lin, svm, vis = r["linear_probe"], r["svm_probe"], r["visualize"]
+def front_page_values(numbers: dict, first: dict) -> dict:
+    """The front page's figures, as it writes them, from docs/demo/numbers.json (python tools/demo_numbers.py)
+    and docs/demo/first_screen.json (bash tools/first_screen.sh)."""
+    r, inst, tests = numbers["runs"], first["install"], first["tests"]
+    pre = r["pretrain"]
+    acc = {k: f"{r[k]['test_acc']:.2f}" for k in ("finetune", "scratch", "linear_probe", "scratch_probe", "svm_probe")}
+    seeds = {k: (f"{r[k]['acc_mean']:.2f}", f"{r[k]['acc_std']:.2f}") for k in ("finetune_seeds", "scratch_seeds")}
+    return {
+        "TORCH_TIME": duration(inst["torch"]["wall_s"]), "TORCH_GB": f"{inst['torch']['venv_mb'] / 1024:.1f}",
+        "PM_TIME": duration(inst["pointmap"]["wall_s"]), "FAST_TIME": duration(tests["fast"]["wall_s"]),
+        "SLOW_TIME": duration(tests["slow"]["wall_s"]), "FS_COMMIT": first["commit"][:7],
+        "PRE_TIME": duration(pre["wall_s"]), "PRE_LOSS": f"{pre['train_loss']:.4f}",
+        "PRE_PRINTED": pre["printed"].rsplit(" | ", 1)[0] + " | <run folder>",
+        "FIN_ACC": acc["finetune"], "FIN_TIME": duration(r["finetune"]["wall_s"]),
+        "SCR_ACC": acc["scratch"], "SCR_TIME": duration(r["scratch"]["wall_s"]),
+        "FS_MEAN": seeds["finetune_seeds"][0], "FS_STD": seeds["finetune_seeds"][1],
+        "FS_TIME": duration(r["finetune_seeds"]["wall_s"]),
+        "SS_MEAN": seeds["scratch_seeds"][0], "SS_STD": seeds["scratch_seeds"][1],
+        "SS_TIME": duration(r["scratch_seeds"]["wall_s"]),
+        "LIN_ACC": acc["linear_probe"], "LIN_TIME": duration(r["linear_probe"]["wall_s"]),
+        "SLIN_ACC": acc["scratch_probe"], "SLIN_TIME": duration(r["scratch_probe"]["wall_s"]),
+        "SVM_ACC": acc["svm_probe"], "SVM_TIME": duration(r["svm_probe"]["wall_s"]),
+        "SEG_C": f"{r['partseg']['cls_miou']:.2f}", "SEG_I": f"{r['partseg']['ins_miou']:.2f}",
+        "SEG_TIME": duration(r["partseg"]["wall_s"]),
+        "FEW_MEAN": f"{r['fewshot']['acc_mean']:.2f}", "FEW_STD": f"{r['fewshot']['acc_std']:.2f}",
+        "FEW_TIME": duration(r["fewshot"]["wall_s"]),
+        "VIS_CD": f"{r['visualize']['chamfer_l2']:.4g}", "VIS_TIME": duration(r["visualize"]["wall_s"]),
+        "NUM_COMMIT": numbers["commit"][:7], "CKPT": "experiments/map_demo/default/ckpt-last.pth",
+    }
+
+
+def front_page_quotes(v: dict) -> list:
+    """The README's sentences and table rows with figures in them, as they must read."""
     return [
-        f"{pre['command']}                  # {duration(pre['wall_s'])} on 2 busy CPU cores, synthetic shapes",
-        f"# {duration(fin['wall_s'])}; prints test acc ({fin['test_acc']:.2f}% here)",
-        f"`{fin['printed'].rsplit(' | ', 1)[0]} | <run folder>`",
-        f"pretraining {duration(pre['wall_s'])} to a train Chamfer L2 of {pre['train_loss']:.4f}",
-        f"finetuning from it {duration(fin['wall_s'])} to **{fin['test_acc']:.2f} %** test accuracy",
-        f"the same finetune from scratch {scr['test_acc']:.2f} %",
-        f"# {duration(seg['wall_s'])}; test class / instance mIoU {seg['cls_miou']:.2f} / {seg['ins_miou']:.2f}",
-        f"# {duration(fs['wall_s'])}; test acc {fs['acc_mean']:.2f} ± {fs['acc_std']:.2f} over {fs['folds']} folds",
-        f"# linear {duration(lin['wall_s'])}: {lin['test_acc']:.2f} %; svm {duration(svm['wall_s'])}: "
-        f"{svm['test_acc']:.2f} %",
-        f"Chamfer distance (L2, over its masked patches; {vis['chamfer_l2']:.4g} in the picture above)",
-        vis["command"].replace(" --out", " \\\n    --out"),
-        f"(`{numbers['commit'][:7]}`)",
+        f"pip install torch torchvision                      # {v['TORCH_TIME']}, {v['TORCH_GB']} GB",
+        "pip install --no-build-isolation -e \".[dev,vis]\"   # " + f"{v['PM_TIME']}: pointmap",
+        f"python tools/pretrain.py --cfg cfgs/map_demo.yaml  # {v['PRE_TIME']}: the main job",
+        f"python -m pytest -q                                # {v['FAST_TIME']}: the tests (the slow ones: -m slow, "
+        f"{v['SLOW_TIME']})",
+        f"clone (commit `{v['FS_COMMIT']}`)", f"The main job prints `{v['PRE_PRINTED']}`",
+        f"| train Chamfer L2 {v['PRE_LOSS']} | {v['PRE_TIME']} |", f"| test acc {v['FIN_ACC']} % | {v['FIN_TIME']} |",
+        f"| test acc {v['SCR_ACC']} % | {v['SCR_TIME']} |", f"| {v['FS_MEAN']} ± {v['FS_STD']} % | {v['FS_TIME']} |",
+        f"| {v['SS_MEAN']} ± {v['SS_STD']} % | {v['SS_TIME']} |", f"| test acc {v['LIN_ACC']} % | {v['LIN_TIME']} |",
+        f"| test acc {v['SLIN_ACC']} % | {v['SLIN_TIME']} |", f"| test acc {v['SVM_ACC']} % | {v['SVM_TIME']} |",
+        f"| class / instance mIoU {v['SEG_C']} / {v['SEG_I']} | {v['SEG_TIME']} |",
+        f"| {v['FEW_MEAN']} ± {v['FEW_STD']} % over 10 folds | {v['FEW_TIME']} |",
+        f"| Chamfer L2 {v['VIS_CD']} | {v['VIS_TIME']} |", f"({v['LIN_ACC']} against\n{v['SLIN_ACC']} %)",
+        f"at commit `{v['NUM_COMMIT']}`",
     ]
 
 
-def test_demo_numbers_are_the_readme_numbers():
-    numbers = _json("demo", "numbers.json")
+def test_the_front_page_says_what_docs_demo_holds():
+    numbers, first = _json("demo", "numbers.json"), _json("demo", "first_screen.json")
     text = _readme()
-    missing = [q for q in demo_quotes(numbers) if q not in text]
-    assert not missing, f"the README does not say what docs/demo/numbers.json holds: {missing}"
+    missing = [q for q in front_page_quotes(front_page_values(numbers, first)) if q not in text]
+    assert not missing, f"the README does not say what docs/demo/*.json hold: {missing}"
+    assert not numbers["dirty"]  # measured in a clean clone
+    for name, run in numbers["runs"].items():  # the commands the README shows, and what the tools printed
+        assert run["command"].replace("python ", "", 1).split(" --ckpt ")[0].split(" --exp-name ")[0] in text, name
+    assert "passed" in first["tests"]["fast"]["result"] and "failed" not in first["tests"]["fast"]["result"]
     assert os.path.isfile(os.path.join(DOCS, "map_demo_reconstruction.png"))
     assert "--out docs/" not in text  # the documented commands write to experiments/, not over tracked files
 
@@ -72,10 +112,10 @@ def _table_rows(text: str) -> list:
 
 @pytest.mark.parametrize("table", ["ablation_v2/table.md", "ablation_v2/masking_table.md"])
 def test_ablation_tables_are_quoted_whole(table):
-    """The README quotes the ablation's table rows as the tool wrote them."""
+    """The ablation page quotes the ablation's table rows as the tool wrote them."""
     with open(os.path.join(DOCS, table), encoding="utf-8") as f:
         rows = _table_rows(f.read())
-    text = _readme()
+    text = _page("ablation.md")
     assert rows and [r for r in rows if r not in text] == []
 
 
@@ -84,8 +124,8 @@ def _numbers(text: str) -> set:
 
 
 def test_ablation_v1_figures_come_from_its_tables():
-    """Every decimal figure of the README's v1 ablation tables is in one of docs/ablation/*.md."""
-    text = _section(_readme(), "### Ablation v1")
+    """Every decimal figure of the ablation page's v1 tables is in one of docs/ablation/*.md."""
+    text = _section(_page("ablation.md"), "## Ablation v1")
     docs = "".join(open(os.path.join(DOCS, "ablation", f), encoding="utf-8").read()
                    for f in os.listdir(os.path.join(DOCS, "ablation")) if f.endswith(".md"))
     quoted = set().union(*(_numbers(r) for r in _table_rows(text)))
@@ -111,10 +151,10 @@ def _json_numbers(obj):
 
 
 def test_benchmark_tables_come_from_their_json():
-    """The milliseconds of the README's CPU benchmark tables are numbers of docs/benchmarks/*.json."""
+    """The milliseconds of the ops page's CPU benchmark tables are numbers of docs/benchmarks/*.json."""
     values = [v for f in os.listdir(os.path.join(DOCS, "benchmarks")) if f.endswith(".json")
               for v in _json_numbers(_json("benchmarks", f))]
-    text = _section(_readme(), "## Ops")
+    text = _page("ops.md")
     ms = [m for row in _table_rows(text) for m in re.findall(r"(\d+(?:\.\d+)?) ms", row)]
     steps = [m for row in _table_rows(text) if row.startswith("| float32") or row.startswith("| bf16")
              for m in re.findall(r"\| (\d+(?:\.\d+)?) \|", row)]
@@ -129,6 +169,6 @@ def test_declared_minimum_torch_was_checked():
     record = _json("min_torch.json")
     assert record["torch"].split("+")[0].rsplit(".", 1)[0] == declared
     assert record["exit_code"] == 0 and " passed" in record["pytest"] and "failed" not in record["pytest"]
-    text = _readme()
+    text = _page("development.md")
     assert f"torch {record['torch'].split('+')[0]}" in text
     assert f"(last run: {record['pytest'].split(' in ')[0]})" in text

@@ -38,7 +38,7 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
 
 
 def create_model(name: str, num_classes: Optional[int] = None, pretrained: Union[None, bool, str] = None,
-                 **overrides) -> nn.Module:
+                 **overrides: Any) -> nn.Module:
     """Builds a registered preset.
 
     Args:
