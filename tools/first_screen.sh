@@ -20,21 +20,28 @@ s=$SECONDS; pip install -q torch torchvision; T[torch]=$((SECONDS - s)); T[torch
 s=$SECONDS; pip install -q --no-build-isolation -e ".[dev,vis]"; T[pointmap]=$((SECONDS - s)); T[pointmap_mb]=$(mb)
 if [ "$DEMO" = 1 ]; then python tools/demo_numbers.py; fi
 SKIP="--deselect tests/test_readme_numbers.py::test_the_front_page_says_what_docs_demo_holds"
-s=$SECONDS; { python -m pytest -q -p no:cacheprovider $SKIP || true; } | tail -1 > "$WORK/pytest_fast"; T[pytest]=$((SECONDS - s))
-s=$SECONDS; { python -m pytest -q -p no:cacheprovider -m slow $SKIP || true; } | tail -1 > "$WORK/pytest_slow"; T[pytest_slow]=$((SECONDS - s))
+# -rf: a failing test's name stays in the log and in first_screen.json, so a failure here can be chased
+s=$SECONDS; { python -m pytest -q -rf -p no:cacheprovider $SKIP || true; } > "$WORK/pytest_fast.log"; T[pytest]=$((SECONDS - s))
+s=$SECONDS; { python -m pytest -q -rf -p no:cacheprovider -m slow $SKIP || true; } > "$WORK/pytest_slow.log"; T[pytest_slow]=$((SECONDS - s))
 python - "$WORK" "${T[torch]}" "${T[torch_mb]}" "${T[pointmap]}" "${T[pointmap_mb]}" "${T[pytest]}" "${T[pytest_slow]}" <<'PY'
 import json, os, platform, subprocess, sys, time
 work, t_torch, mb_torch, t_pm, mb_pm, t_fast, t_slow = sys.argv[1:]
+
+
+def pytest_run(command, name, seconds):
+    lines = open(os.path.join(work, f"pytest_{name}.log")).read().strip().splitlines()
+    return {"command": command, "wall_s": round(float(seconds), 1), "result": lines[-1] if lines else "",
+            "failed": [ln.split(" ", 1)[1] for ln in lines if ln.startswith("FAILED ") or ln.startswith("ERROR ")]}
+
+
 doc = {"commit": subprocess.check_output(["git", "rev-parse", "HEAD"], text=True).strip(),
        "python": platform.python_version(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
        "install": {"torch": {"command": "pip install torch torchvision", "wall_s": round(float(t_torch), 1),
                              "venv_mb": int(mb_torch)},
                    "pointmap": {"command": 'pip install --no-build-isolation -e ".[dev,vis]"',
                                 "wall_s": round(float(t_pm), 1), "venv_mb": int(mb_pm)}},
-       "tests": {"fast": {"command": "python -m pytest -q", "wall_s": round(float(t_fast), 1),
-                          "result": open(os.path.join(work, "pytest_fast")).read().strip()},
-                 "slow": {"command": "python -m pytest -q -m slow", "wall_s": round(float(t_slow), 1),
-                          "result": open(os.path.join(work, "pytest_slow")).read().strip()}}}
+       "tests": {"fast": pytest_run("python -m pytest -q", "fast", t_fast),
+                 "slow": pytest_run("python -m pytest -q -m slow", "slow", t_slow)}}
 open(os.path.join(work, "first_screen.json"), "w").write(json.dumps(doc, indent=2) + "\n")
 PY
 cp "$WORK/first_screen.json" "$REPO/docs/demo/"
