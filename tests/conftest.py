@@ -27,3 +27,17 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("POINTMAP_OFFLINE", "1")
     monkeypatch.setenv("POINTMAP_HOME", str(tmp_path_factory.getbasetemp() / "pointmap_home"))
     monkeypatch.delenv("POINTMAP_MIRROR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _default_signals():
+    """Each test starts with Python's own SIGINT / SIGTERM handlers, however pytest was launched (a shell's
+    background job starts with SIGINT ignored, which a run then keeps ignoring), and gives back what it found."""
+    import signal
+
+    found = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in found.items():
+        signal.signal(sig, handler)

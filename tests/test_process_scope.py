@@ -188,3 +188,15 @@ def test_scopes_nest_and_a_signal_outside_a_deferring_one_stops_at_once():
             with pytest.raises(KeyboardInterrupt):  # asked twice: at once
                 os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and ProcessScope().stop_requested is None
+
+
+def test_a_signal_the_process_was_started_ignoring_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's background job (the fixture gives it back)
+    with ProcessScope() as scope:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # SIGTERM is still the scope's
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: no stop request
+        assert scope.stop_requested is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert scope.stop_requested == "SIGTERM"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -14,7 +14,8 @@ epoch's hooks, during the final test, after a probe's fit; a driver's: before ea
 saves its checkpoint and raises :class:`RunInterrupted`; a second signal stops at once
 (``KeyboardInterrupt``). A scope opened with ``defer_stop=False`` (the tools' entry point, around what is
 not a run) turns the first signal into a ``KeyboardInterrupt`` at once. Outside the main thread no
-handler is installed (Python delivers signals there only).
+handler is installed (Python delivers signals there only), nor for a signal the process was started
+ignoring (a shell's background job ignores SIGINT, ``nohup`` SIGHUP): it stays ignored, as Python leaves it.
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ class ProcessScope:
         log = logging.getLogger("pointmap")
         self._exits.callback(_restore_logger, log, list(log.handlers), log.level, log.propagate)
         if not _OPEN and threading.current_thread() is threading.main_thread():
-            _STOP["previous"] = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            _STOP["previous"] = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+                                 if signal.getsignal(sig) is not signal.SIG_IGN}
         _OPEN.append(self)
         return self
 
