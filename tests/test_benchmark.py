@@ -53,3 +53,15 @@ def test_scan_benchmark_rows():
     assert {(r["op"], r["backend"]) for r in rows} == {
         (op, b) for op in ("selective_scan fwd+bwd", "selective_scan fwd+bwd bfloat16") for b in ("reference", "torch")}
     assert all(r["ms"] > 0 for r in rows)
+
+
+
+def test_busy_core_spins_another_process_only_inside_the_block(monkeypatch):
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(benchmark.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+    with benchmark._busy_core(True):
+        assert len(started) == 1 and started[0].poll() is None  # spinning
+    assert started[0].poll() is not None  # killed and reaped at the end of the block
+    with benchmark._busy_core(False):
+        assert len(started) == 1

@@ -16,37 +16,26 @@ import torch
 
 import pointmap
 from pointmap.layers import MambaMixer
-from pointmap.models import load_checkpoint
 from pointmap.ops import fps, group, serialize
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "peers")
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+sys.path.insert(0, TOOLS)
+import fidelity  # noqa: E402  (tools/fidelity.py: the fixtures, loaded into the presets; the docs' figures)
+
+FIXTURES = fidelity.FIXTURES
 TOL = 1e-10
-REDUCED = dict(num_classes=10, embed_dim=48, num_group=32, group_size=16)
-# fixture -> (preset, layout of the reduced model, format the loader must detect)
-PEERS = {"point_mae": ("pointmae", "TT", "point_mae"), "pointmamba": ("pointmamba", "MM", "pointmamba"),
-         "map3d": ("map3d_official", "MMMT", "map3d"), "mamba3d": ("mamba3d", "MMM", "map3d")}
+# fixture -> the checkpoint format the loader must detect (presets and reduced sizes: tools/fidelity.py)
+PEERS = {"point_mae": "point_mae", "pointmamba": "pointmamba", "map3d": "map3d", "mamba3d": "map3d"}
 MAMBA3D_FAMILY = ["map3d", "mamba3d"]  # the MAP release and Mamba3D: same pooling slip, same LNP
-
-
-def fixture(name):
-    return torch.load(os.path.join(FIXTURES, f"{name}.pt"), weights_only=True)
+fixture, max_diff = fidelity.fixture, fidelity.max_diff
 
 
 def peer_model(name, tmp_path, **overrides):
     """The preset with the peer's weights, loaded from a peer-style checkpoint file; (model, fixture)."""
-    fx = fixture(name)
-    preset, layout, fmt = PEERS[name]
-    model = pointmap.create_model(preset, layout=layout, **{**REDUCED, **overrides}).double().eval()
-    path = tmp_path / f"{name}.pth"
-    torch.save({"base_model": {"module." + k: v for k, v in fx["state_dict"].items()}, "epoch": 300}, path)
-    res = load_checkpoint(model, str(path), source="auto")
-    assert res.source == fmt
+    model, fx, res = fidelity.load_preset(name, str(tmp_path), **overrides)
+    assert res.source == PEERS[name]
     assert res.missing_keys == [] and res.unexpected_keys == [] and res.ignored_keys == []
     return model, fx
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("name", sorted(PEERS))
@@ -178,7 +167,7 @@ def _fidelity_quotes(d, sci):
 def test_the_models_page_quotes_what_tools_fidelity_measures(tmp_path, monkeypatch, capsys):
     """tools/fidelity.py measures now what docs/fidelity.json holds (the reproduced figures below TOL, each quirk to
     two digits), and docs/models.md quotes that file."""
-    from .test_tools import TOOLS, tool
+    from .test_tools import tool
 
     code, _, err = tool("fidelity.py", "--json", str(tmp_path / "f.json"), monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
@@ -193,12 +182,7 @@ def test_the_models_page_quotes_what_tools_fidelity_measures(tmp_path, monkeypat
                 assert value > 1e-5 and f"{value:.1e}" == f"{held[preset][name]:.1e}", (preset, name)
             else:
                 assert value < TOL and held[preset][name] < TOL, (preset, name)
-    sys.path.insert(0, TOOLS)
-    try:
-        from fidelity import sci
-    finally:
-        sys.path.remove(TOOLS)
     with open(os.path.join(docs, "models.md"), encoding="utf-8") as f:
         page = " ".join(f.read().split())
-    missing = [q for q in _fidelity_quotes(held, sci) if q not in page]
+    missing = [q for q in _fidelity_quotes(held, fidelity.sci) if q not in page]
     assert not missing, f"docs/models.md does not say what docs/fidelity.json holds: {missing}"

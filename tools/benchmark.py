@@ -17,9 +17,11 @@ and the ``torch.compile``d ones (``--compile``: inductor, on the CPU too); on CU
 (``--amp none --no-compile`` turns them off), on the CPU off.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -257,23 +259,19 @@ def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_
     return rows
 
 
-class _busy_core:
+@contextlib.contextmanager
+def _busy_core(on: bool):
     """With ``on``: another process spinning on one core for the block (a machine where other jobs run)."""
-
-    def __init__(self, on: bool):
-        self.on, self.proc = on, None
-
-    def __enter__(self):
-        if self.on:
-            import subprocess
-
-            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(0.5)
-
-    def __exit__(self, *exc):
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
+    if not on:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def print_step_rows(rows, device, busy=False):

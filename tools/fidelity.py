@@ -28,22 +28,28 @@ PRESETS = {"point_mae": ("pointmae", "TT"), "pointmamba": ("pointmamba", "MM"), 
            "mamba3d": ("mamba3d", "MMM")}
 
 
-def _fixture(name):
+def fixture(name: str) -> dict:
+    """tests/fixtures/peers/<name>.pt: the reduced model's state dict, its input and the peer's outputs."""
     return torch.load(os.path.join(FIXTURES, f"{name}.pt"), weights_only=True)
 
 
-def _preset(name, folder, **overrides):
-    """The preset, in float64, with the peer's weights loaded from a peer-style checkpoint file."""
-    fx = _fixture(name)
+def load_preset(name: str, folder: str, **overrides):
+    """The preset for fixture ``name``, in float64, with the peer's weights loaded through ``load_checkpoint``
+    from a checkpoint file saved in ``folder`` the way the peers save them; (model, fixture, LoadResult)."""
+    fx = fixture(name)
     preset, layout = PRESETS[name]
     model = pointmap.create_model(preset, layout=layout, **{**REDUCED, **overrides}).double().eval()
     path = os.path.join(folder, f"{name}.pth")
-    torch.save({"base_model": {"module." + k: v for k, v in fx["state_dict"].items()}}, path)
-    load_checkpoint(model, path, source="auto")
+    torch.save({"base_model": {"module." + k: v for k, v in fx["state_dict"].items()}, "epoch": 300}, path)
+    return model, fx, load_checkpoint(model, path, source="auto")
+
+
+def _preset(name, folder, **overrides):
+    model, fx, _ = load_preset(name, folder, **overrides)
     return model, fx["input"], fx["outputs"]
 
 
-def _diff(a, b) -> float:
+def max_diff(a, b) -> float:
     return (a - b).abs().max().item()
 
 
@@ -58,27 +64,27 @@ def measure() -> dict:
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         model, x, out = _preset("point_mae", tmp)
-        res["pointmae"] = {"batch": max(_diff(model(x), out["logits"]),
-                                        _diff(model.forward_features(x), out["features"]))}
+        res["pointmae"] = {"batch": max(max_diff(model(x), out["logits"]),
+                                        max_diff(model.forward_features(x), out["features"]))}
         model, x, out = _preset("pointmamba", tmp)
-        res["pointmamba"] = {"batch": max(_diff(model(x), out["logits"]),
-                                          _diff(model.forward_features(x), out["features"])),
-                             "one_at_a_time": _diff(_one_at_a_time(model, x), out["b1_logits"]),
-                             "batch_depth_quirk": _diff(out["logits"][2], out["b1_logits"][2])}
+        res["pointmamba"] = {"batch": max(max_diff(model(x), out["logits"]),
+                                          max_diff(model.forward_features(x), out["features"])),
+                             "one_at_a_time": max_diff(_one_at_a_time(model, x), out["b1_logits"]),
+                             "batch_depth_quirk": max_diff(out["logits"][2], out["b1_logits"][2])}
         for name in ("map3d", "mamba3d"):
             model, x, out = _preset(name, tmp)
             logits = model(x)
-            figures = {"one_at_a_time": _diff(_one_at_a_time(model, x), out["b1_logits"]),
-                       "batch_cloud_0": _diff(logits[0], out["logits"][0]),
-                       "sample0_pooling_quirk": _diff(logits[1:], out["logits"][1:])}
+            figures = {"one_at_a_time": max_diff(_one_at_a_time(model, x), out["b1_logits"]),
+                       "batch_cloud_0": max_diff(logits[0], out["logits"][0]),
+                       "sample0_pooling_quirk": max_diff(logits[1:], out["logits"][1:])}
             model, x, out = _preset(name, tmp, global_pool="cls_maxmean_sample0")
-            figures["batch_sample0_pooling"] = max(_diff(model(x), out["logits"]),
-                                                   _diff(model.forward_features(x), out["features"]))
+            figures["batch_sample0_pooling"] = max(max_diff(model(x), out["logits"]),
+                                                   max_diff(model.forward_features(x), out["features"]))
             res[PRESETS[name][0]] = figures
-    fx = _fixture("mamba_mixer")
+    fx = fixture("mamba_mixer")
     mixer = MambaMixer(**{k: v for k, v in fx["config"].items() if k != "use_fast_path"}).double().eval()
     mixer.load_state_dict(fx["state_dict"])
-    res["mamba_mixer"] = {"y": _diff(mixer(fx["input"]), fx["outputs"]["y"])}
+    res["mamba_mixer"] = {"y": max_diff(mixer(fx["input"]), fx["outputs"]["y"])}
     return res
 
 
