@@ -1,6 +1,7 @@
 """MAP as its authors released it in 2D: the map_*_patch16_224 presets, the release's objective, its weights,
 Mamba-Reg's classifier; fidelity on tests/fixtures/peers/map2d.pt (the release's own code, float64)."""
 import json
+import math
 import os
 
 import pytest
@@ -55,3 +56,267 @@ def test_map2d_parameter_counts_equal_the_release(size):
     unused = n_params(clf) - n_params(clf.encoder)   # registers, their table, neck, norm_neck, head
     assert n_params(pre) + unused == state_table()["param_counts"][size]
     assert isinstance(pre, MAP2DPretrainer) and n_params(pre.encoder) == n_params(clf.encoder)
+
+
+# ---- fidelity: the reduced release model of map2d.pt, float64 ----------------------------------------------------
+# Tolerances. With the A matrices the release's scans used (the fixture's mixer_A, formed in float32 by the
+# release) plugged in and everything else in float64, what remains is float64 rounding in another order of
+# operations (SDPA vs timm's explicit softmax, a parallel scan vs a step loop): measured ≤ 5e-15 on every stage,
+# asserted at 1e-12. Without them, A = −exp(A_log) is formed in float32 here too, as the release does, but
+# torch's float32 exp differs between CPU paths by up to 9.5e-7 (fixture README), which moves the encoder tokens by
+# 2.6e-9 and the prediction by 1.2e-9: asserted at 1e-7.
+TIGHT, LOOSE = 1e-12, 1e-7
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    torch.set_num_threads(1)
+    return torch.load(os.path.join(FIXTURES, "map2d.pt"), weights_only=False)
+
+
+def reduced(fixture, name="map_tiny_patch16_224", **kw):
+    c = fixture["config"]
+    return dict(img_size=c["img_size"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"], **kw)
+
+
+def use_recorded_a(encoder, mixer_a):
+    """Each mixer's A as the release's run formed it (float32 values, used in float64)."""
+    for blk, a in zip(encoder.blocks, mixer_a):
+        blk.mixer.a_float32 = False
+        with torch.no_grad():
+            blk.mixer.A_log.copy_(torch.log(-a[0]))
+            blk.mixer.A_b_log.copy_(torch.log(-a[1]))
+
+
+def release_pretrainer(fixture, recorded_a=True):
+    c = fixture["config"]
+    pre = pointmap.create_pretrainer("map_tiny_patch16_224", **reduced(fixture), decoder_embed_dim=c["decoder_embed_dim"],
+                                     decoder_num_heads=c["decoder_num_heads"]).double().eval()
+    result = pointmap.models.load_state(pre, fixture["state_dict"], "map2d.pt", whole=True)
+    assert result.source == "map2d" and not result.missing_keys and not result.unexpected_keys
+    assert sorted(result.ignored_keys) == sorted(["cls_token", "cls_pos", "neck.weight", "norm_neck.weight",
+                                                  "head.weight", "head.bias"])
+    if recorded_a:
+        use_recorded_a(pre.encoder, fixture["outputs"]["mixer_A"])
+    return pre
+
+
+def test_map2d_reduced_model_reproduces_every_stage(fixture):
+    pre, o, x = release_pretrainer(fixture), fixture["outputs"], fixture["input"]
+    mask = torch.zeros(2, 16, dtype=torch.bool).scatter_(1, fixture["orders"][:, :fixture["num_masked"]], True)
+    assert torch.equal(mask, o["mask"].bool())
+    visible = (~mask).nonzero()[:, 1].reshape(2, -1)
+    with torch.no_grad():
+        assert torch.equal(pre.encoder.patch_embed(x), o["patch_embed"])
+        emb = pre.encoder.embed(x)
+        enc_in = emb.gather(1, visible.unsqueeze(-1).expand(-1, -1, emb.shape[-1]))
+        assert torch.equal(enc_in, o["encoder_input"])
+        tokens, stream = pre.encoder.forward_tokens(enc_in, return_layers=range(6))
+        # the running sum after layer i is what layer i + 1 normalizes (its attention block included)
+        for i in range(5):
+            torch.testing.assert_close(stream[i], o["layer_residual"][i + 1], rtol=0, atol=TIGHT)
+        torch.testing.assert_close(tokens, o["encoder_tokens"], rtol=0, atol=TIGHT)
+        torch.testing.assert_close(pre.decoder.assemble(tokens, visible), o["decoder_input"], rtol=0, atol=TIGHT)
+        assert torch.equal(pre.decoder.attn_mask(), o["decoder_attn_mask"] == 0)
+        pred, blocks = pre.decoder(tokens, visible, return_blocks=True)
+        for i in range(4):
+            torch.testing.assert_close(blocks[i], o["decoder_block_out"][i], rtol=0, atol=TIGHT)
+        torch.testing.assert_close(pred, o["pred"], rtol=0, atol=TIGHT)
+        patches, _ = pointmap.models.map2d_decoder.norm_pix_target(x, 16)
+        assert torch.equal(patches, o["patches"])
+        out = pre(x, mask=mask)
+    torch.testing.assert_close(out.loss, o["loss"], rtol=0, atol=TIGHT)
+    torch.testing.assert_close(out.loss, o["loss_forward"], rtol=0, atol=TIGHT)
+    torch.testing.assert_close(out.pred, o["pred"][mask].reshape(2, 9, 768), rtol=0, atol=TIGHT)
+
+
+def test_map2d_attention_block_doubles_its_identity(fixture):
+    """The release's attention block acts on the mixer output h and adds h once more (vit_hidden = block + h)."""
+    pre, o = release_pretrainer(fixture), fixture["outputs"]
+    with torch.no_grad():
+        for k, layer in enumerate((2, 5)):
+            blk = pre.encoder.blocks[layer]
+            assert blk.attn_block is not None and blk.double_identity
+            h = o["layer_hidden"][layer]
+            torch.testing.assert_close(blk.attn_block(h), o["vit_block_out"][k], rtol=0, atol=TIGHT)
+            assert torch.equal(o["vit_block_out"][k] + h, o["vit_hidden"][k])
+
+
+def test_map2d_float32_a_matches_within_the_cpu_spread(fixture):
+    pre, o = release_pretrainer(fixture, recorded_a=False), fixture["outputs"]
+    with torch.no_grad():
+        out = pre(fixture["input"], mask=o["mask"].bool())
+    torch.testing.assert_close(out.pred, o["pred"][o["mask"].bool()].reshape(2, 9, 768), rtol=0, atol=LOOSE)
+    torch.testing.assert_close(out.loss, o["loss"], rtol=0, atol=LOOSE)
+
+
+def register_classifier(fixture, name, **kw):
+    c = fixture["config"]
+    return pointmap.create_model(name, num_classes=c["num_classes"], num_registers=c["num_cls_tokens"],
+                                 reduce=c["cls_reduce"], **reduced(fixture), **kw).double().eval()
+
+
+def test_map2d_mambar_classifier_reproduces_mamba_reg(fixture):
+    """Mamba-Reg's classifier on the release's weights, as its --finetune loads them: the attention blocks and
+    the decoder have no place in it. pointmap names them (a strict load refuses), a partial load sets them aside."""
+    m = register_classifier(fixture, "mambar_tiny_patch16_224")
+    with pytest.raises(pointmap.models.CheckpointError, match="no place in the model"):
+        pointmap.models.load_state(m, fixture["state_dict"], "map2d.pt")
+    result = pointmap.models.load_state(m, fixture["state_dict"], "map2d.pt", strict=False)
+    assert not result.missing_keys
+    assert len(result.unexpected_keys) + len(result.ignored_keys) == len(fixture["mambar"]["load"]["unexpected_keys"])
+    use_recorded_a(m.encoder, fixture["outputs"]["mixer_A"])
+    o, x = fixture["mambar"]["outputs"], fixture["input"]
+    with torch.no_grad():
+        assert torch.equal(m.sequence(x), o["sequence_input"])
+        tokens = m.forward_features(x)
+        torch.testing.assert_close(tokens[:, m.cls_positions], o["register_tokens"], rtol=0, atol=TIGHT)
+        torch.testing.assert_close(m.forward_head(tokens, pre_logits=True), o["features"], rtol=0, atol=TIGHT)
+        torch.testing.assert_close(m(x), o["logits"], rtol=0, atol=TIGHT)
+
+
+def test_map2d_register_layout_is_the_release_helpers(fixture):
+    for key, want in fixture["register_layout"].items():
+        side = 4 if key.startswith("grid4x4") else 14
+        idx, pos = pointmap.models.mambar.register_layout(side, side, int(key.split("cls")[1]))
+        assert torch.equal(idx, want["token_idx"]) and torch.equal(pos, want["cls_positions"])
+
+
+def test_map2d_hybrid_classifier_is_mamba_reg_plus_the_attention_blocks(fixture):
+    """The hybrid loads the release's file whole (decoder set aside); with its attention blocks made identities
+    (zero output projections, single identity) it computes Mamba-Reg's logits."""
+    h = register_classifier(fixture, "map_tiny_patch16_224", double_identity=False)
+    result = pointmap.models.load_state(h, fixture["state_dict"], "map2d.pt", whole=True)
+    assert not result.unexpected_keys and all(k.startswith("decoder.") for k in result.ignored_keys)
+    use_recorded_a(h.encoder, fixture["outputs"]["mixer_A"])
+    with torch.no_grad():
+        full = h(fixture["input"])
+        for layer in (2, 5):
+            blk = h.encoder.blocks[layer].attn_block
+            for lin in (blk.mixer.proj, blk.mlp.fc2):
+                lin.weight.zero_()
+                lin.bias.zero_()
+        plain = h(fixture["input"])
+    torch.testing.assert_close(plain, fixture["mambar"]["outputs"]["logits"], rtol=0, atol=TIGHT)
+    assert (full - plain).abs().max() > 1e-3
+
+
+# ---- the release's masking, from a torch.Generator ----------------------------------------------------------------
+def test_map2d_mask_rate_is_the_releases_truncated_normal(fixture):
+    from scipy import stats
+
+    from pointmap.models.map2d_decoder import truncated_normal_rate
+
+    d = fixture["mask_ratio_distribution"]
+    g = torch.Generator().manual_seed(0)
+    rates = [truncated_normal_rate(0.5, 0.25, 0.3, 0.7, generator=g) for _ in range(4000)]
+    assert min(rates) >= 0.3 and max(rates) <= 0.7
+    ref = stats.truncnorm(d["a"], d["b"], loc=d["loc"], scale=d["scale"])
+    assert stats.kstest(rates, ref.cdf).pvalue > 1e-3
+    assert abs(sum(rates) / len(rates) - ref.mean()) < 0.005
+
+
+def test_map2d_mask_count_and_generator(fixture):
+    """⌈L·rate⌉ masked per sample (the same count in a batch), drawn from the generator alone: two draws with one
+    seed agree, in one process, and neither numpy's nor torch's global RNG is touched."""
+    import numpy as np
+
+    from pointmap.models.map2d_decoder import truncated_normal_rate
+
+    pre = pointmap.create_pretrainer("map_tiny_patch16_224", **reduced(fixture))
+    np_state, torch_state = np.random.get_state()[1].copy(), torch.get_rng_state()
+    draws = [pre.draw_mask(8, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert np.array_equal(np.random.get_state()[1], np_state) and torch.equal(torch.get_rng_state(), torch_state)
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        state = g.get_state()
+        rate = truncated_normal_rate(*pre.mask_rate, generator=g)
+        g.set_state(state)
+        counts = pre.draw_mask(4, g).sum(dim=1)
+        assert (counts == math.ceil(16 * rate)).all() and 5 <= int(counts[0]) <= 12
+    out = pre(fixture["input"].float(), generator=torch.Generator().manual_seed(1))
+    m = int(out.mask[0].sum())
+    assert out.pred.shape == out.target.shape == (2, m, 768) and out.loss.ndim == 0
+
+
+def test_map2d_full_size_mask_counts():
+    with torch.device("meta"):
+        pre = pointmap.create_pretrainer("map_base_patch16_224")
+    counts = {int(pre.draw_mask(1, torch.Generator().manual_seed(s)).sum()) for s in range(200)}
+    assert min(counts) >= 59 and max(counts) <= 138 and len(counts) > 20   # 196 tokens: 59 … 138
+
+
+# ---- the release's quirks as options ------------------------------------------------------------------------------
+def test_map2d_quirk_options():
+    from pointmap.models import no_weight_decay
+
+    rel = pointmap.create_pretrainer("map_tiny_patch16_224", **TINY)
+    own = pointmap.create_pretrainer("map_tiny_patch16_224", **TINY, double_identity=False, reinit_mixers=False,
+                                     release_weight_decay=False)
+    # the release's re-init: every dt bias 0 (Δ ≈ softplus(0)); mamba's keeps Δ in [1e-3, 0.1]
+    assert all(torch.equal(b.mixer.dt_proj.bias, torch.zeros_like(b.mixer.dt_proj.bias)) for b in rel.encoder.blocks)
+    dt = torch.nn.functional.softplus(own.encoder.blocks[0].mixer.dt_proj_b.bias)
+    assert dt.min() >= 1e-4 and dt.max() <= 0.1 + 1e-6
+    # weight decay: the release decays A_log / A_b_log, the mask token and the decoder table
+    decay_free = no_weight_decay(rel)
+    assert "encoder.blocks.0.mixer.A_log" not in decay_free and "decoder.mask_token" not in decay_free
+    assert "encoder.pos_embed" in decay_free
+    assert {"encoder.blocks.0.mixer.A_log", "encoder.blocks.0.mixer.A_b_log", "decoder.mask_token",
+            "decoder.pos_embed", "encoder.pos_embed"} <= no_weight_decay(own)
+    assert rel.encoder.blocks[2].double_identity and not own.encoder.blocks[2].double_identity
+    assert own.encoder.blocks[2].attn_block is not None and rel.encoder.layout == "MMA"
+
+
+def test_map2d_large_runs_with_16_heads():
+    """The release gives map_large 12 heads on 1024 channels, which cannot run; pointmap's has 16."""
+    enc = pointmap.create_model("map_large_patch16_224", img_size=32, depth=3)
+    assert enc.blocks[2].attn_block.mixer.num_heads == 16
+    assert enc(torch.randn(1, 3, 32, 32)).tokens.shape == (1, 4, 1024)
+    with pytest.raises(pointmap.errors.UserError, match="not divisible"):
+        pointmap.create_model("map_large_patch16_224", img_size=32, depth=3, num_heads=12)
+
+
+# ---- weights in the release's layout ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def release_file(tmp_path_factory):
+    """A file as the release's main.py saves one, with every key and shape of the tiny model's table (random
+    values): ``{"model": ..., "model_ema": ..., "args": argparse.Namespace, ...}``."""
+    import argparse
+
+    g = torch.Generator().manual_seed(0)
+    table = state_table()["map2d_tiny"]
+    model = {k: torch.randn(*shape, generator=g) for k, shape in table.items()}
+    ema = {k: v + 1 for k, v in model.items()}
+    path = str(tmp_path_factory.mktemp("map2d") / "map_tiny.pth")
+    torch.save({"model": model, "model_ema": ema, "optimizer": {}, "epoch": 1599,
+                "args": argparse.Namespace(model="map_tiny_patch16_224", lr=5e-4)}, path)
+    return path, model
+
+
+def test_map2d_release_file_loads_whole_into_the_pretrainer(release_file):
+    from pointmap.models.convert import map2d_to_pointmap
+
+    path, model = release_file
+    pre = pointmap.create_pretrainer("map_tiny_patch16_224", pretrained=path)
+    held = pre.state_dict()
+    renamed = map2d_to_pointmap(model)
+    unused = {"cls_token", "cls_pos", "neck.weight", "norm_neck.weight", "head.weight", "head.bias"}
+    assert set(held) == set(renamed) - unused                       # every encoder and decoder tensor, nothing else
+    assert all(torch.equal(held[k], renamed[k]) for k in held)
+    assert len([k for k in held if k.startswith("encoder.blocks.") and ".attn_block." in k]) == 8 * 12
+
+
+def test_map2d_release_file_loads_whole_into_the_classifier(release_file):
+    from pointmap.models.convert import map2d_to_pointmap
+
+    path, model = release_file
+    clf = pointmap.create_model("map_tiny_patch16_224", num_classes=1000, pretrained=path)
+    renamed = map2d_to_pointmap(model)
+    held = clf.state_dict()
+    assert all(torch.equal(held[k], renamed[k]) for k in held)        # registers, their table and the head too
+    assert set(renamed) - set(held) == {k for k in renamed if k.startswith("decoder.")}
+    enc = pointmap.create_model("map_tiny_patch16_224", pretrained=path)
+    assert all(torch.equal(v, renamed["encoder." + k]) for k, v in enc.state_dict().items())
+    with pytest.raises(pointmap.models.CheckpointError, match="no place in the model"):
+        pointmap.create_model("mambar_tiny_patch16_224", num_classes=1000, pretrained=path)
