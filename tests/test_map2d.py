@@ -3,12 +3,15 @@ Mamba-Reg's classifier; fidelity on tests/fixtures/peers/map2d.pt (the release's
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
 
 import pointmap
 from pointmap.models import MAP2DEncoder, MAP2DPretrainer, RegisterClassifier
+
+from ._hub import hub  # noqa: F401
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "peers")
 SIZES = ("tiny", "small", "base", "large", "huge")
@@ -54,7 +57,8 @@ def test_map2d_parameter_counts_equal_the_release(size):
         pre = pointmap.create_pretrainer(name)
         clf = pointmap.create_model(name, num_classes=1000)
     unused = n_params(clf) - n_params(clf.encoder)   # registers, their table, neck, norm_neck, head
-    assert n_params(pre) + unused == state_table()["param_counts"][size]
+    table = state_table()[f"map2d_{size}"]
+    assert n_params(pre) + unused == sum(math.prod(shape) for shape in table.values())
     assert isinstance(pre, MAP2DPretrainer) and n_params(pre.encoder) == n_params(clf.encoder)
 
 
@@ -320,3 +324,87 @@ def test_map2d_release_file_loads_whole_into_the_classifier(release_file):
     assert all(torch.equal(v, renamed["encoder." + k]) for k, v in enc.state_dict().items())
     with pytest.raises(pointmap.models.CheckpointError, match="no place in the model"):
         pointmap.create_model("mambar_tiny_patch16_224", num_classes=1000, pretrained=path)
+
+
+# ---- registry entries: the release's five OneDrive files, Mamba-Reg's three Hub files -----------------------------
+MAP2D_ENTRIES = [n for n in pointmap.list_pretrained() if pointmap.models.pretrained_card(n).format == "map2d"]
+_NOT_IN_MAMBA_REG = ("blocks.", "decoder_", "mask_token", "ar_pred.")
+
+
+def test_map2d_entries_are_the_published_files():
+    cards = [pointmap.models.pretrained_card(n) for n in MAP2D_ENTRIES]
+    assert sorted(c.preset for c in cards) == sorted([f"map_{s}_patch16_224" for s in SIZES] +
+                                                      [f"mambar_{s}_patch16_224" for s in ("small", "base", "large")])
+    for c in cards:
+        assert c.default and c.licence == "not stated"
+        if c.preset.startswith("map_"):   # OneDrive share links: a page, the file fetched by hand
+            assert c.url is None and c.page.startswith("https://1drv.ms/u/c/12e5c3dbeffd0594/") and c.pretrainer == {}
+            assert c.by_hand == f"map2d/{c.preset}.pth" and c.head == {}
+        else:
+            assert c.url == f"https://huggingface.co/Wangf3014/Mamba-Reg/resolve/main/{c.preset}.pth"
+            assert c.head == {"num_classes": 1000} and c.protocol == "peer" and c.pretrainer is None
+
+
+@pytest.mark.parametrize("name", MAP2D_ENTRIES)
+def test_map2d_entry_fills_its_model_whole_at_full_size(name):
+    """The release's key names and shapes at full size (map2d_state_dicts.json; Mamba-Reg's: the same less the
+    attention blocks and the decoder) against the model the entry builds."""
+    card = pointmap.models.pretrained_card(name)
+    size = card.preset.split("_")[1]
+    table = state_table()[f"map2d_{size}"]
+    if card.preset.startswith("mambar_"):
+        table = {k: s for k, s in table.items() if not k.startswith(_NOT_IN_MAMBA_REG)}
+    with torch.device("meta"):
+        if card.pretrainer is not None:
+            model = pointmap.create_pretrainer(card.preset, **card.pretrainer, **card.args)
+        else:
+            model = pointmap.create_model(card.preset, **card.model_kwargs())
+        state = {k: torch.empty(s) for k, s in table.items()}
+    res = pointmap.models.load_state(model, state, name, card.format, whole=True)
+    assert res.missing_keys == [] and res.unexpected_keys == []
+    unused = ["cls_token", "cls_pos", "head.weight", "head.bias"] + ([] if size == "tiny" else
+                                                                     ["neck.weight", "norm_neck.weight"])
+    assert sorted(res.ignored_keys) == (sorted(unused) if card.pretrainer is not None else [])
+
+
+def test_map2d_a_page_entry_is_fetched_by_hand_and_checked(fixture):
+    import io
+
+    from pointmap.download import ChecksumError, DownloadError, by_hand_path
+
+    c = fixture["config"]
+    kw = dict(**reduced(fixture), decoder_embed_dim=c["decoder_embed_dim"], decoder_num_heads=c["decoder_num_heads"])
+    card = pointmap.models.pretrained_card("map2d.tiny")
+    path = by_hand_path(card.by_hand)
+    with pytest.raises(DownloadError, match=f"{re.escape(card.page)} shares its file through a web page.*put it at {re.escape(path)}$"):
+        pointmap.create_pretrainer("map_tiny_patch16_224", pretrained="map2d.tiny", **kw)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"model": fixture["state_dict"], "model_ema": fixture["state_dict"], "epoch": 1599}, buf)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    for _ in range(2):                               # the first use records the file, the second checks it
+        pre = pointmap.create_pretrainer("map_tiny_patch16_224", pretrained="map2d.tiny", **kw)
+        assert torch.equal(pre.state_dict()["encoder.blocks.2.attn_block.mixer.qkv.weight"],
+                           fixture["state_dict"]["blocks.0.attn.qkv.weight"].float())
+    with open(path, "ab") as f:
+        f.write(b"changed")
+    with pytest.raises(ChecksumError, match="is not the file"):
+        pointmap.create_pretrainer("map_tiny_patch16_224", pretrained="map2d.tiny", **kw)
+
+
+def test_map2d_mamba_reg_entry_downloads_and_loads(fixture, hub):  # noqa: F811
+    import io
+
+    card = pointmap.models.pretrained_card("mambar.small")
+    state = {k: v for k, v in fixture["state_dict"].items() if not k.startswith(_NOT_IN_MAMBA_REG)}
+    buf = io.BytesIO()
+    torch.save({"model": state}, buf)
+    hub.add(card.url, buf.getvalue())
+    c = fixture["config"]
+    model = pointmap.create_model("mambar_small_patch16_224", num_classes=c["num_classes"], pretrained="mambar.small",
+                                  num_registers=c["num_cls_tokens"], reduce=c["cls_reduce"], **reduced(fixture))
+    renamed = pointmap.models.convert.map2d_to_pointmap(state)
+    assert model.state_dict().keys() == renamed.keys()
+    assert all(torch.equal(v, renamed[k].float()) for k, v in model.state_dict().items())
+    assert hub.gets(card.url) == [None]
