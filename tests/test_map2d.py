@@ -5,6 +5,8 @@ import math
 import os
 import re
 
+import sys
+
 import pytest
 import torch
 
@@ -12,6 +14,9 @@ import pointmap
 from pointmap.models import MAP2DEncoder, MAP2DPretrainer, RegisterClassifier
 
 from ._hub import hub  # noqa: F401
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import fidelity  # noqa: E402  (tools/fidelity.py: the fixtures loaded into the presets, the docs' figures)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "peers")
 SIZES = ("tiny", "small", "base", "large", "huge")
@@ -74,39 +79,25 @@ TIGHT, LOOSE = 1e-12, 1e-7
 
 @pytest.fixture(scope="module")
 def fixture():
-    torch.set_num_threads(1)
-    return torch.load(os.path.join(FIXTURES, "map2d.pt"), weights_only=False)
+    return fidelity.fixture("map2d")
 
 
-def reduced(fixture, name="map_tiny_patch16_224", **kw):
+def reduced(fixture, **kw):
     c = fixture["config"]
     return dict(img_size=c["img_size"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"], **kw)
 
 
-def use_recorded_a(encoder, mixer_a):
-    """Each mixer's A as the release's run formed it (float32 values, used in float64)."""
-    for blk, a in zip(encoder.blocks, mixer_a):
-        blk.mixer.a_float32 = False
-        with torch.no_grad():
-            blk.mixer.A_log.copy_(torch.log(-a[0]))
-            blk.mixer.A_b_log.copy_(torch.log(-a[1]))
-
-
-def release_pretrainer(fixture, recorded_a=True):
-    c = fixture["config"]
-    pre = pointmap.create_pretrainer("map_tiny_patch16_224", **reduced(fixture), decoder_embed_dim=c["decoder_embed_dim"],
-                                     decoder_num_heads=c["decoder_num_heads"]).double().eval()
-    result = pointmap.models.load_state(pre, fixture["state_dict"], "map2d.pt", whole=True)
+def release_pretrainer(tmp_path, recorded_a=True):
+    """The reduced pretrainer with the release's weights, from a file saved as its main.py saves one."""
+    pre, _, result = fidelity.load_map2d(str(tmp_path), recorded_a=recorded_a)
     assert result.source == "map2d" and not result.missing_keys and not result.unexpected_keys
     assert sorted(result.ignored_keys) == sorted(["cls_token", "cls_pos", "neck.weight", "norm_neck.weight",
                                                   "head.weight", "head.bias"])
-    if recorded_a:
-        use_recorded_a(pre.encoder, fixture["outputs"]["mixer_A"])
     return pre
 
 
-def test_map2d_reduced_model_reproduces_every_stage(fixture):
-    pre, o, x = release_pretrainer(fixture), fixture["outputs"], fixture["input"]
+def test_map2d_reduced_model_reproduces_every_stage(fixture, tmp_path):
+    pre, o, x = release_pretrainer(tmp_path), fixture["outputs"], fixture["input"]
     mask = torch.zeros(2, 16, dtype=torch.bool).scatter_(1, fixture["orders"][:, :fixture["num_masked"]], True)
     assert torch.equal(mask, o["mask"].bool())
     visible = (~mask).nonzero()[:, 1].reshape(2, -1)
@@ -134,9 +125,9 @@ def test_map2d_reduced_model_reproduces_every_stage(fixture):
     torch.testing.assert_close(out.pred, o["pred"][mask].reshape(2, 9, 768), rtol=0, atol=TIGHT)
 
 
-def test_map2d_attention_block_doubles_its_identity(fixture):
+def test_map2d_attention_block_doubles_its_identity(fixture, tmp_path):
     """The release's attention block acts on the mixer output h and adds h once more (vit_hidden = block + h)."""
-    pre, o = release_pretrainer(fixture), fixture["outputs"]
+    pre, o = release_pretrainer(tmp_path), fixture["outputs"]
     with torch.no_grad():
         for k, layer in enumerate((2, 5)):
             blk = pre.encoder.blocks[layer]
@@ -146,30 +137,25 @@ def test_map2d_attention_block_doubles_its_identity(fixture):
             assert torch.equal(o["vit_block_out"][k] + h, o["vit_hidden"][k])
 
 
-def test_map2d_float32_a_matches_within_the_cpu_spread(fixture):
-    pre, o = release_pretrainer(fixture, recorded_a=False), fixture["outputs"]
+def test_map2d_float32_a_matches_within_the_cpu_spread(fixture, tmp_path):
+    pre, o = release_pretrainer(tmp_path, recorded_a=False), fixture["outputs"]
     with torch.no_grad():
         out = pre(fixture["input"], mask=o["mask"].bool())
     torch.testing.assert_close(out.pred, o["pred"][o["mask"].bool()].reshape(2, 9, 768), rtol=0, atol=LOOSE)
     torch.testing.assert_close(out.loss, o["loss"], rtol=0, atol=LOOSE)
 
 
-def register_classifier(fixture, name, **kw):
-    c = fixture["config"]
-    return pointmap.create_model(name, num_classes=c["num_classes"], num_registers=c["num_cls_tokens"],
-                                 reduce=c["cls_reduce"], **reduced(fixture), **kw).double().eval()
-
-
-def test_map2d_mambar_classifier_reproduces_mamba_reg(fixture):
+def test_map2d_mambar_classifier_reproduces_mamba_reg(fixture, tmp_path):
     """Mamba-Reg's classifier on the release's weights, as its --finetune loads them: the attention blocks and
     the decoder have no place in it. pointmap names them (a strict load refuses), a partial load sets them aside."""
-    m = register_classifier(fixture, "mambar_tiny_patch16_224")
+    m, _, result = fidelity.load_map2d(str(tmp_path), "mambar")
+    assert not result.missing_keys and not result.unexpected_keys and not result.ignored_keys
     with pytest.raises(pointmap.models.CheckpointError, match="no place in the model"):
         pointmap.models.load_state(m, fixture["state_dict"], "map2d.pt")
     result = pointmap.models.load_state(m, fixture["state_dict"], "map2d.pt", strict=False)
     assert not result.missing_keys
     assert len(result.unexpected_keys) + len(result.ignored_keys) == len(fixture["mambar"]["load"]["unexpected_keys"])
-    use_recorded_a(m.encoder, fixture["outputs"]["mixer_A"])
+    fidelity.use_recorded_a(m.encoder, fixture["outputs"]["mixer_A"])
     o, x = fixture["mambar"]["outputs"], fixture["input"]
     with torch.no_grad():
         assert torch.equal(m.sequence(x), o["sequence_input"])
@@ -186,13 +172,11 @@ def test_map2d_register_layout_is_the_release_helpers(fixture):
         assert torch.equal(idx, want["token_idx"]) and torch.equal(pos, want["cls_positions"])
 
 
-def test_map2d_hybrid_classifier_is_mamba_reg_plus_the_attention_blocks(fixture):
+def test_map2d_hybrid_classifier_is_mamba_reg_plus_the_attention_blocks(fixture, tmp_path):
     """The hybrid loads the release's file whole (decoder set aside); with its attention blocks made identities
     (zero output projections, single identity) it computes Mamba-Reg's logits."""
-    h = register_classifier(fixture, "map_tiny_patch16_224", double_identity=False)
-    result = pointmap.models.load_state(h, fixture["state_dict"], "map2d.pt", whole=True)
+    h, _, result = fidelity.load_map2d(str(tmp_path), "hybrid", double_identity=False)
     assert not result.unexpected_keys and all(k.startswith("decoder.") for k in result.ignored_keys)
-    use_recorded_a(h.encoder, fixture["outputs"]["mixer_A"])
     with torch.no_grad():
         full = h(fixture["input"])
         for layer in (2, 5):
@@ -328,7 +312,6 @@ def test_map2d_release_file_loads_whole_into_the_classifier(release_file):
 
 # ---- registry entries: the release's five OneDrive files, Mamba-Reg's three Hub files -----------------------------
 MAP2D_ENTRIES = [n for n in pointmap.list_pretrained() if pointmap.models.pretrained_card(n).format == "map2d"]
-_NOT_IN_MAMBA_REG = ("blocks.", "decoder_", "mask_token", "ar_pred.")
 
 
 def test_map2d_entries_are_the_published_files():
@@ -353,7 +336,7 @@ def test_map2d_entry_fills_its_model_whole_at_full_size(name):
     size = card.preset.split("_")[1]
     table = state_table()[f"map2d_{size}"]
     if card.preset.startswith("mambar_"):
-        table = {k: s for k, s in table.items() if not k.startswith(_NOT_IN_MAMBA_REG)}
+        table = {k: s for k, s in table.items() if not k.startswith(fidelity.MAP2D_NOT_IN_MAMBA_REG)}
     with torch.device("meta"):
         if card.pretrainer is not None:
             model = pointmap.create_pretrainer(card.preset, **card.pretrainer, **card.args)
@@ -397,7 +380,7 @@ def test_map2d_mamba_reg_entry_downloads_and_loads(fixture, hub):  # noqa: F811
     import io
 
     card = pointmap.models.pretrained_card("mambar.small")
-    state = {k: v for k, v in fixture["state_dict"].items() if not k.startswith(_NOT_IN_MAMBA_REG)}
+    state = {k: v for k, v in fixture["state_dict"].items() if not k.startswith(fidelity.MAP2D_NOT_IN_MAMBA_REG)}
     buf = io.BytesIO()
     torch.save({"model": state}, buf)
     hub.add(card.url, buf.getvalue())
