@@ -391,3 +391,26 @@ def test_map2d_mamba_reg_entry_downloads_and_loads(fixture, hub):  # noqa: F811
     assert model.state_dict().keys() == renamed.keys()
     assert all(torch.equal(v, renamed[k].float()) for k, v in model.state_dict().items())
     assert hub.gets(card.url) == [None]
+
+
+# ---- the docs page ------------------------------------------------------------------------------------------------
+def _page() -> str:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "map2d.md")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def test_map2d_page_quotes_the_measured_fidelity_and_the_release_counts():
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+    with open(os.path.join(docs, "fidelity.json"), encoding="utf-8") as f:
+        d = json.load(f)["differences"]
+    m, r, sci = d["map_tiny_patch16_224"], d["mambar_tiny_patch16_224"], fidelity.sci
+    raw = _page()
+    page = " ".join(raw.split())
+    assert (f"encoder tokens {sci(m['encoder_tokens'])}, prediction {sci(m['pred'])} and loss {sci(m['loss'])}, and "
+            f"Mamba-Reg's logits {sci(r['logits'])}") in page
+    assert all(v < 1e-12 for v in (*m.values(), *r.values()))          # what the tests assert
+    for size in SIZES:
+        count = sum(math.prod(s) for s in state_table()[f"map2d_{size}"].values())
+        rows = [line for line in raw.splitlines() if line.startswith(f"| `map_{size}_patch16_224` |")]
+        assert len(rows) == 1 and rows[0].endswith(f"| {count:,} |"), size
