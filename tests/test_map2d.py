@@ -414,3 +414,17 @@ def test_map2d_page_quotes_the_measured_fidelity_and_the_release_counts():
         count = sum(math.prod(s) for s in state_table()[f"map2d_{size}"].values())
         rows = [line for line in raw.splitlines() if line.startswith(f"| `map_{size}_patch16_224` |")]
         assert len(rows) == 1 and rows[0].endswith(f"| {count:,} |"), size
+
+
+def test_map2d_bf16_autocast_keeps_a_float32_stream():
+    """residual_in_fp32: under bf16 autocast every layer's running sum stays float32; the loss is float32 and every
+    encoder and decoder parameter gets a gradient."""
+    pre = pointmap.create_pretrainer("map_tiny_patch16_224", **TINY)
+    seen = []
+    for blk in pre.encoder.blocks:
+        blk.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pre(torch.randn(2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert seen == [torch.float32] * 3 and out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert [n for n, p in pre.named_parameters() if p.grad is None] == []
