@@ -428,3 +428,20 @@ def test_map2d_bf16_autocast_keeps_a_float32_stream():
     assert seen == [torch.float32] * 3 and out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     out.loss.backward()
     assert [n for n, p in pre.named_parameters() if p.grad is None] == []
+
+
+def test_map2d_model_args_are_checked():
+    """A config's model.args for these presets: the encoder's, the classifier's and the objective's names."""
+    from pointmap.errors import ConfigError
+    from pointmap.models import check_model_args
+
+    check_model_args("map_tiny_patch16_224", {"double_identity": False, "reinit_mixers": False, "finetune": "mambar",
+                                              "release_weight_decay": False, "decoder_embed_dim": 192,
+                                              "mask_rate_min": 0.3, "num_registers": 12})
+    with pytest.raises(ConfigError, match="did you mean 'mask_rate_min'"):
+        check_model_args("map_tiny_patch16_224", {"mask_ratio_min": 0.3})
+    with pytest.raises(pointmap.errors.UserError, match="pretrains with the MAP 2D release's objective: objective "
+                                                        "setting\\(s\\) mask_ratio do not apply"):
+        pointmap.create_pretrainer("map_tiny_patch16_224", mask_ratio=0.75, **TINY)
+    with pytest.raises(pointmap.errors.UserError, match="decoder_embed_dim is an argument of the pretrainer"):
+        pointmap.create_model("map_tiny_patch16_224", decoder_embed_dim=64, **TINY)
