@@ -282,6 +282,20 @@ def release_file(tmp_path_factory):
     return path, model
 
 
+def test_map2d_release_file_ema_copy_loads_whole(release_file):
+    """The file's ``model_ema`` (docs/map2d.md: read the file, load that copy)."""
+    from pointmap.models import load_state, read_checkpoint
+    from pointmap.models.convert import map2d_to_pointmap
+
+    path, model = release_file
+    pre = pointmap.create_pretrainer("map_tiny_patch16_224")
+    ckpt = read_checkpoint(path)
+    result = load_state(pre, ckpt["model_ema"], f"{path} (model_ema)", whole=True)
+    assert result.source == "map2d" and not result.missing_keys and not result.unexpected_keys
+    renamed = map2d_to_pointmap({k: v + 1 for k, v in model.items()})
+    assert all(torch.equal(v, renamed[k]) for k, v in pre.state_dict().items())
+
+
 def test_map2d_release_file_loads_whole_into_the_pretrainer(release_file):
     from pointmap.models.convert import map2d_to_pointmap
 
