@@ -481,3 +481,22 @@ def test_map2d_release_init_and_drop_path():
         assert abs(table.std().item() - 0.02) < 0.002
     rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in pre.encoder.blocks]
     assert rates == pytest.approx(torch.linspace(0, 0.1, 6).tolist())
+
+
+def test_map2d_positional_table_of_another_grid_is_resampled():
+    """A 128 px file (8×8 table) into a 224 px model (14×14): bicubic, as Mamba-Reg's --finetune; the same grid
+    loads unchanged."""
+    import torch.nn.functional as F
+
+    small = pointmap.create_model("mambar_tiny_patch16_224", num_classes=5, img_size=128, depth=2)
+    big = pointmap.create_model("mambar_tiny_patch16_224", num_classes=5, depth=2)
+    pointmap.models.load_state(big, small.state_dict(), "stage1.pth", whole=True)
+    grid = small.encoder.pos_embed.reshape(1, 8, 8, 192).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(14, 14), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 196, 192)
+    assert torch.equal(big.encoder.pos_embed, want)
+    same = pointmap.create_model("mambar_tiny_patch16_224", num_classes=5, img_size=128, depth=2)
+    pointmap.models.load_state(same, small.state_dict(), "stage1.pth", whole=True)
+    assert torch.equal(same.encoder.pos_embed, small.encoder.pos_embed)
+    encoder = pointmap.create_model("mambar_tiny_patch16_224", depth=2)       # an encoder alone: no prefix
+    pointmap.models.load_state(encoder, small.state_dict(), "stage1.pth")
+    assert torch.equal(encoder.pos_embed, want)
