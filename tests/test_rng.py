@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pointmap
-from pointmap.engine import Trainer
+from pointmap.engine import Hook, Trainer
 from pointmap.engine.datasets import SplitView
 from pointmap.engine.rng import evaluation_seed, fixed_rng, get_rng_state
 
@@ -82,6 +82,20 @@ def test_pretraining_with_and_without_validation_trains_the_same(tmp_path, make_
     assert [h["train"]["loss"] for h in evaluated] == [h["train"]["loss"] for h in plain]
     for k in w_evaluated:
         assert torch.equal(w_evaluated[k], w_plain[k]), k
+
+
+class Draws(Hook):
+    """A hook that draws at the end of each epoch (as a picture's random test transform would)."""
+
+    def after_epoch(self, trainer, entry):
+        random.random(), np.random.rand(), torch.rand(5), torch.rand(5, generator=trainer.module.gen)
+
+
+def test_what_a_hook_draws_leaves_training_as_it_is(tmp_path):
+    cfg = tiny_cfg("pretrain", optim={"epochs": 3})
+    Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "plain"), device="cpu").fit()
+    Trainer(cfg, TinyPretrain(cfg), work_dir=str(tmp_path / "drawn"), device="cpu", hooks=[Draws()]).fit()
+    assert [h["train"] for h in _history(tmp_path / "plain")] == [h["train"] for h in _history(tmp_path / "drawn")]
 
 
 def test_an_evaluation_pass_draws_the_same_every_time(tmp_path):

@@ -6,7 +6,8 @@ draw the sampler's loader seed, augmentations, masks and drop path, and a checkp
 (:func:`get_rng_state`), so a resumed run draws what the uninterrupted one would. Evaluation draws from
 none of them: each pass runs in :func:`fixed_rng` with a seed of its own (:func:`evaluation_seed`), which
 restores them on exit, so evaluating more often, less often or not at all leaves every training step
-as it was, and the same weights always score the same.
+as it was, and the same weights always score the same. Whatever else a hook draws at an epoch's end
+(:func:`kept_rng`) is given back as well.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["seed_everything", "get_rng_state", "set_rng_state", "module_generators", "fixed_rng", "evaluation_seed"]
+__all__ = ["seed_everything", "get_rng_state", "set_rng_state", "module_generators", "kept_rng", "fixed_rng",
+           "evaluation_seed"]
 
 
 def seed_everything(seed: int) -> None:
@@ -28,20 +30,28 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def fixed_rng(seed: int, model: Optional[torch.nn.Module] = None):
-    """Inside: every RNG a run draws from (Python's, numpy's, torch's on the CPU and every CUDA device, and the
-    ``torch.Generator`` attributes of ``model``'s submodules) seeded from ``seed``; on exit each is back in the
-    state it had on entry. What runs inside draws the same numbers every time and leaves the draws of
-    what runs around it (training) as if it had never run."""
+def kept_rng(model: Optional[nn.Module] = None):
+    """What runs inside may draw from any RNG :func:`get_rng_state` covers (``model``'s generators too); on exit
+    each is back in the state it had on entry."""
     saved = get_rng_state(model)
     try:
+        yield
+    finally:
+        set_rng_state(saved, model)
+
+
+@contextlib.contextmanager
+def fixed_rng(seed: int, model: Optional[nn.Module] = None):
+    """Inside: every RNG a run draws from (Python's, numpy's, torch's on the CPU and every CUDA device, and the
+    ``torch.Generator`` attributes of ``model``'s submodules) seeded from ``seed``; on exit each is back in the
+    state it had on entry (:func:`kept_rng`). What runs inside draws the same numbers every time and leaves the
+    draws of what runs around it (training) as if it had never run."""
+    with kept_rng(model):
         seed_everything(seed)
         if model is not None:
             for gen in module_generators(model):
                 gen.manual_seed(seed)
         yield
-    finally:
-        set_rng_state(saved, model)
 
 
 _EVAL_STREAM = 0x65766C  # "evl": keeps evaluation's seeds apart from train.seed + rank

@@ -14,6 +14,7 @@ sums are read once per ``train.log_every`` steps, where a non-finite loss stops 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -31,7 +32,7 @@ from .logging import RunWriter, format_metrics
 from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate
 from .metrics import best_round, protocol_note
 from .optim import LRSchedule, build_optimizer
-from .rng import evaluation_seed, seed_everything
+from .rng import evaluation_seed, kept_rng, seed_everything
 from .rundir import RunDir, RunInterrupted, command_line
 from .scope import ProcessScope
 from .state import TrainState
@@ -184,9 +185,11 @@ class Trainer:
         return results
 
     def _call_hooks(self, event: str, *args) -> None:
-        for hook in self.hooks:
-            if self.is_main or not hook.main_process_only:
-                self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
+        # what hooks draw outside the steps (a picture's sample, a user's hook) leaves training's RNGs as they were
+        with contextlib.nullcontext() if event in ("after_step", "after_log") else kept_rng(self.module):
+            for hook in self.hooks:
+                if self.is_main or not hook.main_process_only:
+                    self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
 
     def _apply(self, decision: Optional[Decision], after_epoch: bool) -> None:
         """A hook's decision: its record entries, selection, best epoch; checkpoints of the state reached."""
