@@ -8,7 +8,6 @@ import itertools
 import logging
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
