@@ -22,8 +22,8 @@ def sigterm_after_the_first_test_pass(monkeypatch):
     """Trainer.evaluate sends this process a real SIGTERM when it has scored the test split, once."""
     evaluate, sent = Trainer.evaluate, []
 
-    def evaluate_then_signal(self, split, views=1):
-        out = evaluate(self, split, views)
+    def evaluate_then_signal(self, split, views=1, **kw):
+        out = evaluate(self, split, views, **kw)
         if split == "test" and not sent:
             sent.append(split)
             os.kill(os.getpid(), signal.SIGTERM)

@@ -14,6 +14,7 @@ sums are read once per ``train.log_every`` steps, where a non-finite loss stops 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -28,9 +29,10 @@ from .checkpoint import Checkpointer, backend_record, load_best_weights, load_we
 from .datasets import to_device
 from .hooks import DEFAULT_HOOKS, Decision, Hook, build_hooks
 from .logging import RunWriter, format_metrics
-from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate, seed_everything
+from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate
 from .metrics import best_round, protocol_note
 from .optim import LRSchedule, build_optimizer
+from .rng import evaluation_seed, kept_rng, seed_everything
 from .rundir import RunDir, RunInterrupted, command_line
 from .scope import ProcessScope
 from .state import TrainState
@@ -183,9 +185,11 @@ class Trainer:
         return results
 
     def _call_hooks(self, event: str, *args) -> None:
-        for hook in self.hooks:
-            if self.is_main or not hook.main_process_only:
-                self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
+        # what hooks draw outside the steps (a picture's sample, a user's hook) leaves training's RNGs as they were
+        with contextlib.nullcontext() if event in ("after_step", "after_log") else kept_rng(self.module):
+            for hook in self.hooks:
+                if self.is_main or not hook.main_process_only:
+                    self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
 
     def _apply(self, decision: Optional[Decision], after_epoch: bool) -> None:
         """A hook's decision: its record entries, selection, best epoch; checkpoints of the state reached."""
@@ -264,9 +268,11 @@ class Trainer:
         self.checkpointer.save(self.state, self.state.epoch, step, rng_after_iter=True)
         raise RunInterrupted(f"at epoch {self.state.epoch + 1} step {step}", command_line(resume=True))
 
-    def evaluate(self, split: str, views: int = 1) -> Dict[str, float]:
-        """The task's metrics of ``split`` (every rank its shard), with ``views`` per cloud (voting)."""
-        return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views)
+    def evaluate(self, split: str, views: int = 1, index: int = 0) -> Dict[str, float]:
+        """The task's metrics of ``split`` (every rank its shard), with ``views`` per cloud (voting); its draws come
+        from pass ``index``'s fixed seed and leave training's RNGs as they were (:func:`~.rng.evaluation_seed`)."""
+        seed = evaluation_seed(self.cfg.train.seed, self.rank, index)
+        return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views, seed)
 
     # ------------------------------------------------------------------ results
     def test(self, use_best: bool = True, tested_epoch: Optional[int] = None) -> Dict[str, Any]:
@@ -281,8 +287,8 @@ class Trainer:
             self._honour_stop("during the final test")
             if e.vote > 1:  # one pass, or the best of vote_rounds passes (the peer protocol's --test)
                 split, rounds = "vote" if "vote" in self.loaders else "test", []
-                for _ in range(e.vote_rounds):
-                    rounds.append(self.evaluate(split, views=e.vote))
+                for i in range(e.vote_rounds):
+                    rounds.append(self.evaluate(split, views=e.vote, index=i))
                     self._honour_stop("during the final test")
                 results["test_vote"] = {**best_round(rounds, self.task.monitor, self.task.monitor_mode), "views": e.vote}
             results["protocol_note"] = protocol_note(e.protocol, "checkpoint", self.task.monitor)
