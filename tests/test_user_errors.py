@@ -214,7 +214,7 @@ def test_a_user_error_after_the_run_folder_is_said_once_and_kept_in_the_log(tmp_
     (tmp_path / "meshes" / "a").mkdir(parents=True)
     (tmp_path / "meshes" / "a" / "x.obj").write_text("this is not a mesh\n")
     r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", os.path.join(REPO, "cfgs", "map_meshes.yaml"),
-                        f"data.root={tmp_path / 'meshes'}", f"train.output_dir={tmp_path / 'runs'}"],
+                        f"data.root={tmp_path / 'meshes'}", f"train.output_dir={tmp_path / 'runs'}", "data.batch_size=1"],
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     out = r.stdout + r.stderr

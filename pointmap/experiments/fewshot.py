@@ -74,7 +74,8 @@ def _ensure_folds(cfg: Config, way: int, shot: int, folds: Sequence[int], prepar
 
 
 def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, device: str = "auto",
-                resume: bool = False, hooks: Iterable[Hook] = (), prepare: bool = False) -> Dict[str, Any]:
+                resume: bool = False, force: bool = False, hooks: Iterable[Hook] = (), prepare: bool = False
+                ) -> Dict[str, Any]:
     """Run ``cfg`` (a classification config on a few-shot data set) on every fold; returns what
     ``fewshot.json`` holds: per-fold test metrics and their mean ± std."""
     if cfg.task != "classification":
@@ -91,7 +92,8 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for c, fold in zip(fold_cfgs, folds):
-            runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks))
+            runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks,
+                                  force=force))
             logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
         per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]
         results: Dict[str, Any] = {

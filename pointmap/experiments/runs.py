@@ -28,11 +28,11 @@ __all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "dri
 logger = logging.getLogger(__name__)
 
 
-def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resume: bool = False,
+def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resume: bool = False, force: bool = False,
         work_dir: Optional[str] = None, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """``Trainer(cfg, ...).fit()``: train, select, test (or, for ``train.probe: svm``, fit the SVM);
-    returns what metrics.json holds."""
-    return Trainer(cfg, task, device=device, resume=resume, work_dir=work_dir, hooks=hooks).fit()
+    returns what metrics.json holds. ``force``: resume even where ``cfg`` changes what the run trains."""
+    return Trainer(cfg, task, device=device, resume=resume, force=force, work_dir=work_dir, hooks=hooks).fit()
 
 
 def run_pretrain(cfg: Config, **kwargs) -> Dict[str, Any]:
@@ -47,8 +47,8 @@ def run_finetune(cfg: Config, seeds: Optional[Sequence[int]] = None, **kwargs) -
     return run_seeds(cfg, seeds, **kwargs) if seeds else run(cfg, **kwargs)
 
 
-def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto", hooks: Iterable[Hook] = ()
-              ) -> Dict[str, Any]:
+def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto", hooks: Iterable[Hook] = (),
+              force: bool = False) -> Dict[str, Any]:
     """One run under a driver, unless a stop was requested (then :class:`~pointmap.engine.RunInterrupted`).
     With ``resume``: a finished run (:attr:`RunDir.state`, the one rule) is read back, a begun one continues
     from its checkpoint, one that left no checkpoint starts again; without: it starts (refusing a folder
@@ -61,7 +61,8 @@ def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto",
     if resume and not child.has_checkpoint() and child.state != "empty":
         cfg = copy.deepcopy(cfg)
         cfg.train.overwrite = True  # nothing to continue from: what it left is redone
-    return run(cfg, device=device, resume=resume and child.has_checkpoint(), work_dir=work_dir, hooks=hooks)
+    return run(cfg, device=device, resume=resume and child.has_checkpoint(), force=force, work_dir=work_dir,
+               hooks=hooks)
 
 
 @contextlib.contextmanager
@@ -78,7 +79,7 @@ def driver_run(path: str, log: bool = False) -> Iterator[RunDir]:
 
 
 def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume: bool = False,
-              hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
+              force: bool = False, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """One run per seed in ``<exp>/seed<k>/``, then mean ± std of every test metric in ``<exp>/metrics.json``."""
     base = RunDir.of(cfg).path
     build_task(cfg).check_inputs()  # a config its task rejects, a missing path: no driver folder
@@ -87,7 +88,8 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
         for seed in seeds:
             c = copy.deepcopy(cfg)
             c.train.seed = int(seed)
-            runs.append(run_child(c, os.path.join(base, f"seed{seed}"), resume=resume, device=device, hooks=hooks))
+            runs.append(run_child(c, os.path.join(base, f"seed{seed}"), resume=resume, device=device, hooks=hooks,
+                                  force=force))
         results: Dict[str, Any] = {"protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name,
                                    "exp_name": cfg.exp_name, "work_dir": folder.abspath, "seeds": list(seeds),
                                    "runs": [os.path.join(base, f"seed{s}") for s in seeds]}
