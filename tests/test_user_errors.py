@@ -252,6 +252,7 @@ def test_inputs_that_are_not_what_they_should_be_write_no_run_folder(tmp_path, m
         (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", readme], f"{readme} is not a readable torch checkpoint"),
         (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", str(tmp_path / "empty.pth")], "empty.pth"),
         (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", str(tmp_path / "cut.pth")], "cut.pth"),
+        (["--cfg", FINETUNE, *TINY_ARGS, "--eval", "--ckpt", readme], "is not a readable torch checkpoint"),
         (["--cfg", modelnet, f"data.root={tmp_path / 'no_data'}"], "modelnet40_train.txt"),
         (["--cfg", modelnet, f"data.root={_modelnet_with_wrong_shape_names(tmp_path / 'mn')}"],
          "names class 'airplane', not in the shape names file"),

@@ -78,9 +78,10 @@ class Trainer:
         return time.time() - self._epoch_start
 
     # ------------------------------------------------------------------ setup
-    def setup(self, train: bool = True) -> None:
+    def setup(self, train: bool = True, weights: Optional[str] = None) -> Optional[Dict[str, Any]]:
         """Build everything and resume; fit() and score() call it in the run's process scope (called alone, what
-        it sets for the process, ``ops`` and determinism, stays)."""
+        it sets for the process, ``ops`` and determinism, stays). Every input is read before the run folder is
+        made; ``weights`` (score()'s checkpoint) too: every tensor of the model from it, the file returned."""
         cfg, state = self.cfg, self.state
         self.task.check_inputs()
         self.run.check(can_resume=self.task.trains)
@@ -94,6 +95,7 @@ class Trainer:
         self.module = self.task.build_model(self.datasets)
         if cfg.pretrained and not self.resume:
             self.task.load_pretrained(self.module, cfg.pretrained)
+        raw = load_weights(self.module, weights) if weights else None  # a file, an exported folder, an entry
         self.module.to(self.device)
         self.eval_model = torch.compile(self.module) if cfg.train.compile else self.module
         self.train_model = (du.wrap_ddp(self.eval_model, self.device, cfg.train.find_unused_parameters)
@@ -135,6 +137,7 @@ class Trainer:
         logger.info("task %s | model %s (%.2fM parameters) | samples %s | %s | world %d on %s | protocol %s | %s",
                     self.task.name, cfg.model.name, n_params / 1e6, sizes, does, self.world_size, self.device,
                     cfg.eval.protocol, self.work_dir)
+        return raw
 
     # ------------------------------------------------------------------ sessions
     def fit(self) -> Dict[str, Any]:
@@ -183,8 +186,7 @@ class Trainer:
         return results
 
     def _score(self, ckpt: str) -> Dict[str, Any]:
-        self.setup(train=False)
-        raw = load_weights(self.module, ckpt)  # a file, an exported folder or a published entry, whole
+        raw = self.setup(train=False, weights=ckpt)
         results = self.test(use_best=False, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
         results["evaluated"] = ckpt
         self.run.write_json(results)
