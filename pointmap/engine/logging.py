@@ -1,4 +1,5 @@
-"""Run logging: the ``pointmap`` logger to the console and ``log.txt``, TensorBoard scalars, metrics.json.
+"""Run logging: the ``pointmap`` logger to the console and ``log.txt``, an epoch's progress (a bar on a
+terminal, lines elsewhere), TensorBoard scalars, metrics.json.
 
 Only rank 0 writes files; other ranks log warnings and errors to the console.
 """

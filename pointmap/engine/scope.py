@@ -12,8 +12,9 @@ handlers and level. The outermost one owns SIGINT and SIGTERM: while it is open,
 request* that the innermost scope defers to the next check point (a Trainer's: each step, after an
 epoch's hooks, during the final test, after a probe's fit; a driver's: before each run) where the run
 saves its checkpoint and raises :class:`RunInterrupted`; a second signal stops at once
-(``KeyboardInterrupt``). A scope opened with ``defer_stop=False`` (the tools' entry point, around what is
-not a run) turns the first signal into a ``KeyboardInterrupt`` at once. Outside the main thread no
+(:class:`SignalInterrupt`, a ``KeyboardInterrupt``). A scope opened with ``defer_stop=False`` (the tools' entry
+point, around what is not a run) turns the first signal into a :class:`SignalInterrupt` at once. Both say which
+signal it was, and :func:`exit_code` the exit status a shell reports for it (SIGINT 130, SIGTERM 143). Outside the main thread no
 handler is installed (Python delivers signals there only), nor for a signal the process was started
 ignoring (a shell's background job ignores SIGINT, ``nohup`` SIGHUP): it stays ignored, as Python leaves it.
 """
