@@ -143,3 +143,22 @@ def test_a_redirected_run_log_has_no_carriage_return(tmp_path):
     text = log.read_text()
     assert r.returncode == 0, text
     assert "\r" not in text and "epoch 1/2 |" in text and "epoch 2/2 |" in text
+
+
+def test_a_resume_may_extend_the_schedule_and_then_follows_the_longer_one(tmp_path):
+    """optim.epochs may grow on resume: the added epochs train on the new cosine (the saved scheduler state
+    would keep the old length, at min_lr after its end); shrinking it is refused."""
+    from pointmap.engine.optim import lr_per_epoch
+
+    short = tiny_cfg(optim={"epochs": 2, "warmup_epochs": 0, "min_lr": 1e-6})
+    Trainer(short, TinyPretrain(short), work_dir=str(tmp_path), device="cpu").fit()
+    longer = tiny_cfg(optim={"epochs": 4, "warmup_epochs": 0, "min_lr": 1e-6})
+    res = Trainer(longer, TinyPretrain(longer), work_dir=str(tmp_path), device="cpu", resume=True).fit()
+    expected = lr_per_epoch(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=longer.optim.lr), longer.optim, 6)
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4]
+    assert [h["lr"] for h in res["history"][2:]] == pytest.approx(expected[2:]) and res["history"][3]["lr"] > 1e-5
+    assert json.loads((tmp_path / "meta.json").read_text())["resume"] == {"changed": {"optim.epochs": [2, 4]},
+                                                                          "forced": []}
+    with pytest.raises(ConfigError, match=r"optim.epochs \(4 -> 3\)"):
+        shorter = tiny_cfg(optim={"epochs": 3, "warmup_epochs": 0, "min_lr": 1e-6})
+        Trainer(shorter, TinyPretrain(shorter), work_dir=str(tmp_path), device="cpu", resume=True).fit()
