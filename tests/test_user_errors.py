@@ -256,6 +256,7 @@ def test_inputs_that_are_not_what_they_should_be_write_no_run_folder(tmp_path, m
         (["--cfg", modelnet, f"data.root={tmp_path / 'no_data'}"], "modelnet40_train.txt"),
         (["--cfg", modelnet, f"data.root={_modelnet_with_wrong_shape_names(tmp_path / 'mn')}"],
          "names class 'airplane', not in the shape names file"),
+        (["--cfg", modelnet, f"data.root={tmp_path / 'mn'}", "--seeds", "0", "1"], "not in the shape names file"),
     ]
     for args, said in cases:
         out = tmp_path / "runs"

@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Sequence
 
 from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir, build_task
+from ..engine import Hook, RunDir
 from ..engine import distributed as du
 from ..engine.metrics import summarize_seeds
-from .runs import driver_run, run_child
+from .runs import driver_run, read_inputs, run_child
 
 __all__ = ["run_fewshot", "missing_folds", "parse_folds"]
 
@@ -88,7 +88,7 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     fold_cfgs = [copy.deepcopy(cfg) for _ in folds]
     for c, fold in zip(fold_cfgs, folds):
         c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
-    build_task(fold_cfgs[0]).check_inputs()  # a config its task rejects, a missing path: no driver folder
+    read_inputs(fold_cfgs[0])  # a config its task rejects, a missing path, a fold that does not open: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for c, fold in zip(fold_cfgs, folds):

@@ -22,8 +22,8 @@ from ..engine.logging import format_metrics, setup_logging
 from ..engine.metrics import summarize_seeds
 from ..models import absolute_spec
 
-__all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "driver_run", "evaluate_checkpoint",
-           "format_results"]
+__all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "driver_run", "read_inputs",
+           "evaluate_checkpoint", "format_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,15 @@ def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto",
                hooks=hooks)
 
 
+def read_inputs(cfg: Config) -> None:
+    """What a run of ``cfg`` checks and reads before its folder exists (the config against its task, the paths,
+    the data sets opened and their index files read), for a driver to call before it makes its own folder: a
+    wrong input then leaves no folder at all. Each run reads its data sets again."""
+    task = build_task(cfg)
+    task.check_inputs()
+    task.build_datasets()
+
+
 @contextlib.contextmanager
 def driver_run(path: str, log: bool = False) -> Iterator[RunDir]:
     """The folder of a driver (the runs it composes live below it), in the driver's process scope:
@@ -82,7 +91,7 @@ def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume
               force: bool = False, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """One run per seed in ``<exp>/seed<k>/``, then mean ± std of every test metric in ``<exp>/metrics.json``."""
     base = RunDir.of(cfg).path
-    build_task(cfg).check_inputs()  # a config its task rejects, a missing path: no driver folder
+    read_inputs(cfg)  # a config its task rejects, a missing path, a data set that does not open: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for seed in seeds:
