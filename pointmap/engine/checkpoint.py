@@ -107,18 +107,24 @@ class Checkpointer:
         if last:
             state.last_saved = (epoch, step)
 
-    def resume(self, state: TrainState) -> None:
-        """Weights, optimizer, scheduler, scaler, ``state`` and this process's RNG from ckpt-last.pth."""
-        ckpt = load_file(self.run.ckpt_last)
+    def resume(self, state: TrainState, ckpt: Optional[Dict[str, Any]] = None) -> None:
+        """Weights, optimizer, scheduler, scaler, ``state`` and this process's RNG from ckpt-last.pth (``ckpt``:
+        that file, read already). A process the checkpoint kept no RNG state of (it was trained with fewer
+        processes) keeps its own seed's: no process takes another's state."""
+        ckpt = load_file(self.run.ckpt_last) if ckpt is None else ckpt
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         state.load_state_dict(ckpt)
         rngs = ckpt["rng"]
-        rng = rngs[self.rank] if len(rngs) == self.world_size else rngs[0]
-        set_rng_state(rng, self.module)
-        if ckpt.get("rng_after_iter"):
+        rng = rngs[self.rank] if self.rank < len(rngs) else None
+        if rng is None:
+            logger.warning("rank %d: the checkpoint holds the RNG states of %d processes; this one keeps its seed's",
+                           self.rank, len(rngs))
+        else:
+            set_rng_state(rng, self.module)
+        if ckpt.get("rng_after_iter") and rng is not None:
             state.rng_after_iter = rng  # the epoch's loader iterator draws once more before it applies
         logger.info("resumed %s at epoch %d step %d (global step %d)", self.run.ckpt_last, state.epoch + 1,
                     state.step_in_epoch, state.global_step)
