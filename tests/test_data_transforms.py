@@ -88,3 +88,19 @@ def test_transform_option_on_a_dataset():
     item = ds[0]
     assert item["points"].shape == (256, 3) and item["normals"].shape == (256, 3)
     assert abs(float(item["points"].norm(dim=1).max()) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["random", "replace", "fps"])
+def test_sample_with_a_seed_draws_the_same_points_every_call(method):
+    """seed: every call the same indices (padding of small clouds too), apart from torch's global generator."""
+    kw = {"random_start": True} if method == "fps" else {}
+    for n_in in (100, 20):
+        item = _item(n_in)
+        state = torch.get_rng_state()
+        a, b = Sample(32, method, seed=3, **kw)(item), Sample(32, method, seed=3, **kw)(item)
+        assert torch.equal(torch.get_rng_state(), state)
+        assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["points"], item["points"][a["seg"]])
+        if n_in > 32 or method != "fps":
+            assert not torch.equal(a["seg"], Sample(32, method, seed=4, **kw)(item)["seg"])
+    unseeded = Sample(32, method, **kw)
+    assert not torch.equal(unseeded(_item())["seg"], unseeded(_item())["seg"])
