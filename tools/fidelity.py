@@ -8,7 +8,9 @@ The Mamba presets' figures depend on the CPU: the peers form A = −exp(A_log) i
 differs in the last bit between CPUs (the fixtures were made on an AMD EPYC). So the file records the machine
 (CPU model name), how many of the fixtures' A values this CPU's float32 exp puts one ulp or more from the
 correctly rounded value, and how far each figure moves when every element of A moves by one ulp
-(``one_ulp_of_a``: what the tests' tolerance for these presets is sized from).
+(``one_ulp_of_a``: what the tests' tolerance for these presets is sized from). Where torch uses MKL, the
+figures are measured once more in a fresh process with ``MKL_CBWR=COMPATIBLE`` (``mkl_compatible``): MKL's
+code path that gives the same results on every CPU, which reproduces the fixtures' own A.
 
     python tools/fidelity.py                          # the table
     python tools/fidelity.py --json docs/fidelity.json
@@ -18,6 +20,8 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 
 import torch
@@ -151,6 +155,19 @@ def one_ulp_of_a(base: dict) -> dict:
             for preset, figures in base.items()}
 
 
+def mkl_compatible():
+    """The differences of :func:`measure`, measured in a fresh process with ``MKL_CBWR=COMPATIBLE`` (MKL's
+    CPU-independent code path); None where torch has no MKL or this process already runs with MKL_CBWR set."""
+    if not torch.backends.mkl.is_available() or os.environ.get("MKL_CBWR"):
+        return None
+    tools = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "MKL_CBWR": "COMPATIBLE",
+           "PYTHONPATH": os.pathsep.join(p for p in (tools, os.environ.get("PYTHONPATH")) if p)}
+    code = "import json, fidelity; print(json.dumps(fidelity.measure()))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def sci(x: float, digits: int = 0) -> str:
     """How docs/models.md writes a difference: ``2e-16``, ``1.7e-2``."""
     mantissa, exp = f"{x:.{digits}e}".split("e")
@@ -166,6 +183,9 @@ def _run():
     res = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "mkl": torch.backends.mkl.is_available(), "dtype": "float64", "differences": differences,
            "float32_exp": float32_exp(), "one_ulp_of_a": one_ulp_of_a(differences)}
+    compatible = mkl_compatible()
+    if compatible is not None:
+        res["mkl_compatible"] = compatible
     if args.json:
         atomic_write(os.path.abspath(args.json), lambda f: f.write(json.dumps(res, indent=1) + "\n"), binary=False)
     return res
@@ -178,6 +198,9 @@ def _summary(res) -> str:
     lines += [f"{preset:15s} {fig:22s} {sci(v, 1)}" for preset, figs in res["differences"].items()
               for fig, v in figs.items()]
     lines += [f"{preset:15s} {'one ulp of A moves it':22s} {sci(v, 1)}" for preset, v in res["one_ulp_of_a"].items()]
+    lines += [f"{preset:15s} {fig + ' (MKL_CBWR=COMPATIBLE)':22s} {sci(v, 1)}"
+              for preset, figs in res.get("mkl_compatible", {}).items() for fig, v in figs.items()
+              if not fig.endswith("_quirk")]
     return "\n".join(lines)
 
 
