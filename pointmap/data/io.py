@@ -4,6 +4,8 @@ formats (npy, pickle, h5, text, json) with errors that name the file, and valida
 Every error is one line naming the file (and key, shape or index) at fault; a missing file is named by
 its full expected path with a pointer to ``data/README.md``.
 """
+import _compat_pickle
+import codecs
 import json
 import os
 import pickle
@@ -82,10 +84,54 @@ def load_npy(path: PathLike) -> np.ndarray:
         raise UserError(f"corrupted or truncated npy file {path}: {e}") from e
 
 
+def _numpy_pickle_names() -> dict:
+    """(module, name) -> object for what numpy writes into a pickle of arrays, dtypes and scalars, under the
+    names numpy 1.x (``numpy.core``) and numpy 2 (``numpy._core``) write; both resolve to this numpy's."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        out[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return out
+
+
+# What a data pickle may create: numpy arrays, dtypes and scalars, plain containers, and the bytes of protocols
+# 0-2 (``_codecs.encode``). Lists, tuples, dicts, numbers and strings need no name at all.
+_PICKLE_NAMES = {**_numpy_pickle_names(), ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+                 ("builtins", "bytearray"): bytearray, ("_codecs", "encode"): codecs.encode}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A data pickle names something outside :data:`_PICKLE_NAMES`."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Admits only :data:`_PICKLE_NAMES`: anything else is refused before it is looked up, so nothing runs."""
+
+    def find_class(self, module: str, name: str):
+        # protocols 0-2 write Python 2's names (__builtin__.set): map them as pickle's own find_class does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return _PICKLE_NAMES[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def load_pickle(path: PathLike):
+    """A data pickle (the peers' ``.dat`` caches, ``.pkl`` few-shot folds) holding numpy arrays, dtypes, numpy
+    scalars and plain containers; a pickle that would create anything else (a class, a function call such as
+    ``os.system``) is refused with a one-line error naming the file, before anything in it runs."""
     try:
         with open(require(path), "rb") as f:
-            return pickle.load(f)
+            return _DataUnpickler(f).load()
+    except _Refused as e:
+        raise UserError(f"refusing to load pickle file {path}: it would call or create {e}, and a data pickle may "
+                        f"hold only numpy arrays, dtypes and plain containers") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
             IndexError, KeyError) as e:
         raise UserError(f"corrupted or truncated pickle file {path}: {type(e).__name__}: {e}") from e
