@@ -1,5 +1,6 @@
 """File access shared by the data sets: locating a data set under a data root, reading the peers'
-formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays.
+formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays. A user's own
+files (.ply .pcd .xyz .npy .h5, meshes, ...): :func:`read_points` (in :mod:`pointmap.data.readers`).
 
 Every error is one line naming the file (and key, shape or index) at fault; a missing file is named by
 its full expected path with a pointer to ``data/README.md``.
@@ -154,3 +155,6 @@ def atomic_pickle(obj, path: PathLike) -> None:
     """Pickle ``obj`` to ``path`` whole (:func:`pointmap.atomic.atomic_write`): a failed or interrupted
     write never leaves a truncated file behind."""
     atomic_write(str(path), lambda f: pickle.dump(obj, f, protocol=4))
+
+
+from .readers import READ_EXTENSIONS, find_point_files, read_points  # noqa: E402  (readers use the checks above)
