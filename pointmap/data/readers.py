@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import MissingPackageError, UserError, one_line
-from .io import check_points, missing
+from .validate import check_points, missing
 
 __all__ = ["read_points", "READ_EXTENSIONS", "MESH_FILE_EXTENSIONS", "find_point_files"]
 
