@@ -162,3 +162,33 @@ def test_part_segmentation_tool_writes_coloured_plys(folder, tmp_path, monkeypat
     assert res["parts"].shape == (300,) and len(np.unique(colors, axis=0)) == len(np.unique(res["parts"]))
     with pytest.raises(UserError, match="category 'desk' is not one of the model's categories \\(mug, lamp\\)"):
         pointmap.segment(model, [folder / "a.ply"], category="desk")
+
+
+def _shipped_meshes():
+    """Meshes that ship inside other projects' wheels: pybullet_data's bunny, duck and teddy (.obj), pyvista's
+    airplane and ant (.ply with faces); [] for a package that is not installed."""
+    files = []
+    try:
+        import pybullet_data
+        files += [os.path.join(pybullet_data.getDataPath(), f) for f in ("bunny.obj", "duck.obj", "teddy2_VHACD_CHs.obj")]
+    except ImportError:
+        pass
+    try:
+        import pyvista.examples
+        files += [os.path.join(os.path.dirname(pyvista.examples.__file__), f) for f in ("airplane.ply", "ant.ply")]
+    except ImportError:
+        pass
+    return [f for f in files if os.path.isfile(f)]
+
+
+def test_predict_on_meshes_no_one_here_wrote(exported, tmp_path, monkeypatch, capsys):
+    files = _shipped_meshes()
+    if not files:
+        pytest.skip("neither pybullet nor pyvista is installed (pip install pybullet pyvista)")
+    classes = json.loads(open(os.path.join(exported, "card.json")).read())["classes"]
+    code, out, err = run_tool("predict.py", "--model", exported, *files, "--topk", 2, monkeypatch=monkeypatch,
+                              capsys=capsys)
+    assert code == 0 and not err and [line.split(" | ")[0] for line in out] == files
+    assert all(c.rsplit(" ", 1)[0] in classes for line in out for c in line.split(" | ")[1:])
+    for f in files:  # surfaces sampled, not vertices: as many points as asked, every one finite
+        assert read_points(f, mesh_points=777).shape == (777, 3)
