@@ -10,6 +10,7 @@ from pointmap.errors import UserError
 from pointmap.models import HEAD_DEFAULTS, POOLS, Classifier, build_model, pooled_features
 from pointmap.models.linear_probe import PROBE_POOLS, LinearProbe
 
+from ._hub import TINY, hub, serve_entry  # noqa: F401  (hub is a fixture)
 from .test_models import tiny_input
 
 
@@ -107,3 +108,17 @@ def test_pretrained_cfg_of_an_exported_folder_is_its_card(tmp_path):
     assert create_transform(cfg)(torch.rand(500, 3)).shape == (128, 3)
     renewed = pointmap.create_model("hybridnet_s", num_classes=0, pretrained=str(tmp_path))
     assert renewed.pretrained_cfg["class_names"] is None and renewed.num_classes == 0  # the card's head is gone
+
+
+def test_pretrained_cfg_of_a_published_entry_is_its_card(hub):  # noqa: F811
+    """A published entry (served by the test hub in the peer's own layout) hands its card on: ModelNet40's class
+    names, its points and test transforms, where the file is linked; pointmap.predict names those classes."""
+    card, _ = serve_entry(hub, "pointmae.modelnet40_1k")
+    model = pointmap.create_model("pointmae", pretrained="pointmae.modelnet40_1k", **TINY["pointmae"])
+    cfg = model.pretrained_cfg
+    assert cfg["name"] == "pointmae.modelnet40_1k" and cfg["class_names"] == card.class_names
+    assert len(cfg["class_names"]) == 40 and cfg["class_names"][0] == "airplane"
+    assert cfg["num_points"] == 1024 and cfg["transforms"] == card.transforms
+    assert cfg["source"] == card.source and cfg["url"] == card.url and cfg["protocol"] == "peer"
+    pred = pointmap.predict(model, [torch.rand(3000, 3)], topk=3)[0]
+    assert set(pred["classes"]) <= set(card.class_names) and len(pred["classes"]) == 3
