@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import MissingPackageError, UserError, one_line
 from .validate import check_points, missing
 
-__all__ = ["read_points", "READ_EXTENSIONS", "MESH_FILE_EXTENSIONS", "find_point_files"]
+__all__ = ["read_points", "read_cloud", "READ_EXTENSIONS", "MESH_FILE_EXTENSIONS", "find_point_files"]
 
 TEXT_EXTENSIONS = (".xyz", ".pts", ".txt")
 MESH_FILE_EXTENSIONS = (".obj", ".off", ".stl", ".glb", ".gltf")
@@ -42,6 +42,16 @@ def read_points(path, *, normals: bool = False, key: Optional[str] = None, index
     (``normals=True``; a file without normals is an error). ``key``: the array of an ``.npz`` / ``.h5``;
     ``index``: the cloud of an (M, N, C) array; a mesh is sampled with ``mesh_points`` points from ``seed``.
     Fewer than ``min_points`` points (the model's patch size, say) is an error."""
+    arr = read_cloud(path, key=key, index=index, mesh_points=mesh_points, seed=seed, min_points=min_points)
+    if normals and arr.shape[1] < 6:
+        raise UserError(f"{path}: normals asked for, but the file holds {arr.shape[1]} columns (x y z only)")
+    return np.ascontiguousarray(arr[:, :6] if normals else arr[:, :3])
+
+
+def read_cloud(path, *, key: Optional[str] = None, index: Optional[int] = None, mesh_points: int = 8192,
+               seed: int = 0, min_points: int = 1) -> np.ndarray:
+    """:func:`read_points` with every column the file gives: (N, 3), or (N, 6) where it holds normals (a
+    mesh: its faces' normals); checked the same way."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in READ_EXTENSIONS:
@@ -62,11 +72,9 @@ def read_points(path, *, normals: bool = False, key: Optional[str] = None, index
     if arr.ndim == 2 and arr.shape[0] == 0:
         raise UserError(f"{where}: no points in the file")
     arr = check_points(arr, where)
-    if normals and arr.shape[1] < 6:
-        raise UserError(f"{where}: normals asked for, but the file holds {arr.shape[1]} columns (x y z only)")
     if len(arr) < min_points:
         raise UserError(f"{where}: {len(arr)} points, fewer than the {min_points} the model needs")
-    return np.ascontiguousarray(arr[:, :6] if normals else arr[:, :3])
+    return arr[:, :6] if arr.shape[1] >= 6 else arr[:, :3]
 
 
 def find_point_files(paths, extensions=READ_EXTENSIONS) -> list:
