@@ -150,6 +150,7 @@ def test_part_segmentation_tool_writes_coloured_plys(folder, tmp_path, monkeypat
     (share / "card.json").write_text(json.dumps({
         "name": "tiny_seg", "preset": "pointmae", "args": _TINY, "head": {"num_parts": 5, "num_categories": 2},
         "weights": "model.safetensors", "classes": ["mug", "lamp"], "num_points": 128,
+        "data": {"name": "synthetic_parts"},  # mug: parts 0-1, lamp: parts 2-4
         "transforms": [{"name": "sample", "num_points": 128, "method": "fps"}, {"name": "normalize"}]}))
     code, out, err = run_tool("predict.py", "--model", share, folder / "a.ply", folder / "e.obj", "--category", "lamp",
                               "--out-dir", tmp_path / "parts", monkeypatch=monkeypatch, capsys=capsys)
@@ -160,6 +161,9 @@ def test_part_segmentation_tool_writes_coloured_plys(folder, tmp_path, monkeypat
     model = pointmap.load_model(str(share))
     res = pointmap.segment(model, [folder / "a.ply"], category="lamp")[0]
     assert res["parts"].shape == (300,) and len(np.unique(colors, axis=0)) == len(np.unique(res["parts"]))
+    assert model.pretrained_cfg["category_parts"] == {"mug": [0, 1], "lamp": [2, 3, 4]}
+    assert set(res["parts"]) <= {2, 3, 4}                       # a lamp's own parts only
+    assert set(pointmap.segment(model, [folder / "a.ply"], category="mug")[0]["parts"]) <= {0, 1}
     with pytest.raises(UserError, match="category 'desk' is not one of the model's categories \\(mug, lamp\\)"):
         pointmap.segment(model, [folder / "a.ply"], category="desk")
 
@@ -192,3 +196,25 @@ def test_predict_on_meshes_no_one_here_wrote(exported, tmp_path, monkeypatch, ca
     assert all(c.rsplit(" ", 1)[0] in classes for line in out for c in line.split(" | ")[1:])
     for f in files:  # surfaces sampled, not vertices: as many points as asked, every one finite
         assert read_points(f, mesh_points=777).shape == (777, 3)
+
+
+def test_the_page_quotes_what_tools_own_clouds_sh_wrote():
+    """docs/own_clouds.md shows the outputs bash tools/own_clouds.sh wrote under docs/own_clouds/, verbatim."""
+    import re
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+    page = open(os.path.join(docs, "own_clouds.md"), encoding="utf-8").read()
+    blocks = [b.strip() for b in re.findall(r"^```text\n(.*?)^```", page, flags=re.M | re.S)]
+    files = ("predict.txt", "predict.err", "embed.txt", "segment.txt")
+    for name in files:
+        text = open(os.path.join(docs, "own_clouds", name), encoding="utf-8").read().strip()
+        assert text in blocks, f"docs/own_clouds.md does not show docs/own_clouds/{name} as written"
+    assert len(blocks) == len(files)
+    lines = open(os.path.join(docs, "own_clouds", "predict.txt"), encoding="utf-8").read().strip().splitlines()
+    doc = json.load(open(os.path.join(docs, "own_clouds", "predict.json"), encoding="utf-8"))
+    assert lines[-1] == "exit 2" and len(doc["errors"]) == 1 and "broken.ply" in doc["errors"][0]["input"]
+    assert [line.split(" | ")[0] for line in lines[:-1]] == [p["input"] for p in doc["predictions"]]
+    assert [[c.rsplit(" ", 1)[0] for c in line.split(" | ")[1:]] for line in lines[:-1]] == [
+        p["classes"] for p in doc["predictions"]]
+    assert [[float(c.rsplit(" ", 1)[1]) for c in line.split(" | ")[1:]] for line in lines[:-1]] == [
+        [round(x, 3) for x in p["probs"]] for p in doc["predictions"]]

@@ -156,7 +156,9 @@ def predict(model: nn.Module, inputs, topk: int = 5, vote: int = 1, batch_size: 
         raise UserError(f"{_cfg(model).get('name')}: predict needs a classifier; this model gives "
                         f"{'part labels (pointmap.segment)' if is_segmenter(model) else 'features (pointmap.embed)'}")
     model.eval()
-    names = model.pretrained_cfg.get("class_names") or [str(c) for c in range(model.num_classes)]
+    names = _cfg(model).get("class_names")
+    if not names or len(names) != model.num_classes:  # no names, or a head that is not the card's (reset_classifier)
+        names = [str(c) for c in range(model.num_classes)]
     k = max(1, min(int(topk), model.num_classes))
     out = []
     for _, inames, _, x, _ in _batches(model, inputs, seed, batch_size, on_error, progress):
@@ -206,7 +208,8 @@ def segment(model: nn.Module, inputs, category: Union[int, str, Sequence[Union[i
             batch_size: int = 1, seed: int = 0, on_error: Optional[Callable[[str, Exception], None]] = None,
             progress=None) -> List[Dict[str, Any]]:
     """Per readable input ``{"input", "points" (N, 3), "parts" (N,)}``: every point of the input with the part
-    label of the nearest point the model saw. ``category``: the shape category (a name of
+    label of the nearest point the model saw, among the category's own parts where the card's data set names
+    them (``pretrained_cfg["category_parts"]``). ``category``: the shape category (a name of
     ``pretrained_cfg["class_names"]`` or an index), one for all inputs or one per input."""
     from ..ops import knn
 
@@ -218,10 +221,20 @@ def segment(model: nn.Module, inputs, category: Union[int, str, Sequence[Union[i
     if len(cats) != len(items):
         raise UserError(f"{len(cats)} categories for {len(items)} inputs")
     cats = [_category_index(model, c) for c in cats]
+    table, names = _cfg(model).get("category_parts"), _cfg(model).get("class_names")
+    allowed = None
+    if table and names:
+        allowed = torch.zeros(model.num_categories, model.num_parts, dtype=torch.bool)
+        for i, name in enumerate(names):
+            allowed[i, table[name]] = True
+        allowed = allowed.to(next(model.parameters()).device)
     out = []
     for idx, inames, raws, x, kept in _batches(model, items, seed, batch_size, on_error, progress):
         cat = torch.tensor([cats[i] for i in idx], device=x.device)
-        parts = model(x, cat).argmax(-1).cpu()                                  # (B, n)
+        logits = model(x, cat)
+        if allowed is not None:  # a category's own parts only, as ShapeNetPart is scored
+            logits = logits.masked_fill(~allowed[cat].unsqueeze(1), float("-inf"))
+        parts = logits.argmax(-1).cpu()                                         # (B, n)
         for name, raw, k, p in zip(inames, raws, kept, parts):
             nearest = knn(raw.unsqueeze(0), raw[k].unsqueeze(0), 1)[1][0, :, 0]   # each point's nearest seen point
             out.append({"input": name, "points": raw.numpy(), "parts": p[nearest].numpy().astype(np.int64)})

@@ -115,6 +115,20 @@ def named_classes(dataset: str) -> Optional[List[str]]:
     return list(named[dataset]) if dataset in named else None
 
 
+def named_parts(dataset: Optional[str], categories: Optional[List[str]]) -> Optional[Dict[str, List[int]]]:
+    """Category name -> its global part ids for a part-segmentation data set pointmap knows (``shapenetpart``,
+    ``synthetic_parts``), in the card's category order; None for another."""
+    if dataset == "shapenetpart":
+        from ..data.shapenetpart import SEG_CLASSES
+
+        return {k: list(v) for k, v in SEG_CLASSES.items()}
+    if dataset == "synthetic_parts" and categories:
+        from ..data.synthetic import part_label_table
+
+        return part_label_table(categories)
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _table() -> Dict[str, ModelCard]:
     import yaml
@@ -240,8 +254,9 @@ def pretrained_cfg(preset: str, model: nn.Module, card: Optional[ModelCard] = No
     ``name``, ``preset``, ``modality``; points: ``num_points`` and the test-time ``transforms`` (config
     entries, :func:`pointmap.data.create_transform` builds them: the card's, else farthest point sampling of
     :data:`DEFAULT_NUM_POINTS` points and ``normalize``); images: ``input_size`` (C, H, W); ``num_classes``
-    (None: an encoder; 0: pooled features) or ``num_parts`` / ``num_categories``; ``class_names`` (the card's,
-    when the model keeps the card's head; part segmentation: its shape categories); ``source``, ``url``,
+    (None: an encoder; 0: pooled features) or ``num_parts`` / ``num_categories`` / ``category_parts`` (each
+    category's part ids, for a data set pointmap knows); ``class_names`` (the card's, when the model keeps the
+    card's head; part segmentation: its shape categories); ``source``, ``url``,
     ``file``, ``licence``, ``metrics``, ``protocol`` of the weights (None / empty for a preset's random ones).
     """
     modality = _modality(model)
@@ -254,11 +269,12 @@ def pretrained_cfg(preset: str, model: nn.Module, card: Optional[ModelCard] = No
     else:
         enc = getattr(model, "encoder", model)
         out.update(input_size=(enc.in_chans, *enc.patch_embed.img_size), transforms=[])
+    out["class_names"] = card.class_names if card is not None and own_head else None
     if hasattr(model, "num_parts"):
-        out.update(num_parts=model.num_parts, num_categories=model.num_categories)
+        parts = named_parts(card.data.get("name"), out["class_names"]) if out["class_names"] else None
+        out.update(num_parts=model.num_parts, num_categories=model.num_categories, category_parts=parts)
     else:
         out["num_classes"] = getattr(model, "num_classes", None)
-    out["class_names"] = card.class_names if card is not None and own_head else None
     out.update(source=(card.source or card.url) if card else source, url=card.url if card else None, file=source,
                licence=card.licence if card else None, metrics=dict(card.metrics) if card else {},
                protocol=card.protocol if card else None)
