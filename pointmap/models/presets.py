@@ -1,4 +1,5 @@
 """The one builder of every preset (points and images) and the 3D presets."""
+import numbers
 from typing import Optional, Sequence
 
 from torch import nn
@@ -23,7 +24,8 @@ def build_model(num_classes: Optional[int] = None, *, encoder_cls=HybridEncoder,
     defaults are :data:`~pointmap.models.classifier.HEAD_DEFAULTS`."""
     if num_classes is not None and num_parts is not None:
         raise UserError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
-    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0):
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 0):
         raise UserError(f"num_classes must be an integer >= 0 (0: no head, the pooled features); got {num_classes!r}")
     if seg_head not in SEG_HEADS:
         raise UserError(f"seg_head must be one of {', '.join(SEG_HEADS)}; got {seg_head!r}")
