@@ -85,6 +85,16 @@ def test_predict_tool_on_a_folder(exported, folder, tmp_path, monkeypatch, capsy
     assert rows[0].startswith("input,error,class_1,label_1,prob_1") and len(rows) == 3
 
 
+def test_tools_bad_model_or_no_files_is_one_line_exit_2(exported, tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    for argv, why in (((tmp_path / "nope", tmp_path), "model "), ((exported, tmp_path / "empty"), "no point or mesh files")):
+        for name in ("predict.py", "embed.py"):
+            extra = ("--out", tmp_path / "f.npy") if name == "embed.py" else ()
+            code, out, err = run_tool(name, "--model", argv[0], argv[1], *extra, monkeypatch=monkeypatch, capsys=capsys)
+            assert code == 2 and not out and len(err) == 1 and err[0].startswith("error: ") and why in err[0]
+    assert not (tmp_path / "f.npy").exists()
+
+
 def test_predict_is_the_model_on_the_cards_pipeline(exported, folder, finetuned):  # noqa: F811
     model = pointmap.load_model(finetuned)   # a run folder: the card tools/export.py would write
     cfg = model.pretrained_cfg

@@ -5,8 +5,8 @@ import sys
 
 from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
 
-from pointmap.data.io import find_point_files
-from pointmap.errors import add_debug_flag, one_line
+from pointmap.data.io import READ_EXTENSIONS, find_point_files
+from pointmap.errors import UserError, add_debug_flag, one_line
 
 MODEL_HELP = ("a published entry (python -c 'import pointmap; print(pointmap.list_pretrained())'), a folder written "
               "by tools/export.py, a pointmap run folder or one of its checkpoints")
@@ -44,8 +44,11 @@ class Errors:
 
 
 def inputs(paths):
-    """The files to read, as strings, in order (folders walked recursively, sorted)."""
-    return [str(p) for p in find_point_files(paths)]
+    """The files to read, as strings, in order (folders walked recursively, sorted); none at all is an error."""
+    files = [str(p) for p in find_point_files(paths)]
+    if not files:
+        raise UserError(f"no point or mesh files ({', '.join(READ_EXTENSIONS)}) under {', '.join(map(str, paths))}")
+    return files
 
 
 def progress():
