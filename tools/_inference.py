@@ -3,6 +3,8 @@ per-file errors (one ``error:`` line each, the other files still done, exit 2 at
 import argparse
 import sys
 
+from tqdm import tqdm
+
 from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
 
 from pointmap.data.io import READ_EXTENSIONS, find_point_files
@@ -36,7 +38,7 @@ class Errors:
     def __call__(self, name: str, error: Exception) -> None:
         message = one_line(error)
         self.failed[name] = message if name in message else f"{name}: {message}"
-        print(f"error: {self.failed[name]}", file=sys.stderr, flush=True)
+        tqdm.write(f"error: {self.failed[name]}", file=sys.stderr)  # above the progress bar, when one shows
 
     @property
     def code(self) -> int:
@@ -55,6 +57,4 @@ def progress():
     """A tqdm bar over the files when stderr is a terminal, else None."""
     if not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return lambda items: tqdm(items, unit="file", file=sys.stderr, leave=False)
