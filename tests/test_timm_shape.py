@@ -16,16 +16,15 @@ from .test_models import tiny_input
 
 @pytest.mark.parametrize("name", pointmap.list_models())
 def test_timm_shape_of_every_preset(name):
+    """timm's interface, whatever the preset's class: tokens, pooled features, logits, no head, a new head."""
     kw, x = tiny_input(name)
     torch.manual_seed(0)
     model = pointmap.create_model(name, num_classes=7, **kw).eval()
-    tokens = model.forward_features(x)
-    n_orders = 2 if name == "pointmamba" else 1
-    assert tokens.shape == (2, model.num_prefix_tokens + 16 * n_orders, 32)
     with torch.no_grad():
-        assert torch.equal(model.forward_head(tokens), model(x))
+        tokens = model.forward_features(x)
+        assert tokens.ndim == 3 and tokens.shape[0] == 2 and torch.equal(model.forward_head(tokens), model(x))
         feats = model.forward_head(tokens, pre_logits=True)
-    assert feats.shape == (2, model.num_features) and model.num_features == POOLS[model.global_pool] * 32
+    assert feats.shape == (2, model.num_features) and model(x).shape == (2, 7)
 
     torch.manual_seed(0)
     bare = pointmap.create_model(name, num_classes=0, **kw).eval()
@@ -37,20 +36,34 @@ def test_timm_shape_of_every_preset(name):
     assert not any(k.startswith("head.") for k in model.state_dict())
     with torch.no_grad():
         assert torch.equal(model(x), feats)
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.num_classes == 3
+
+    cfg = model.pretrained_cfg
+    assert cfg["preset"] == name and cfg["class_names"] is None and cfg["num_classes"] == 7
+    if cfg["modality"] == "points":
+        assert cfg["num_points"] == 1024
+        points = create_transform(cfg)(torch.rand(5000, 3) * 7 + 3)
+        assert points.shape == (1024, 3) and points.norm(dim=-1).max().item() == pytest.approx(1.0)
+    else:
+        assert cfg["input_size"] == tuple(x.shape[1:])
+    assert pointmap.create_model(name, **kw).pretrained_cfg["num_classes"] is None   # the encoder alone
+
+
+@pytest.mark.parametrize("name", [n for n in pointmap.list_models() if "image" in n or n in
+                                  ("hybridnet_s", "pointmae", "pointmamba", "mamba3d", "map3d_official")])
+def test_classifier_tokens_pools_and_new_heads(name):
+    """The point and HybridNet image presets' Classifier: prefix tokens counted, the pool's width, a new pool."""
+    kw, x = tiny_input(name)
+    model = pointmap.create_model(name, num_classes=7, **kw).eval()
+    assert isinstance(model, Classifier)
+    n_orders = 2 if name == "pointmamba" else 1
+    assert model.forward_features(x).shape == (2, model.num_prefix_tokens + 16 * n_orders, 32)
+    assert model.num_features == POOLS[model.global_pool] * 32
     model.reset_classifier(3, global_pool="max")
     assert model.num_features == 32 and model(x).shape == (2, 3) and model.global_pool == "max"
     with pytest.raises(UserError, match="one of"):
         model.reset_classifier(3, global_pool="maxx")
-
-    cfg = model.pretrained_cfg
-    assert cfg["preset"] == name and cfg["class_names"] is None and cfg["num_classes"] == 7
-    if "image" in name:
-        assert cfg["modality"] == "image" and cfg["input_size"] == (3, 32, 32)
-    else:
-        assert cfg["modality"] == "points" and cfg["num_points"] == 1024
-        points = create_transform(cfg)(torch.rand(5000, 3) * 7 + 3)
-        assert points.shape == (1024, 3) and points.norm(dim=-1).max().item() == pytest.approx(1.0)
-    assert pointmap.create_model(name, **kw).pretrained_cfg["num_classes"] is None   # the encoder alone
 
 
 def test_prefix_tokens_come_first():

@@ -247,6 +247,14 @@ def _modality(model: nn.Module) -> str:
     return getattr(getattr(model, "encoder", model), "modality", "points")
 
 
+def _input_size(model: nn.Module) -> Optional[Tuple[int, ...]]:
+    """(C, H, W) of an image model with a timm ``PatchEmbed`` (None when it has none)."""
+    embed = next((m for m in model.modules() if hasattr(m, "img_size") and hasattr(m, "proj")), None)
+    if embed is None:
+        return None
+    return (int(embed.proj.in_channels), *(int(v) for v in embed.img_size))
+
+
 def pretrained_cfg(preset: str, model: nn.Module, card: Optional[ModelCard] = None, own_head: bool = True,
                    source: Optional[str] = None) -> Dict[str, Any]:
     """``model.pretrained_cfg`` (timm's name): what a user of ``model`` needs to feed it and read its output.
@@ -267,8 +275,7 @@ def pretrained_cfg(preset: str, model: nn.Module, card: Optional[ModelCard] = No
                                                           {"name": "normalize"}]
         out.update(num_points=points, transforms=[dict(t) for t in transforms])
     else:
-        enc = getattr(model, "encoder", model)
-        out.update(input_size=(enc.in_chans, *enc.patch_embed.img_size), transforms=[])
+        out.update(input_size=_input_size(model), transforms=[])
     out["class_names"] = card.class_names if card is not None and own_head else None
     if hasattr(model, "num_parts"):
         parts = named_parts(card.data.get("name"), out["class_names"]) if out["class_names"] else None
