@@ -27,6 +27,7 @@ import torch
 
 import pointmap
 from pointmap.layers import MambaMixer
+from pointmap.models import pooled_features
 from pointmap.ops import fps, group, serialize
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
@@ -76,7 +77,7 @@ def test_pointmae_logits_match_point_mae(tmp_path):
     model, fx = peer_model("point_mae", tmp_path)
     with torch.no_grad():
         assert max_diff(model(fx["input"]), fx["outputs"]["logits"]) < TOL
-        assert max_diff(model.forward_features(fx["input"]), fx["outputs"]["features"]) < TOL
+        assert max_diff(pooled_features(model, fx["input"]), fx["outputs"]["features"]) < TOL
 
 
 def test_pointmamba_logits_match_pointmamba(tmp_path):
@@ -86,7 +87,7 @@ def test_pointmamba_logits_match_pointmamba(tmp_path):
     x, out = fx["input"], fx["outputs"]
     with torch.no_grad():
         assert max_diff(model(x), out["logits"]) < TOL_A32
-        assert max_diff(model.forward_features(x), out["features"]) < TOL_A32
+        assert max_diff(pooled_features(model, x), out["features"]) < TOL_A32
         b1 = torch.cat([model(x[i:i + 1]) for i in range(3)])
     assert max_diff(b1, out["b1_logits"]) < TOL_A32
     assert max_diff(out["logits"][2], out["b1_logits"][2]) > 1e-5  # the quirk is visible in this input
@@ -119,9 +120,9 @@ def test_mamba3d_family_matches_the_peer_per_sample(name, tmp_path):
     model, fx = peer_model(name, tmp_path)
     x, out = fx["input"], fx["outputs"]
     with torch.no_grad():
-        logits, feats = model(x), model.forward_features(x)
+        logits, feats = model(x), pooled_features(model, x)
         b1 = torch.cat([model(x[i:i + 1]) for i in range(3)])
-        b1_feats = torch.cat([model.forward_features(x[i:i + 1]) for i in range(3)])
+        b1_feats = torch.cat([pooled_features(model, x[i:i + 1]) for i in range(3)])
     assert max_diff(b1, out["b1_logits"]) < TOL_A32 and max_diff(b1_feats, out["b1_features"]) < TOL_A32
     assert max_diff(logits[0], out["logits"][0]) < TOL_A32
     assert max_diff(feats[:, :48], out["features"][:, :48]) < TOL_A32
@@ -136,7 +137,7 @@ def test_sample0_pooling_reproduces_the_peers_batch(name, tmp_path):
     x, out = fx["input"], fx["outputs"]
     with torch.no_grad():
         assert max_diff(model(x), out["logits"]) < TOL_A32
-        assert max_diff(model.forward_features(x), out["features"]) < TOL_A32
+        assert max_diff(pooled_features(model, x), out["features"]) < TOL_A32
         assert max_diff(torch.cat([model(x[i:i + 1]) for i in range(3)]), out["b1_logits"]) < TOL_A32
 
 

@@ -33,7 +33,7 @@ from pointmap.atomic import atomic_write
 from pointmap.errors import add_debug_flag
 from pointmap.layers import MambaMixer
 from pointmap.layers import mamba as mamba_layer
-from pointmap.models import load_checkpoint
+from pointmap.models import load_checkpoint, pooled_features
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "fixtures", "peers")
 REDUCED = dict(num_classes=10, embed_dim=48, num_group=32, group_size=16)  # the fixtures' reduced models
@@ -121,10 +121,10 @@ def measure() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model, x, out = _preset("point_mae", tmp)
         res["pointmae"] = {"batch": max(max_diff(model(x), out["logits"]),
-                                        max_diff(model.forward_features(x), out["features"]))}
+                                        max_diff(pooled_features(model, x), out["features"]))}
         model, x, out = _preset("pointmamba", tmp)
         res["pointmamba"] = {"batch": max(max_diff(model(x), out["logits"]),
-                                          max_diff(model.forward_features(x), out["features"])),
+                                          max_diff(pooled_features(model, x), out["features"])),
                              "one_at_a_time": max_diff(_one_at_a_time(model, x), out["b1_logits"]),
                              "batch_depth_quirk": max_diff(out["logits"][2], out["b1_logits"][2])}
         for name in ("map3d", "mamba3d"):
@@ -135,7 +135,7 @@ def measure() -> dict:
                        "sample0_pooling_quirk": max_diff(logits[1:], out["logits"][1:])}
             model, x, out = _preset(name, tmp, global_pool="cls_maxmean_sample0")
             figures["batch_sample0_pooling"] = max(max_diff(model(x), out["logits"]),
-                                                   max_diff(model.forward_features(x), out["features"]))
+                                                   max_diff(pooled_features(model, x), out["features"]))
             res[PRESETS[name][0]] = figures
         pre, fx, _ = load_map2d(tmp)
         o, x = fx["outputs"], fx["input"]

@@ -1,5 +1,6 @@
 """File access shared by the data sets: locating a data set under a data root, reading the peers'
-formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays.
+formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays. A user's own
+files (.ply .pcd .xyz .npy .h5, meshes, ...): :func:`read_points` (in :mod:`pointmap.data.readers`).
 
 Every error is one line naming the file (and key, shape or index) at fault; a missing file is named by
 its full expected path with a pointer to ``data/README.md``.
@@ -14,15 +15,11 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import UserError, UserFileNotFoundError
+from ..errors import UserError
 from ..atomic import atomic_write
+from .validate import README_HINT, check_points, missing  # noqa: F401  (named here too, as before)
 
 PathLike = Union[str, os.PathLike]
-README_HINT = "see data/README.md for the expected layout"
-
-
-def missing(path: PathLike, what: str = "file") -> UserFileNotFoundError:
-    return UserFileNotFoundError(f"{what} not found: {Path(path).absolute()} ({README_HINT})")
 
 
 def require(path: PathLike, what: str = "file") -> Path:
@@ -166,25 +163,6 @@ def load_text_points(path: PathLike, delimiter: Optional[str] = None) -> np.ndar
     return arr
 
 
-def check_points(arr, path: PathLike, min_cols: int = 3, ndim: int = 2, num_points: Optional[int] = None):
-    """Validate a point array: shape ``(..., N, C>=min_cols)`` with ``ndim`` dims and finite values.
-    Returns it as float32. ``path`` names the source in errors (file, or file plus key)."""
-    arr = np.asarray(arr)
-    if (arr.ndim != ndim or arr.shape[-1] < min_cols or arr.shape[-2] == 0
-            or (num_points is not None and arr.shape[-2] != num_points)):
-        want = ("(M, " if ndim == 3 else "(") + f"{num_points or 'N'}, >={min_cols})"
-        raise UserError(f"{path}: point array has shape {tuple(arr.shape)}, expected {want}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise UserError(f"{path}: point array has non-numeric dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(arr).all(axis=-1)
-    if not finite.all():
-        idx = tuple(int(i) for i in np.argwhere(~finite)[0])
-        where = f"point {idx[-1]}" if len(idx) == 1 else f"cloud {idx[0]}, point {idx[1]}"
-        raise UserError(f"{path}: non-finite coordinates at {where}")
-    return arr
-
-
 def check_labels(labels, path: PathLike, count: int, num_classes: Optional[int] = None) -> np.ndarray:
     """Labels as a (count,) int64 array; shapes (count,) and (count, 1) are accepted."""
     labels = np.asarray(labels)
@@ -200,3 +178,6 @@ def atomic_pickle(obj, path: PathLike) -> None:
     """Pickle ``obj`` to ``path`` whole (:func:`pointmap.atomic.atomic_write`): a failed or interrupted
     write never leaves a truncated file behind."""
     atomic_write(str(path), lambda f: pickle.dump(obj, f, protocol=4))
+
+
+from .readers import READ_EXTENSIONS, find_point_files, read_points  # noqa: E402  (readers use the checks above)

@@ -9,11 +9,11 @@ generator (seeded per DataLoader worker by torch), never from numpy's global sta
                       {"name": "normalize"}, {"name": "scale_translate"}])
 """
 import math
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
+from ..errors import ConfigError, UserError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 
 Item = Union[dict, torch.Tensor]
@@ -257,3 +257,21 @@ def build_transform(cfg: dict) -> Transform:
 def build_transforms(cfgs: List[dict]) -> Compose:
     """A :class:`Compose` from config entries ``[{"name": ..., **options}, ...]``."""
     return Compose([build_transform(c) for c in cfgs or []])
+
+
+def create_transform(pretrained_cfg: Mapping[str, Any]) -> Compose:
+    """The test-time pipeline of a model's ``pretrained_cfg`` (timm's ``resolve_data_config`` +
+    ``create_transform``): its ``transforms``, led by farthest point sampling of its ``num_points`` when they
+    sample none (a cloud of one's own has any number of points).
+
+        model = pointmap.create_model("pointmae", pretrained="pointmae.modelnet40_1k")
+        points = create_transform(model.pretrained_cfg)(torch.as_tensor(cloud))   # (num_points, 3)
+    """
+    if pretrained_cfg.get("modality", "points") != "points":
+        raise UserError(f"{pretrained_cfg.get('name')}: a {pretrained_cfg.get('modality')} model takes tensors of "
+                        f"input_size {pretrained_cfg.get('input_size')}, not point clouds")
+    transforms = [dict(t) for t in pretrained_cfg.get("transforms") or []]
+    n = pretrained_cfg.get("num_points")
+    if n and not any(t.get("name") == "sample" for t in transforms):
+        transforms.insert(0, {"name": "sample", "num_points": int(n), "method": "fps"})
+    return build_transforms(transforms)
