@@ -110,7 +110,7 @@ setup(
         # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
         # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs)
         "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
-                "mkdocs-material", "mkdocstrings[python]"],
+                "scikit-image", "mkdocs-material", "mkdocstrings[python]"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],
