@@ -14,9 +14,13 @@ from .pretrainer import (MAPPretrainer, PretrainOutput, create_pretrainer, objec
                          row_attention_mask)
 from .registry import check_model_args, create_model, list_models, model_arguments, register_model
 from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
+from . import map2d_presets  # noqa: F401  (registers map_*_patch16_224, mambar_*_patch16_224)
+from .map2d import MAP2DEncoder
+from .map2d_decoder import MAP2DPretrainer
+from .mambar import RegisterClassifier
 
 __all__ = [
-    "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
+    "CheckpointError", "Classifier", "MAP2DEncoder", "MAP2DPretrainer", "RegisterClassifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
     "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format", "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
     "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pretrained_card", "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
