@@ -5,7 +5,10 @@ import collections
 import json
 import math
 import os
+import runpy
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,8 +146,9 @@ def test_map2d_finetune_recipe():
 
 
 @pytest.mark.parametrize("name", ["pretrain_in1k", "pretrain_in1k_pointmap"])
-def test_map2d_recipes_train_on_the_shipped_photos(tmp_path, name):
-    """The recipe shrunk to a CPU test: every setting of the release's pipeline on the shipped photographs."""
+def test_map2d_recipes_train_on_the_shipped_photos(tmp_path, name, monkeypatch, capsys):
+    """The recipe shrunk to a CPU test: every setting of the release's pipeline on the shipped photographs, then
+    tools/visualize.py's picture of its checkpoint (the held-out photos, resized, normalized and shown undone)."""
     pytest.importorskip("skimage")
     from pointmap.engine import Trainer
 
@@ -153,8 +157,19 @@ def test_map2d_recipes_train_on_the_shipped_photos(tmp_path, name):
         "data.root=null", "data.options={repeats: 1}", "data.batch_size=8", "data.repeated_aug_round=0",
         "model.args.img_size=32", "model.args.embed_dim=16", "model.args.depth=3", "model.args.num_heads=2",
         "model.args.decoder_embed_dim=16", "model.args.decoder_num_heads=2",
-        "optim.epochs=2", "optim.warmup_epochs=1"])
+        "optim.epochs=2", "optim.warmup_epochs=1", "train.cpu_threads=1"])
     entry = dict(cfg.data.train_transforms[0], input_size=32)
     cfg.data.train_transforms = [entry]
     res = Trainer(cfg, device="cpu").fit()
     assert res["epochs_done"] == 2 and all(math.isfinite(h["train"]["loss"]) for h in res["history"])
+    picture = tmp_path / "recon.png"
+    monkeypatch.setattr(sys, "argv", ["visualize.py", "--ckpt", os.path.join(res["work_dir"], "ckpt-last.pth"),
+                                      "--split", "val", "--num-images", "2", "--out", str(picture)])
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
+    runpy.run_path(os.path.join(ROOT, "tools", "visualize.py"), run_name="__main__")
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith("2 images | MSE ") and float(printed.split()[4]) > 0
+    from PIL import Image
+
+    image = np.asarray(Image.open(picture).convert("RGB"))
+    assert image.shape[0] > 2 * 32 and image.astype(float).var() > 100  # two rows of photos, not a blank

@@ -128,8 +128,8 @@ def sample_photo_paths() -> List[str]:
 
 class SamplePhotos(Dataset):
     """The photographs shipped with scikit-image and matplotlib (:data:`SKIMAGE_PHOTOS`, :data:`MATPLOTLIB_PHOTOS`):
-    ``val`` holds :data:`HELD_OUT_PHOTOS`, ``train`` the other 16, each listed ``repeats`` times (an epoch of
-    random crops of every photo, ``repeats`` per photo). Items are ``{"image": PIL RGB image, "label"}``, the label
+    ``val`` holds :data:`HELD_OUT_PHOTOS` (once each), ``train`` the other 16, each listed ``repeats`` times (an
+    epoch of random crops of every photo, ``repeats`` per photo). Items are ``{"image": PIL RGB image, "label"}``, the label
     the photo's index (``classes``: the file names without extension)."""
 
     def __init__(self, split: str = "train", repeats: int = 1, transform=None):
@@ -137,7 +137,7 @@ class SamplePhotos(Dataset):
         if int(repeats) < 1:
             raise UserError(f"sample_photos: repeats must be >= 1, got {repeats}")
         paths = [p for p in sample_photo_paths() if (os.path.basename(p) in HELD_OUT_PHOTOS) == (split == "val")]
-        self.paths, self.repeats = paths, int(repeats)
+        self.paths, self.repeats = paths, int(repeats) if split == "train" else 1
         self.classes = [os.path.splitext(os.path.basename(p))[0] for p in paths]
         self.num_classes = len(self.classes)
         self.images = [_rgb(p) for p in paths]
