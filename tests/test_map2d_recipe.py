@@ -173,3 +173,39 @@ def test_map2d_recipes_train_on_the_shipped_photos(tmp_path, name, monkeypatch, 
 
     image = np.asarray(Image.open(picture).convert("RGB"))
     assert image.shape[0] > 2 * 32 and image.astype(float).var() > 100  # two rows of photos, not a blank
+
+
+# ----------------------------------------------------------------------------- the page
+def _section():
+    with open(os.path.join(ROOT, "docs", "map2d.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("## Recipes and data")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_map2d_page_shows_what_tools_recipe_prints(pretrain):
+    from pointmap.experiments import format_recipe
+
+    command = "$ python tools/recipe.py --cfg cfgs/map2d/pretrain_in1k.yaml\n"
+    block = _section().split(command, 1)[1].split("```", 1)[0]
+    assert block.strip() == format_recipe(pretrain).strip()
+
+
+def test_map2d_page_quotes_the_demo_record():
+    """docs/map2d/demo.json, written by python tools/map2d_demo.py, and the figures the page quotes from it."""
+    with open(os.path.join(ROOT, "docs", "map2d", "demo.json"), encoding="utf-8") as f:
+        demo = json.load(f)
+    pre, vis = demo["runs"]["pretrain"], demo["runs"]["visualize"]
+    assert pre["command"] == "python tools/pretrain.py --cfg cfgs/map2d/demo.yaml"
+    assert vis["command"].startswith("python tools/visualize.py --ckpt experiments/map2d/demo/default/ckpt-best.pth")
+    assert pre["epochs"] == load_config(os.path.join(CFGS, "demo.yaml")).optim.epochs == len(pre["val_loss"])
+    assert min(pre["val_loss"]) == pre["best_val_loss"] == pre["val_loss"][pre["best"] - 1]
+    s = int(round(pre["wall_s"]))
+    text = " ".join(_section().split())
+    for figure in (f"pretraining took {s // 60} min {s % 60} s for {pre['epochs']} epochs",
+                   f"from {pre['train_loss'][0]:.3f} to {pre['train_loss'][-1]:.3f}",
+                   f"best at epoch {pre['best']} with {pre['best_val_loss']:.3f}", f"MSE is {vis['mse']:.3f}",
+                   f"({demo['machine']}, {demo['date']}, commit {demo['commit'][:7]})"):
+        assert figure in text, figure
+    assert os.path.getsize(os.path.join(ROOT, "docs", "map2d", "demo_reconstruction.png")) > 10_000
