@@ -54,6 +54,11 @@ def build_map2d(size: str, num_classes: Optional[int] = None, *, finetune: str =
                               red if reduce is None else reduce)
 
 
+# what a preset's **kwargs may hold: the classifier's, the encoder's and (through create_pretrainer) the objective's
+PRESET_ARGS = frozenset({"finetune", "num_registers", "reduce", *PRETRAINER_ARGS,
+                         *inspect.signature(MAP2DEncoder).parameters})
+
+
 def _preset(size: str, mambar: bool = False):
     name = f"{'mambar' if mambar else 'map'}_{size}_patch16_224"
     dim, depth, heads, regs, red = SIZES[size]
@@ -73,7 +78,7 @@ def _preset(size: str, mambar: bool = False):
                       f"num_classes: the hybrid register classifier ({regs} registers, reduction {red}); "
                       f"create_pretrainer: the release's objective.")
     fn.pretrainer = map2d_pretrainer
-    return register_model(fn, forwards=(build_map2d, MAP2DEncoder, MAP2DPretrainer))
+    return register_model(fn, forwards=(PRESET_ARGS,))
 
 
 def map2d_pretrainer(name: str, objective: Union[str, ObjectiveConfig] = "map", pretrained=None,

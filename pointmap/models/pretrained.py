@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
-from ..download import fetch, sha256_of
+from ..download import fetch, fetch_by_hand, sha256_of
 from ..errors import ConfigError, UserError, UserFileNotFoundError, one_line
 from .checkpoint import LoadResult, load_checkpoint
 
@@ -52,6 +52,8 @@ class ModelCard:
     pretrainer: Optional[Dict[str, Any]] = None
     format: str = "pointmap"
     url: Optional[str] = None  # a published file
+    page: Optional[str] = None  # a published file shared through a web page only (OneDrive): fetched by hand,
+    by_hand: Optional[str] = None  # to $POINTMAP_HOME/by_hand/<by_hand> (pointmap.download.fetch_by_hand)
     weights: Optional[str] = None  # an export: the file beside the card
     sha256: Optional[str] = None  # an export: of ``weights``
     source: str = ""  # where the file is linked (README line), or the run it was exported from
@@ -76,6 +78,8 @@ class ModelCard:
                 hint = f" (did you mean {match[0]!r}?)" if match else ""
                 raise ConfigError(f"{where}: unknown card field {key!r}{hint}")
         missing = [k for k in ("name", "preset") if not data.get(k)]
+        if data.get("page") and not data.get("by_hand"):
+            missing.append("by_hand (where a file of a page goes)")
         if missing:
             raise ConfigError(f"{where}: the card has no {' and no '.join(missing)}")
         return cls(**data)
@@ -200,6 +204,8 @@ def resolve_pretrained(spec: Union[bool, str], preset: Optional[str] = None,
     else:
         check_pretrained(spec)
     _check_preset(card, preset, card.name)
+    if card.page:
+        return card, fetch_by_hand(card.page, card.by_hand)
     return card, fetch(card.url, progress=progress)
 
 
