@@ -160,3 +160,18 @@ def test_map2d_sample_photos():
     assert (len(train), len(val)) == (32, 4) and not set(train.classes) & set(val.classes)
     item = train[17]
     assert item["image"].mode == "RGB" and item["label"] == 1 and train.classes[1] == "brick"
+
+
+def test_map2d_classification_with_mixup_and_ema_scored_again_from_its_checkpoint(tmp_path):
+    """Classification on soft Mixup / CutMix targets with the averaged weights evaluated; --eval of the checkpoint
+    (Trainer.score) scores the file's own averaged weights to the same figures."""
+    def cfg(exp):
+        return _image_cfg(tmp_path, "task=classification", "objective.decoder_heads=6", "data.test_split=test",
+                          "train.ema_decay=0.5", "train.ema_eval=true", "optim.epochs=1", f"exp_name={exp}",
+                          "task_args={label_smoothing: 0.1, mixup: {mixup_alpha: 0.8, cutmix_alpha: 1.0}}")
+
+    fit = Trainer(cfg("fit"), device="cpu").fit()
+    assert "acc" not in fit["history"][0]["train"] and fit["history"][0]["val_ema"]["count"] > 0
+    scored = Trainer(cfg("score"), device="cpu").score(os.path.join(fit["work_dir"], "ckpt-last.pth"))
+    assert scored["test"] == fit["test"] and scored["test_ema"] == fit["test_ema"]
+    assert scored["test_ema"] != scored["test"]

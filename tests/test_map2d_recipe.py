@@ -203,9 +203,10 @@ def test_map2d_page_quotes_the_demo_record():
     assert min(pre["val_loss"]) == pre["best_val_loss"] == pre["val_loss"][pre["best"] - 1]
     s = int(round(pre["wall_s"]))
     text = " ".join(_section().split())
-    for figure in (f"pretraining took {s // 60} min {s % 60} s for {pre['epochs']} epochs",
+    for figure in (f"There pretraining took {s // 60} min {s % 60} s for {pre['epochs']} epochs",
                    f"from {pre['train_loss'][0]:.3f} to {pre['train_loss'][-1]:.3f}",
                    f"best at epoch {pre['best']} with {pre['best_val_loss']:.3f}", f"MSE is {vis['mse']:.3f}",
-                   f"({demo['machine']}, {demo['date']}, commit {demo['commit'][:7]})"):
+                   f"(load {pre['load_before']} as it started; {demo['machine']}, {demo['date']}, commit "
+                   f"{demo['commit'][:7]})"):
         assert figure in text, figure
     assert os.path.getsize(os.path.join(ROOT, "docs", "map2d", "demo_reconstruction.png")) > 10_000

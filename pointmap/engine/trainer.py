@@ -180,6 +180,10 @@ class Trainer:
     def _score(self, ckpt: str) -> Dict[str, Any]:
         self.setup(train=False)
         raw = load_weights(self.module, ckpt)  # a file, an exported folder or a published entry, whole
+        if self.ema is not None and isinstance(raw.get("model_ema"), dict):  # train.ema_eval: the file's averaged weights
+            self.ema.load_state_dict(raw["model_ema"])
+        elif self.ema is not None:  # a file without them: nothing averaged to score
+            self.ema = None
         results = self.test(use_best=False, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
         results["evaluated"] = ckpt
         self.run.write_json(results)
