@@ -1,6 +1,6 @@
 """MAP 2D's demo on the photographs shipped with scikit-image and matplotlib, timed, into docs/map2d/.
 
-    python tools/map2d_demo.py          # a few minutes on one CPU thread; writes docs/map2d/demo.json and the picture
+    python tools/map2d_demo.py          # minutes on one CPU thread; writes docs/map2d/demo.json and the picture
 
 Runs the two commands of docs/map2d.md as a user would (tools/demo_numbers.py's runner: a child process from the
 repository root, wall clock): the pretraining of cfgs/map2d/demo.yaml, then tools/visualize.py on its best
