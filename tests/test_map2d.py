@@ -445,3 +445,25 @@ def test_map2d_model_args_are_checked():
         pointmap.create_pretrainer("map_tiny_patch16_224", mask_ratio=0.75, **TINY)
     with pytest.raises(pointmap.errors.UserError, match="decoder_embed_dim is an argument of the pretrainer"):
         pointmap.create_model("map_tiny_patch16_224", decoder_embed_dim=64, **TINY)
+
+
+def test_map2d_release_init_and_drop_path():
+    """The release's init as built: every Linear Xavier-uniform with a zero bias (the mixers' too), LayerNorms
+    1 / 0, RMSNorms 1, A_log = log(1…16), D = 1, tables normal 0.02; drop path linspace(0, 0.1) over the layers."""
+    torch.manual_seed(0)
+    pre = pointmap.create_pretrainer("map_small_patch16_224", depth=6)
+    for name, m in pre.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            bound = math.sqrt(6 / (m.in_features + m.out_features))
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound, name
+            assert m.bias is None or not m.bias.any(), name
+        elif isinstance(m, torch.nn.LayerNorm):
+            assert (m.weight == 1).all() and not m.bias.any()
+        elif isinstance(m, torch.nn.RMSNorm):
+            assert (m.weight == 1).all()
+    mixer = pre.encoder.blocks[0].mixer
+    assert torch.equal(mixer.A_b_log[0], torch.log(torch.arange(1, 17.0))) and (mixer.D_b == 1).all()
+    for table in (pre.encoder.pos_embed, pre.decoder.pos_embed, pre.decoder.mask_token):
+        assert abs(table.std().item() - 0.02) < 0.002
+    rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in pre.encoder.blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.1, 6).tolist())
