@@ -122,8 +122,11 @@ def test_map2d_ema_checkpointed_resumed_and_evaluated(tmp_path):
 
 def test_map2d_resume_without_ema_in_the_file_is_an_error(tmp_path):
     Trainer(_image_cfg(tmp_path, "optim.epochs=1"), device="cpu").fit()
-    with pytest.raises(UserError, match="model_ema"):
+    with pytest.raises(UserError, match="train.ema_decay"):  # the resume check names the change ...
         Trainer(_image_cfg(tmp_path, "optim.epochs=2", "train.ema_decay=0.9"), device="cpu", resume=True).fit()
+    with pytest.raises(UserError, match="model_ema"):  # ... and forced, a file without averaged weights is refused
+        Trainer(_image_cfg(tmp_path, "optim.epochs=2", "train.ema_decay=0.9"), device="cpu", resume=True,
+                force=True).fit()
 
 
 def test_map2d_image_transform_is_timms_create_transform():

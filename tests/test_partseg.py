@@ -135,6 +135,21 @@ def test_task_model_gives_50_part_logits_for_every_preset(name, seg_head, snp_ro
     assert task.mask[batch["category"].unsqueeze(1), pred].all()  # every prediction a part of its category
 
 
+def test_a_float64_part_segmenter_keeps_float64_logits_and_loss(snp_root):
+    """Only float16 / bfloat16 logits are upcast: a float64 model's logits and loss stay float64."""
+    cfg = load_config(os.path.join(CFGS, "partseg_demo.yaml"), TINY + SNP + [f"data.root={snp_root}"])
+    cfg.model.args = dict(embed_dim=16, layout="MT", num_heads=2, num_group=4, group_size=8)
+    task = SegmentationTask(cfg)
+    datasets = task.build_datasets()
+    model = task.build_model(datasets).double()
+    batch = {k: torch.stack([datasets["train"][i][k] for i in range(2)]) for k in ("points", "seg", "category")}
+    batch["points"] = batch["points"].double()
+    loss, _ = task.train_step(model, batch)
+    assert loss.dtype == torch.float64
+    with torch.no_grad():
+        assert task.logits(model.eval(), batch).dtype == torch.float64
+
+
 def test_partseg_tool_on_shapenetpart_fixture(snp_root, tmp_path, monkeypatch, capsys):
     code, out, err = tool("finetune_partseg.py", "--cfg", os.path.join(CFGS, "partseg_shapenetpart.yaml"),
                           "--device", "cpu", *TINY, "data.options={num_points: 64}", f"data.root={snp_root}",

@@ -5,6 +5,7 @@ import torch
 import pointmap
 from pointmap.models import MAPPretrainer, PretrainOutput, random_mask, row_attention_mask
 from pointmap.ops import chamfer
+from pointmap.ops.chamfer import chamfer_ref
 
 TINY = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8, layout="MT", drop_path_rate=0.0)
 DEC = dict(decoder_heads=2, decoder_depth=2, decoder_drop_path_rate=0.0)
@@ -52,6 +53,25 @@ def test_patch_losses_average_to_the_loss(loss):
     assert torch.allclose(per.mean(), out.loss, rtol=1e-5)
     one = chamfer(out.pred[1, 2:3], out.target[1, 2:3], norm=2 if loss == "cdl2" else 1)
     assert torch.allclose(per[1, 2], one, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["cdl2", "cdl1", "mse"])
+def test_a_float64_loss_is_the_float64_reference(loss):
+    """A float64 model's loss is computed in float64 (not cast down to float32 on the way)."""
+    if loss == "mse":
+        pre = pointmap.create_pretrainer("hybridnet_image_s", embed_dim=32, num_heads=2, img_size=32, patch_size=8,
+                                         layout="MT", **DEC)
+        x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    else:
+        pre, x = tiny_pretrainer(loss=loss), torch.randn(2, 256, 3, dtype=torch.float64)
+    out = pre.double()(x, generator=torch.Generator().manual_seed(0))
+    if loss == "mse":
+        ref = (out.pred - out.target).pow(2).mean()
+    else:
+        ref = chamfer_ref(out.pred.reshape(-1, 8, 3), out.target.reshape(-1, 8, 3), norm=2 if loss == "cdl2" else 1)
+    assert out.loss.dtype == ref.dtype == torch.float64
+    assert abs(out.loss.item() - ref.item()) <= 1e-12 * ref.item()
+    assert pre.patch_losses(out).dtype == torch.float64
 
 
 def test_row_attention_mask():

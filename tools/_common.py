@@ -12,6 +12,7 @@ except ImportError:  # a checkout used without `pip install -e .`
 
 from pointmap.config import Config, load_config  # noqa: E402
 from pointmap.engine import ProcessScope, RunInterrupted, shutdown  # noqa: E402
+from pointmap.engine.scope import exit_code  # noqa: E402
 from pointmap.errors import UserError, add_debug_flag, user_errors_exit  # noqa: E402
 from pointmap.engine.distributed import is_main_process  # noqa: E402
 from pointmap.experiments import evaluate_checkpoint, format_results, run_finetune  # noqa: E402
@@ -35,7 +36,10 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: 
     p.add_argument("--cfg", default=default_cfg,
                    help=f"config file (default: {os.path.relpath(default_cfg, REPO) if default_cfg else 'see below'})")
     p.add_argument("--exp-name", default=None, help="run folder: experiments/<cfg>/<exp-name>/ (default: default)")
-    p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth")
+    p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth; "
+                   "a config that changes what the run trains (batch size, model, data, schedule, ...) is refused")
+    p.add_argument("--force", action="store_true", help="with --resume: go on where the config changes what the run "
+                   "trains (the changes are recorded in meta.json; config.yaml stays the original)")
     p.add_argument("--ckpt", default=None, help=CKPT_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     if downstream:
@@ -59,6 +63,8 @@ def build_parser(description: str, default_cfg: str, seeds: bool = True, probe: 
 
 
 def load(args: argparse.Namespace, extra_overrides=()) -> Config:
+    if getattr(args, "force", False) and not args.resume:
+        raise UserError("--force goes with --resume (it accepts a changed config when continuing a run)")
     cfg = load_config(args.cfg, list(extra_overrides) + list(args.overrides))
     probe = getattr(args, "linear_probe", None)
     if probe:
@@ -79,7 +85,7 @@ def finetune(args: argparse.Namespace, cfg: Config):
         if args.seeds or args.resume:
             raise UserError("--eval scores one checkpoint: drop --seeds / --resume")
         return evaluate_checkpoint(cfg, args.ckpt, device=args.device)
-    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
+    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume, force=args.force)
 
 
 def main(run, summary=format_results, debug=None) -> None:
@@ -89,7 +95,7 @@ def main(run, summary=format_results, debug=None) -> None:
     sys.argv); anything else is a bug and raises with its traceback. The tool runs in a process scope
     (:class:`~pointmap.engine.ProcessScope`): every setting a run changes is given back, and SIGINT/SIGTERM
     stop a run or driver at its next check point (elsewhere at once); then the line saying how to continue
-    and exit 130."""
+    and exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports a process the signal ended."""
     debug = "--debug" in sys.argv[1:] if debug is None else debug
     # a config's old spellings are the user's to fix: show pointmap's deprecation warnings (Python hides them)
     warnings.filterwarnings("default", category=DeprecationWarning, module=r"pointmap(\.|$)")
@@ -101,9 +107,9 @@ def main(run, summary=format_results, debug=None) -> None:
     except RunInterrupted as e:
         if is_main_process():
             print(str(e), file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of that point
+        sys.exit(exit_code(e))
+    except KeyboardInterrupt as e:  # a second signal: stopped at once, without a checkpoint of that point
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exit_code(e))
     finally:
         shutdown()

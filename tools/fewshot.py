@@ -21,7 +21,7 @@ def _run():
     args = parser.parse_intermixed_args()
     folds = parse_folds(args.folds)
     return run_fewshot(load(args), args.way, args.shot, folds, device=args.device, resume=args.resume,
-                       prepare=args.prepare_folds)
+                       force=args.force, prepare=args.prepare_folds)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pointmap.experiments import run_pretrain
 
 def _run():
     args = build_parser(__doc__.splitlines()[0], cfg_path("map_demo.yaml"), seeds=False, downstream=False).parse_intermixed_args()
-    return run_pretrain(load(args), device=args.device, resume=args.resume)
+    return run_pretrain(load(args), device=args.device, resume=args.resume, force=args.force)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from ..config import Config
 from ..objective import objective_settings
+from ..ops._precision import upcast
 from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
@@ -245,7 +246,7 @@ class PretrainTask(Task):
 
     def eval_step(self, model, batch, views=1):
         x = model_inputs(batch)
-        loss = model(x).loss.float()
+        loss = upcast(model(x).loss)
         return {"loss_sum": loss * x.shape[0], "count": torch.tensor(x.shape[0])}
 
     def summarize(self, sums):
@@ -340,9 +341,9 @@ class ClassificationTask(Task):
             self.mixup = self.mixup or build_mixup(self.mixup_args, self.head_classes or self.num_classes,
                                                    self.label_smoothing)
             x, target = self.mixup(model_inputs(batch), label)
-            return SoftTargetCrossEntropy()(model(x).float(), target), {}
+            return SoftTargetCrossEntropy()(upcast(model(x)), target), {}
         logits = model(model_inputs(batch))
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(upcast(logits), label, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == label).float().mean() * 100.0
         return loss, {"acc": acc.detach()}
 
@@ -359,9 +360,9 @@ class ClassificationTask(Task):
     def logits(self, model: nn.Module, batch: Dict[str, Any], views: int = 1) -> torch.Tensor:
         x = model_inputs(batch)
         if views <= 1:
-            return model(x).float()
+            return upcast(model(x))
         aug = self.view_transform()
-        return torch.stack([model(aug(x)).float() for _ in range(views)]).mean(0)
+        return torch.stack([upcast(model(aug(x))) for _ in range(views)]).mean(0)
 
     def eval_step(self, model, batch, views=1):
         logits = self.logits(model, batch, views)
