@@ -192,6 +192,9 @@ def load_state(model: nn.Module, state: Dict[str, torch.Tensor], path: str, sour
         state = CONVERTERS[fmt](state, getattr(encoder, "layout", None))
     target = model.state_dict()
     state, ignored = _adapt_to_target(state, model, target)
+    fit = getattr(getattr(model, "encoder", model), "fit_state", None)  # an encoder that adapts a file to itself
+    if fit is not None:
+        state = fit(state, "" if _is_encoder(model) else "encoder.")
     where = f"checkpoint {path} ({fmt} format) into {type(model).__name__}"
     encoder = _encoder_keys(model, target)
     missing_enc = [k for k in encoder if k not in state]

@@ -17,10 +17,12 @@ passed on, r kept in float32); pointmap's pre-norm :class:`~pointmap.layers.Bloc
 The bidirectional mixer is Vim's, with the release's own parameters for the reversed scan (``conv1d_b``,
 ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b``) and the two gated outputs averaged (``merge="mean"``).
 """
+import logging
 import math
 from typing import List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.layers import PatchEmbed, lecun_normal_, trunc_normal_
 from torch import nn
 
@@ -28,6 +30,8 @@ from pointmap.layers import Block, MambaMixer, linear_rates, transformer_block
 
 from ..errors import UserError
 from .hybrid_encoder import EncoderOutput
+
+_logger = logging.getLogger(__name__)
 
 
 class MambaLayer(Block):
@@ -129,6 +133,23 @@ class MAP2DEncoder(nn.Module):
     def no_weight_decay(self) -> set:
         """The positional table (the release's ``pos_embed``, in its no-decay list)."""
         return {"pos_embed"}
+
+    def fit_state(self, state: dict, prefix: str = "") -> dict:
+        """A checkpoint's positional table made to fit this grid (the loader calls it): a square table of another
+        size resampled bicubically (align_corners False), as Mamba-Reg's and DeiT's ``--finetune`` do (e.g. a
+        128 px stage-1 file, 8×8, into a 224 px model, 14×14). The same grid is left as it is."""
+        key = prefix + "pos_embed"
+        table = state.get(key)
+        gh, gw = self.grid_size
+        if table is None or table.dim() != 3 or table.shape[1] == gh * gw:
+            return state
+        side = math.isqrt(table.shape[1])
+        if side * side != table.shape[1]:
+            return state  # not a square grid: the loader's shape check names it
+        grid = table.reshape(table.shape[0], side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid.float(), size=(gh, gw), mode="bicubic", align_corners=False).to(table.dtype)
+        _logger.info("%s: resampled from a %d×%d grid to %d×%d", key, side, side, gh, gw)
+        return {**state, key: grid.permute(0, 2, 3, 1).reshape(table.shape[0], gh * gw, -1)}
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) → patch tokens + positional table (B, L, C), raster order."""
