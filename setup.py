@@ -103,14 +103,16 @@ setup(
     ],
     extras_require={
         "vis": ["open3d>=0.17", "matplotlib"],
+        "las": ["laspy"],  # tools/predict.py and pointmap.data.io.read_points on .las / .laz
         # mamba-ssm compiles against the installed torch: install it with
         #   pip install --no-build-isolation "pointmap[cuda]"
         "cuda": ["mamba-ssm>=2.0", "ninja"],
         # fpsample 1.x is published as an sdist only, whose build needs scikit-build-core: the README's
         # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
-        # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs)
+        # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs); pybullet and
+        # pyvista for the meshes their wheels ship (tests/test_predict.py runs predict on files no one here wrote)
         "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
-                "scikit-image", "mkdocs-material", "mkdocstrings[python]"],
+                "scikit-image", "mkdocs-material", "mkdocstrings[python]", "laspy", "pybullet", "pyvista"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],

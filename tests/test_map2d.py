@@ -46,7 +46,7 @@ def test_map2d_every_preset_runs(name):
     assert tokens.shape == (2, 6, 24)
     assert clf.forward_head(tokens, pre_logits=True).shape == (2, clf.num_features) == (2, 24)
     clf.reset_classifier(3)
-    assert clf(x).shape == (2, 3) and clf.pretrained_cfg["num_classes"] == 3
+    assert clf(x).shape == (2, 3) and clf.num_classes == 3 and clf.pretrained_cfg["input_size"] == (3, 32, 32)
     has_attention = name.startswith("map_")
     assert ("A" in enc.layout) == has_attention and ("A" in clf.encoder.layout) == has_attention
 

@@ -3,13 +3,17 @@ import pytest
 import torch
 
 import pointmap
-from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder, no_weight_decay
+from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder, no_weight_decay, pooled_features
 
 TINY_POINTS = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8)
 TINY_IMAGE = dict(embed_dim=32, num_heads=2, img_size=32, patch_size=8)
+# the MAP 2D release's presets (map_* / mambar_*_patch16_224): 16×16 patches of a 32 px image, 2 registers
+TINY_MAP2D = dict(embed_dim=32, num_heads=2, img_size=32, depth=3, num_registers=2)
 
 
 def tiny_input(name):
+    if name.endswith("_patch16_224"):
+        return TINY_MAP2D, torch.randn(2, 3, 32, 32)
     if "image" in name:
         return TINY_IMAGE, torch.randn(2, 3, 32, 32)
     return TINY_POINTS, torch.randn(2, 256, 3)
@@ -37,7 +41,7 @@ def test_every_registered_model_runs(name):
     assert isinstance(clf, Classifier)
     assert isinstance(pointmap.create_model(name, **{**kw, "layout": "T"}), TokenEncoder)   # num_classes=None
     assert clf(x).shape == (2, 7)
-    assert clf.forward_features(x).shape == (2, clf.num_features)
+    assert pooled_features(clf, x).shape == (2, clf.num_features)
 
 
 @pytest.mark.parametrize("name", [n for n in TOKEN_ENCODER_MODELS if "image" not in n])

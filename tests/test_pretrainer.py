@@ -75,12 +75,27 @@ def test_a_float64_loss_is_the_float64_reference(loss):
 
 
 def test_row_attention_mask():
-    mask = row_attention_mask(6, 2)
-    row = torch.arange(6) // 2
-    for i in range(6):
-        for j in range(6):
-            assert bool(mask[i, j]) == bool(row[j] <= row[i])
-    assert row_attention_mask(6, 6) is None
+    """Rows of 2 tokens: bidirectional inside a row, each row also sees the rows before it (written out)."""
+    assert row_attention_mask(6, 2).tolist() == [[1, 1, 0, 0, 0, 0],
+                                                 [1, 1, 0, 0, 0, 0],
+                                                 [1, 1, 1, 1, 0, 0],
+                                                 [1, 1, 1, 1, 0, 0],
+                                                 [1, 1, 1, 1, 1, 1],
+                                                 [1, 1, 1, 1, 1, 1]]
+    assert row_attention_mask(5, 2).tolist() == [[1, 1, 0, 0, 0],  # a short last row
+                                                 [1, 1, 0, 0, 0],
+                                                 [1, 1, 1, 1, 0],
+                                                 [1, 1, 1, 1, 0],
+                                                 [1, 1, 1, 1, 1]]
+    assert row_attention_mask(3, 1).tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]  # plain autoregression
+    assert row_attention_mask(6, 3, local=True).tolist() == [[1, 1, 1, 0, 0, 0],
+                                                             [1, 1, 1, 0, 0, 0],
+                                                             [1, 1, 1, 0, 0, 0],
+                                                             [0, 0, 0, 1, 1, 1],
+                                                             [0, 0, 0, 1, 1, 1],
+                                                             [0, 0, 0, 1, 1, 1]]
+    assert row_attention_mask(6, 2).dtype == torch.bool
+    assert row_attention_mask(6, 6) is None and row_attention_mask(6, 8) is None
 
 
 @pytest.mark.parametrize("objective,causal", [("map", True), ("ar", True), ("mae", False)])

@@ -39,7 +39,7 @@ def rejected(overrides, cfg=DEMO) -> ConfigError:
 def test_model_args_typo_names_the_key_and_the_nearest_name():
     e = rejected(["model.args.embed_dimm=128"])
     assert str(e) == "model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)"
-    # the names come from the whole chain: preset -> build_point_model -> HybridEncoder -> TokenEncoder
+    # the names come from the whole chain: preset -> build_model -> HybridEncoder -> TokenEncoder
     build_task(load_config(DEMO, ["model.args={embed_dim: 16, num_group: 4, qkv_bias: true, head_dropout: 0.1}"]))
     assert "lnp_k" in str(rejected(["model.name=map3d_official", "model.args={lnp_kk: 3}"]))
     assert "'patch_size'" in str(rejected(["model.name=hybridnet_image_s", "model.args={patch_sizes: 8}"]))

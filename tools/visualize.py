@@ -18,8 +18,8 @@ from _common import cfg_path  # (puts the checkout on sys.path when pointmap is 
 from pointmap.config import load_config
 from pointmap.errors import UserError, UserFileNotFoundError, add_debug_flag, user_errors_exit
 from pointmap.models import list_pretrained, pretrained_card
-from pointmap.vis import (dataset_images, dataset_item, image_grid, image_reconstructions, load_input, reconstruction_figure, save_png,
-                          show_panels)
+from pointmap.vis import (dataset_images, dataset_item, image_grid, image_reconstructions, load_input,
+                          reconstruction_figure, save_png, show_panels)
 from pointmap.vis.model import load_pretrainer
 
 

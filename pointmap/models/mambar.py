@@ -8,7 +8,7 @@ the n·C/r vector) when r > 1, then ``head``. Mamba-Reg's own model has no atten
 MAP weights finetuned through its code lose them. pointmap's default for finetuning MAP weights keeps them
 (the hybrid); its attention blocks then see the registers too, in the pretraining form (``double_identity``).
 """
-from typing import Dict, Tuple
+from typing import Tuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -34,7 +34,7 @@ def register_layout(h: int, w: int, n: int) -> Tuple[torch.Tensor, torch.Tensor]
 class RegisterClassifier(nn.Module):
     """``encoder`` + registers + Mamba-Reg's readout: images → logits (B, num_classes), timm's interface
     (``forward_features`` → final-normed tokens (B, L + n, C); ``forward_head(x, pre_logits)``;
-    ``reset_classifier``).
+    ``reset_classifier``; ``create_model`` gives it its ``pretrained_cfg``).
 
     Args:
         encoder: a :class:`~pointmap.models.map2d.MAP2DEncoder` (``attn_every=0``: Mamba-Reg's classifier).
@@ -71,9 +71,6 @@ class RegisterClassifier(nn.Module):
                 trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.pretrained_cfg: Dict = {"input_size": (encoder.in_chans, *encoder.patch_embed.img_size),
-                                     "num_classes": num_classes, "classifier": "head",
-                                     "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
     def no_weight_decay(self) -> set:
         return {"cls_token", "cls_pos"}
@@ -101,7 +98,6 @@ class RegisterClassifier(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """A new head of ``num_classes`` outputs (0: none)."""
         self.num_classes = num_classes
-        self.pretrained_cfg["num_classes"] = num_classes
         dev = self.cls_token.device
         self.head = nn.Linear(self.num_features, num_classes, device=dev) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
