@@ -112,7 +112,7 @@ setup(
         # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs); pybullet and
         # pyvista for the meshes their wheels ship (tests/test_predict.py runs predict on files no one here wrote)
         "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
-                "mkdocs-material", "mkdocstrings[python]", "laspy", "pybullet", "pyvista"],
+                "scikit-image", "mkdocs-material", "mkdocstrings[python]", "laspy", "pybullet", "pyvista"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],
