@@ -9,7 +9,6 @@ these figures; tests/test_peer_fidelity.py holds each below 1e-10 and checks the
 import argparse
 import json
 import os
-import sys
 import tempfile
 
 import torch

@@ -17,7 +17,11 @@ from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
 
 __all__ = [
     "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
-    "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
-    "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format", "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
-    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pretrained_card", "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
+    "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens",
+    "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
+    "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format",
+    "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap",
+    "mlp_head", "model_arguments", "no_weight_decay", "patchify",
+    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pretrained_card", "read_card",
+    "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
 ]
