@@ -84,9 +84,9 @@ def register_hook(name: str, override: bool = False) -> Callable[[Type[Hook]], T
     return HOOKS.register(name, override=override)
 
 
-# Modules above the engine whose hooks register themselves on import (vis -> "vis"); imported only when
+# Modules whose hooks register themselves on import (vis -> "vis", tracking -> "wandb"); imported only when
 # a config names a hook that is not registered yet, so the engine does not depend on them.
-_BUILTIN_HOOK_MODULES = ("pointmap.vis.hook",)
+_BUILTIN_HOOK_MODULES = ("pointmap.vis.hook", "pointmap.engine.tracking")
 
 
 def _register_builtin_hooks() -> None:
