@@ -16,7 +16,7 @@ from pointmap.hub import parse_hub_spec
 
 from ._hub import hub  # noqa: F401  (fixture)
 from .test_export import _export, finetuned  # noqa: F401
-from .test_tools import tool  # noqa: F401
+from .test_tools import pretrained, tool  # noqa: F401
 
 
 def _folder_files(folder):
@@ -130,3 +130,15 @@ def test_push_to_hub_uploads_the_folder_with_huggingface_hub(finetuned, tmp_path
     assert calls[0] == ("create", "http://127.0.0.1:9", "me/demo", True, False)
     assert calls[1][:3] == ("upload", "me/demo", ["README.md", "config.json", "config.yaml", "model.safetensors"])
     assert 'pretrained="hf-hub:me/demo")' in calls[1][3] and "license: mit" in calls[1][3]
+
+
+def test_visualize_an_export_on_the_hub_with_its_own_config(pretrained, hub, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from pointmap.engine import export_run
+
+    export_run(os.path.dirname(pretrained), str(tmp_path / "pre"))
+    hub.add_hf("me/pre", _folder_files(tmp_path / "pre"))
+    code, out, err = tool("visualize.py", "--ckpt", "hf-hub:me/pre", "--dataset", "synthetic_pretrain",
+                          "--out", str(tmp_path / "x.png"), "--backend", "matplotlib", "--size", "480x150",
+                          monkeypatch=monkeypatch, capsys=capsys)  # no --cfg: the export's config.yaml
+    assert code == 0, err
+    assert "Chamfer L2" in out and (tmp_path / "x.png").is_file()

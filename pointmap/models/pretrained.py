@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 import functools
 import json
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -32,6 +33,8 @@ from .checkpoint import LoadResult, load_checkpoint
 
 __all__ = ["ModelCard", "absolute_spec", "check_pretrained", "list_pretrained", "pretrained_card", "resolve_pretrained",
            "load_pretrained", "read_card", "named_classes", "CARD_FILE", "WEIGHTS_FILE"]
+
+logger = logging.getLogger(__name__)
 
 CARD_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 OLD_CARD_FILE = "card.json"  # what exports of pointmap 0.1 named the card
@@ -228,6 +231,10 @@ def _from_hub(spec: str, preset: Optional[str]) -> Tuple[ModelCard, str]:
     card = read_card(os.path.dirname(card_path))
     path = hub_file(repo, card.weights or WEIGHTS_FILE, revision)
     _check_export(card, path, spec, preset)
+    try:  # the run's config too, beside the card in the same snapshot (what pointmap visualize builds from)
+        hub_file(repo, "config.yaml", revision)
+    except UserError as e:
+        logger.debug("%s: no config.yaml (%s)", spec, e)
     return card, path
 
 
