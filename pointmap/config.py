@@ -145,7 +145,8 @@ def load_yaml(path: str, _seen: Sequence[str] = ()) -> Dict[str, Any]:
             data = yaml.safe_load(f)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from e
-    data = {} if data is None else data
+    if data is None:  # an empty file (or comments only) would silently train the defaults
+        raise ConfigError(f"config {path} is empty: expected a mapping of config keys (see cfgs/ for examples)")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(data).__name__}")
     bases = data.pop("_base_", [])

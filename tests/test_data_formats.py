@@ -110,14 +110,14 @@ def test_scanobjectnn_h5(tmp_path, variant):
 
 def test_shapenetpart_space_separated_and_json(tmp_path):
     fx.write_shapenetpart(tmp_path)
-    ds = build_dataset("shapenetpart", tmp_path, "trainval", num_points=64)
+    ds = build_dataset("shapenetpart", tmp_path, "trainval", transform=[{"name": "sample", "num_points": 64}])
     assert len(ds) == 2 * (fx.SNP_COUNTS["train"] + fx.SNP_COUNTS["val"]) and ds.classes == ["Airplane", "Bag"]
     _check_items(ds, 64, 2)
     for i in range(len(ds)):
         item = ds[i]
         assert item["seg"].shape == (64,) and item["category"] == item["label"]
         assert set(item["seg"].tolist()) <= set(ds.seg_classes[ds.classes[int(item["category"])]])
-    raw = build_dataset("shapenetpart", tmp_path, "test", num_points=None, use_normals=True)
+    raw = build_dataset("shapenetpart", tmp_path, "test", use_normals=True)  # whole shapes
     assert len(raw) == 4 and raw[0]["points"].shape == (30, 3) and raw[0]["normals"].shape == (30, 3)
 
 

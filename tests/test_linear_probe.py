@@ -7,6 +7,7 @@ import torch
 
 from pointmap.config import load_config
 from pointmap.engine import LinearProbe, Trainer, load_file
+from pointmap.models import pooled_features
 
 from .test_tools import CFGS, TINY_FINETUNE, pretrained, tool  # noqa: F401 (pretrained is a fixture)
 
@@ -29,7 +30,7 @@ def test_linear_probe_trains_only_the_linear_layer(pretrained, tmp_path):  # noq
     model.train()
     assert model.training and not model.encoder.training
     x = torch.randn(3, 64, 3)
-    assert model.forward_features(x).shape == (3, 2 * model.encoder.embed_dim) and model(x).shape == (3, 15)
+    assert pooled_features(model, x).shape == (3, 2 * model.encoder.embed_dim) and model(x).shape == (3, 15)
     assert res["test"]["count"] > 0
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pointmap
-from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder, no_weight_decay
+from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncoder, no_weight_decay, pooled_features
 
 TINY_POINTS = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8)
 TINY_IMAGE = dict(embed_dim=32, num_heads=2, img_size=32, patch_size=8)
@@ -33,7 +33,7 @@ def test_every_registered_model_runs(name):
     assert isinstance(clf, Classifier)
     assert isinstance(pointmap.create_model(name, **{**kw, "layout": "T"}), TokenEncoder)   # num_classes=None
     assert clf(x).shape == (2, 7)
-    assert clf.forward_features(x).shape == (2, clf.num_features)
+    assert pooled_features(clf, x).shape == (2, clf.num_features)
 
 
 @pytest.mark.parametrize("name", [n for n in pointmap.list_models() if "image" not in n])

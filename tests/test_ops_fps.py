@@ -1,8 +1,12 @@
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
 
-from pointmap.ops import available_backends, fps, fps_ref
+from pointmap.errors import UnavailableError
+from pointmap.ops import _backend, available_backends, fps, fps_ref
 from pointmap.ops.testing import cloud_with_duplicates, random_cloud
 
 CPU_BACKENDS = [b for b in available_backends("fps") if b in ("cpu", "torch")]
@@ -80,17 +84,20 @@ def test_half_precision_input_is_accepted():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("skip_near_origin", [False, True])
 @pytest.mark.parametrize("backend", ["auto", "cuda", "torch", "pointnet2_ops"])
 @pytest.mark.parametrize("B,N,n", SHAPES + [(128, 1024, 64), (32, 8192, 512)])
-def test_gpu_equals_cpu_reference(backend, B, N, n):
+def test_gpu_equals_cpu_reference(backend, B, N, n, skip_near_origin):
+    """On clouds with points near the origin (every third cloud's points 1 and N//2), for both variants;
+    pointnet2_ops computes only the near-origin one."""
     if backend != "auto" and backend not in available_backends("fps"):
         pytest.skip(f"{backend} not available")
+    if backend == "pointnet2_ops" and not skip_near_origin:
+        pytest.skip("pointnet2_ops computes skip_near_origin=True only")
     xyz = random_cloud(B, N, seed=N)
-    # pointnet2_ops never picks points within 1e-3 of the origin: keep clouds away from it
-    if backend == "pointnet2_ops":
-        xyz = xyz + 3.0
-    idx = fps(xyz.cuda(), n, backend=backend).cpu()
-    assert torch.equal(idx, fps_ref(xyz, n))
+    xyz[::3, [min(1, N - 1), N // 2]] = 0.01
+    idx = fps(xyz.cuda(), n, backend=backend, skip_near_origin=skip_near_origin).cpu()
+    assert torch.equal(idx, fps_ref(xyz, n, skip_near_origin=skip_near_origin))
 
 
 @pytest.mark.gpu
@@ -144,3 +151,46 @@ def test_skip_near_origin_keeps_a_first_point_at_the_origin():
     assert (idx[:, 0] == 0).all() and not {100, 200} & set(idx.flatten().tolist())
     for b in range(2):
         assert idx[b].tolist() == fps_pointnet2_numpy(xyz[b].numpy(), 16)
+
+
+@pytest.fixture
+def pointnet2_stand_in(monkeypatch):
+    """pointnet2_ops installed, as it behaves on a GPU, on the CPU: its furthest_point_sample never picks a point
+    near the origin after the first, whatever it is asked; the registered backend (ahead of ``cpu`` and ``torch``)
+    may run on CPU tensors. Yields the sizes it was called with."""
+    calls = []
+
+    def furthest_point_sample(xyz, n):
+        calls.append(n)
+        return torch.tensor([fps_pointnet2_numpy(c.numpy(), n) for c in xyz], dtype=torch.int32)
+
+    package, utils = types.ModuleType("pointnet2_ops"), types.ModuleType("pointnet2_ops.pointnet2_utils")
+    utils.furthest_point_sample, package.pointnet2_utils = furthest_point_sample, utils
+    monkeypatch.setitem(sys.modules, "pointnet2_ops", package)
+    monkeypatch.setitem(sys.modules, "pointnet2_ops.pointnet2_utils", utils)
+    backend = next(b for b in _backend._REGISTRY["fps"] if b.name == "pointnet2_ops")
+    monkeypatch.setattr(backend, "supports", lambda xyz: True)
+    yield calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_gives_the_same_indices_with_pointnet2_ops_installed(pointnet2_stand_in, dtype):
+    """With pointnet2_ops present and first in line, ``auto`` still gives the plain rule's indices on a cloud with
+    points inside the origin ball, and uses pointnet2_ops for the near-origin variant, which it computes."""
+    xyz = _cloud_near_origin(dtype)
+    plain = fps(xyz, 64)
+    assert plain.tolist() == textbook(xyz, 64) and {100, 200} & set(plain[0].tolist())
+    assert pointnet2_stand_in == []
+    quirk = fps(xyz, 64, skip_near_origin=True)
+    assert pointnet2_stand_in == [64]
+    assert quirk.tolist() == [fps_pointnet2_numpy(c.numpy(), 64) for c in xyz]
+
+
+def test_pointnet2_ops_by_name_refuses_the_plain_rule(pointnet2_stand_in):
+    xyz = _cloud_near_origin(torch.float32)
+    with pytest.raises(UnavailableError, match=r"fps backend 'pointnet2_ops' computes fps with skip_near_origin=True "
+                                               r"only, not skip_near_origin=False"):
+        fps(xyz, 8, backend="pointnet2_ops")
+    assert pointnet2_stand_in == []
+    assert fps(xyz, 8, backend="pointnet2_ops", skip_near_origin=True).tolist() == \
+        [fps_pointnet2_numpy(c.numpy(), 8) for c in xyz]

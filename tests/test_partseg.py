@@ -111,7 +111,9 @@ def snp_root(tmp_path_factory):
     return root
 
 
-SNP = ["data.name=shapenetpart", "data.options={num_points: 64}", "data.train_split=trainval"]
+SNP_SAMPLE = ["data.train_transforms=[{name: normalize}, {name: sample, num_points: 64}]",
+              "data.test_transforms=[{name: normalize}, {name: sample, num_points: 64, seed: 0}]"]
+SNP = ["data.name=shapenetpart", "data.options={}", "data.train_split=trainval"] + SNP_SAMPLE
 
 
 @pytest.mark.parametrize("name,seg_head", [(n, "pointmap") for n in pointmap.list_models() if "image" not in n]
@@ -134,9 +136,24 @@ def test_task_model_gives_50_part_logits_for_every_preset(name, seg_head, snp_ro
     assert task.mask[batch["category"].unsqueeze(1), pred].all()  # every prediction a part of its category
 
 
+def test_a_float64_part_segmenter_keeps_float64_logits_and_loss(snp_root):
+    """Only float16 / bfloat16 logits are upcast: a float64 model's logits and loss stay float64."""
+    cfg = load_config(os.path.join(CFGS, "partseg_demo.yaml"), TINY + SNP + [f"data.root={snp_root}"])
+    cfg.model.args = dict(embed_dim=16, layout="MT", num_heads=2, num_group=4, group_size=8)
+    task = SegmentationTask(cfg)
+    datasets = task.build_datasets()
+    model = task.build_model(datasets).double()
+    batch = {k: torch.stack([datasets["train"][i][k] for i in range(2)]) for k in ("points", "seg", "category")}
+    batch["points"] = batch["points"].double()
+    loss, _ = task.train_step(model, batch)
+    assert loss.dtype == torch.float64
+    with torch.no_grad():
+        assert task.logits(model.eval(), batch).dtype == torch.float64
+
+
 def test_partseg_tool_on_shapenetpart_fixture(snp_root, tmp_path, monkeypatch, capsys):
     code, out, err = tool("finetune_partseg.py", "--cfg", os.path.join(CFGS, "partseg_shapenetpart.yaml"),
-                          "--device", "cpu", *TINY, "data.options={num_points: 64}", f"data.root={snp_root}",
+                          "--device", "cpu", *TINY, *SNP_SAMPLE, f"data.root={snp_root}",
                           "data.batch_size=4", f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert out.startswith("protocol clean | best epoch 1 (val ins_miou") and "test cls_miou " in out
@@ -155,3 +172,30 @@ def test_partseg_tool_on_synthetic_parts_peer_protocol(tmp_path, monkeypatch, ca
     bad = tool("finetune_partseg.py", "--cfg", os.path.join(CFGS, "finetune_demo.yaml"), "--device", "cpu", *TINY,
                f"train.output_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
     assert bad[0] == 2 and "needs task: partseg" in bad[2]
+
+
+def test_shapenetpart_recipe_samples_after_normalising_and_evaluates_the_same_points(snp_root):
+    """cfgs/partseg_shapenetpart.yaml: whole shapes are normalised, then 2048 points drawn (the fixture's shapes
+    have 30: every point, padded with repeats); validation and test give the same points every time, training
+    draws anew."""
+    cfg = load_config(os.path.join(CFGS, "partseg_shapenetpart.yaml"), [f"data.root={snp_root}"])
+    datasets = SegmentationTask(cfg).build_datasets()
+    whole = pointmap.data.build_dataset("shapenetpart", snp_root, "test")
+    for split in ("val", "test"):
+        first, again = datasets[split][1], datasets[split][1]
+        assert first["points"].shape == (2048, 3)
+        assert torch.equal(first["points"], again["points"]) and torch.equal(first["seg"], again["seg"])
+    train = datasets["train"]
+    assert not torch.equal(train[0]["points"], train[0]["points"])
+    item, raw = datasets["test"][2], whole[2]["points"]
+    normalised = raw - raw.mean(0)
+    normalised = normalised / normalised.norm(dim=1).max()
+    dist = (item["points"][:, None] - normalised[None]).norm(dim=-1)  # each point is a point of the normalised whole shape
+    assert dist.min(1).values.max() < 1e-6 and set(dist.argmin(1).tolist()) == set(range(len(raw)))
+    assert abs(float(item["points"].mean(0).norm()) - 0.0) > 1e-3  # repeats: not centred after sampling
+
+
+def test_shapenetpart_num_points_points_to_the_sample_transform(snp_root):
+    with pytest.raises(ValueError, match=r"shapenetpart: num_points=64 is not an option; list "
+                                         r"\{name: sample, num_points: 64\} after \{name: normalize\}"):
+        pointmap.data.build_dataset("shapenetpart", snp_root, "test", num_points=64)

@@ -5,6 +5,7 @@ import torch
 import pointmap
 from pointmap.models import MAPPretrainer, PretrainOutput, random_mask, row_attention_mask
 from pointmap.ops import chamfer
+from pointmap.ops.chamfer import chamfer_ref
 
 TINY = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8, layout="MT", drop_path_rate=0.0)
 DEC = dict(decoder_heads=2, decoder_depth=2, decoder_drop_path_rate=0.0)
@@ -54,13 +55,47 @@ def test_patch_losses_average_to_the_loss(loss):
     assert torch.allclose(per[1, 2], one, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["cdl2", "cdl1", "mse"])
+def test_a_float64_loss_is_the_float64_reference(loss):
+    """A float64 model's loss is computed in float64 (not cast down to float32 on the way)."""
+    if loss == "mse":
+        pre = pointmap.create_pretrainer("hybridnet_image_s", embed_dim=32, num_heads=2, img_size=32, patch_size=8,
+                                         layout="MT", **DEC)
+        x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    else:
+        pre, x = tiny_pretrainer(loss=loss), torch.randn(2, 256, 3, dtype=torch.float64)
+    out = pre.double()(x, generator=torch.Generator().manual_seed(0))
+    if loss == "mse":
+        ref = (out.pred - out.target).pow(2).mean()
+    else:
+        ref = chamfer_ref(out.pred.reshape(-1, 8, 3), out.target.reshape(-1, 8, 3), norm=2 if loss == "cdl2" else 1)
+    assert out.loss.dtype == ref.dtype == torch.float64
+    assert abs(out.loss.item() - ref.item()) <= 1e-12 * ref.item()
+    assert pre.patch_losses(out).dtype == torch.float64
+
+
 def test_row_attention_mask():
-    mask = row_attention_mask(6, 2)
-    row = torch.arange(6) // 2
-    for i in range(6):
-        for j in range(6):
-            assert bool(mask[i, j]) == bool(row[j] <= row[i])
-    assert row_attention_mask(6, 6) is None
+    """Rows of 2 tokens: bidirectional inside a row, each row also sees the rows before it (written out)."""
+    assert row_attention_mask(6, 2).tolist() == [[1, 1, 0, 0, 0, 0],
+                                                 [1, 1, 0, 0, 0, 0],
+                                                 [1, 1, 1, 1, 0, 0],
+                                                 [1, 1, 1, 1, 0, 0],
+                                                 [1, 1, 1, 1, 1, 1],
+                                                 [1, 1, 1, 1, 1, 1]]
+    assert row_attention_mask(5, 2).tolist() == [[1, 1, 0, 0, 0],  # a short last row
+                                                 [1, 1, 0, 0, 0],
+                                                 [1, 1, 1, 1, 0],
+                                                 [1, 1, 1, 1, 0],
+                                                 [1, 1, 1, 1, 1]]
+    assert row_attention_mask(3, 1).tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]  # plain autoregression
+    assert row_attention_mask(6, 3, local=True).tolist() == [[1, 1, 1, 0, 0, 0],
+                                                             [1, 1, 1, 0, 0, 0],
+                                                             [1, 1, 1, 0, 0, 0],
+                                                             [0, 0, 0, 1, 1, 1],
+                                                             [0, 0, 0, 1, 1, 1],
+                                                             [0, 0, 0, 1, 1, 1]]
+    assert row_attention_mask(6, 2).dtype == torch.bool
+    assert row_attention_mask(6, 6) is None and row_attention_mask(6, 8) is None
 
 
 @pytest.mark.parametrize("objective,causal", [("map", True), ("ar", True), ("mae", False)])

@@ -12,6 +12,7 @@ import torch
 
 from pointmap.engine import Hook, ProcessScope, RunDir, RunInterrupted, Trainer, load_file, register_hook
 from pointmap.engine.probe import SvmProbeTask
+from pointmap.engine.scope import exit_code
 from pointmap.ops import get_backend_override
 
 from .test_engine import TinyCls, tiny_cfg
@@ -22,8 +23,8 @@ def sigterm_after_the_first_test_pass(monkeypatch):
     """Trainer.evaluate sends this process a real SIGTERM when it has scored the test split, once."""
     evaluate, sent = Trainer.evaluate, []
 
-    def evaluate_then_signal(self, split, views=1):
-        out = evaluate(self, split, views)
+    def evaluate_then_signal(self, split, views=1, **kw):
+        out = evaluate(self, split, views, **kw)
         if split == "test" and not sent:
             sent.append(split)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -33,10 +34,11 @@ def sigterm_after_the_first_test_pass(monkeypatch):
 
 
 def assert_stopped_before(second, err, code, where="during the final test"):
-    """Exit 130 with the line that says where and how to continue, the next run never started, the driver
-    folder marked, the signal handlers given back; returns the command that continues."""
+    """Exit 143 (SIGTERM's, as a shell reports it) with the line that says where and how to continue, the next
+    run never started, the driver folder marked, the signal handlers given back; returns the command that
+    continues."""
     line = err.strip().splitlines()[-1]
-    assert code == 130 and "Traceback" not in err, err
+    assert code == 143 and "Traceback" not in err, err
     assert line.startswith(f"interrupted {where}; continue with: python ") and line.endswith("--resume"), line
     assert not second.exists()
     assert json.loads((second.parent / "meta.json").read_text())["status"] == "interrupted"
@@ -180,13 +182,15 @@ def test_a_runs_process_settings_do_not_reach_the_next_run(tmp_path):
 
 def test_scopes_nest_and_a_signal_outside_a_deferring_one_stops_at_once():
     with ProcessScope(defer_stop=False):
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as info:
             os.kill(os.getpid(), signal.SIGTERM)
+        assert exit_code(info.value) == 143  # a stop at once says which signal: 128 + its number
         with ProcessScope() as inner:
             os.kill(os.getpid(), signal.SIGTERM)  # deferred: a request
             assert inner.stop_requested == "SIGTERM"
-            with pytest.raises(KeyboardInterrupt):  # asked twice: at once
-                os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(KeyboardInterrupt) as info:  # asked twice: at once
+                os.kill(os.getpid(), signal.SIGINT)
+            assert exit_code(info.value) == 130 and exit_code(KeyboardInterrupt()) == 130
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and ProcessScope().stop_requested is None
 
 

@@ -25,9 +25,10 @@ TINY_PRETRAIN = TINY + ["objective.decoder_depth=1", "objective.decoder_heads=2"
 TINY_FINETUNE = TINY + ["data.options={num_points: 64, samples_per_class: 2}"]
 
 
-def tool(name, *argv, monkeypatch, capsys):
+def tool(name, *argv, monkeypatch, capsys, lines=False):
     """Run tools/<name>.py in this process; returns (exit code, last stdout line, stderr). Logs go to
-    stdout before the summary line; stderr holds the error line (and nothing of the logs)."""
+    stdout before the summary line; stderr holds the error line (and nothing of the logs). ``lines``:
+    (exit code, every stdout line, every stderr line) instead."""
     monkeypatch.setattr(sys, "argv", [name, *argv])
     monkeypatch.syspath_prepend(TOOLS)
     code = 0
@@ -36,6 +37,8 @@ def tool(name, *argv, monkeypatch, capsys):
     except SystemExit as e:
         code = e.code
     out = capsys.readouterr()
+    if lines:
+        return code, out.out.strip().splitlines(), out.err.strip().splitlines()
     return code, out.out.strip().splitlines()[-1] if out.out.strip() else "", out.err
 
 

@@ -39,7 +39,7 @@ def rejected(overrides, cfg=DEMO) -> ConfigError:
 def test_model_args_typo_names_the_key_and_the_nearest_name():
     e = rejected(["model.args.embed_dimm=128"])
     assert str(e) == "model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)"
-    # the names come from the whole chain: preset -> build_point_model -> HybridEncoder -> TokenEncoder
+    # the names come from the whole chain: preset -> build_model -> HybridEncoder -> TokenEncoder
     build_task(load_config(DEMO, ["model.args={embed_dim: 16, num_group: 4, qkv_bias: true, head_dropout: 0.1}"]))
     assert "lnp_k" in str(rejected(["model.name=map3d_official", "model.args={lnp_kk: 3}"]))
     assert "'patch_size'" in str(rejected(["model.name=hybridnet_image_s", "model.args={patch_sizes: 8}"]))
@@ -213,8 +213,8 @@ def test_a_user_error_after_the_run_folder_is_said_once_and_kept_in_the_log(tmp_
     (tmp_path / "meshes" / "a").mkdir(parents=True)
     (tmp_path / "meshes" / "a" / "x.obj").write_text("this is not a mesh\n")
     r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg",
-                        os.path.join(REPO, "cfgs", "map_meshes.yaml"),
-                        f"data.root={tmp_path / 'meshes'}", f"train.output_dir={tmp_path / 'runs'}"],
+                        os.path.join(REPO, "cfgs", "map_meshes.yaml"), f"data.root={tmp_path / 'meshes'}",
+                        f"train.output_dir={tmp_path / 'runs'}", "data.batch_size=1"],
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     out = r.stdout + r.stderr
@@ -222,3 +222,60 @@ def test_a_user_error_after_the_run_folder_is_said_once_and_kept_in_the_log(tmp_
     assert error.startswith("error: ") and out.count(error[len("error: "):]) == 1
     logs = list((tmp_path / "runs").rglob("log.txt"))
     assert logs and "run failed: " in logs[0].read_text()
+
+
+def _modelnet_with_wrong_shape_names(root):
+    """A ModelNet40 text layout whose modelnet40_shape_names.txt does not name the classes its split lists use."""
+    text = root / "ModelNet" / "modelnet40_normal_resampled"
+    (text / "airplane").mkdir(parents=True)
+    (text / "modelnet40_shape_names.txt").write_text("chair\ntable\n")
+    for split in ("train", "test"):
+        (text / f"modelnet40_{split}.txt").write_text("airplane_0001\n")
+    (text / "airplane" / "airplane_0001.txt").write_text("0,0,0,0,0,1\n" * 8)
+    return root
+
+
+def test_inputs_that_are_not_what_they_should_be_write_no_run_folder(tmp_path, monkeypatch, capsys):
+    """Issue 29: an empty config, a --ckpt that is no checkpoint (a text file, an empty or truncated .pth), a
+    data root that is empty or holds the wrong files: one error line, exit 2, before any run folder."""
+    from .test_tools import tool
+
+    readme = os.path.join(REPO, "README.md")
+    (tmp_path / "empty.yaml").write_text("# nothing but a comment\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"model": {"w": torch.zeros(1000)}}, tmp_path / "cut.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:300])
+    (tmp_path / "no_data").mkdir()
+    modelnet = os.path.join(REPO, "cfgs", "finetune_modelnet.yaml")
+    cases = [
+        (["--cfg", str(tmp_path / "empty.yaml")], f"config {tmp_path / 'empty.yaml'} is empty"),
+        (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", readme], f"{readme} is not a readable torch checkpoint"),
+        (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", str(tmp_path / "empty.pth")], "empty.pth"),
+        (["--cfg", FINETUNE, *TINY_ARGS, "--ckpt", str(tmp_path / "cut.pth")], "cut.pth"),
+        (["--cfg", FINETUNE, *TINY_ARGS, "--eval", "--ckpt", readme], "is not a readable torch checkpoint"),
+        (["--cfg", modelnet, f"data.root={tmp_path / 'no_data'}"], "modelnet40_train.txt"),
+        (["--cfg", modelnet, f"data.root={_modelnet_with_wrong_shape_names(tmp_path / 'mn')}"],
+         "names class 'airplane', not in the shape names file"),
+        (["--cfg", modelnet, f"data.root={tmp_path / 'mn'}", "--seeds", "0", "1"], "not in the shape names file"),
+    ]
+    for args, said in cases:
+        out = tmp_path / "runs"
+        code, _, err = tool("finetune_modelnet.py", *args, "--device", "cpu", f"train.output_dir={out}",
+                            monkeypatch=monkeypatch, capsys=capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], err
+        assert not out.exists(), args
+
+
+TINY_ARGS = ["model.args={embed_dim: 16, layout: MT, num_heads: 2, num_group: 4, group_size: 8}",
+             "data.options={num_points: 64, samples_per_class: 2}"]
+
+
+def test_an_empty_config_is_an_error_naming_the_file(tmp_path):
+    for text in ("", "\n# a comment\n"):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=f"config {tmp_path / 'c.yaml'} is empty"):
+            load_config(str(tmp_path / "c.yaml"))
+    (tmp_path / "child.yaml").write_text("_base_: c.yaml\n")  # an empty base is as empty
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(str(tmp_path / "child.yaml"))

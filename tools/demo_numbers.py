@@ -2,6 +2,7 @@
 
     python tools/demo_numbers.py                              # ~45 min on 2 CPU cores; writes docs/demo/
     python tools/demo_numbers.py --only pretrain finetune     # a subset (the others keep their numbers)
+    python tools/demo_numbers.py --jobs 2                     # two commands at a time (each uses one thread)
 
 Each entry is one command exactly as the README shows it, run in a child process from the repository
 root, timed (wall clock), with the numbers read from the run folder it wrote (metrics.json,
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from _common import REPO
 
@@ -100,6 +102,31 @@ def run_one(name: str) -> dict:
             **numbers(name, metrics, printed)}
 
 
+def _schedule(names: list, jobs: int, previous: dict) -> dict:
+    """Run ``names`` ``jobs`` at a time (each demo runs on one CPU thread): the pretraining first, with the
+    commands that do not start from its checkpoint beside it, then the rest as workers free up; the longest
+    first by ``previous``'s times."""
+    needs_ckpt = {n for n in names if CKPT in COMMANDS[n][0] or PICTURE in COMMANDS[n][0]}
+    longest = sorted((n for n in names if n != "pretrain"), key=lambda n: -previous.get(n, {}).get("wall_s", 0))
+    order = ([n for n in names if n == "pretrain"] + [n for n in longest if n not in needs_ckpt]
+             + [n for n in longest if n in needs_ckpt])
+    runs, started = {}, {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        def one(name):
+            if name in needs_ckpt and "pretrain" in started:  # submitted first, so already running or done
+                started["pretrain"].result()  # its checkpoint first
+            print(f"{name}: {COMMANDS[name][0]}", flush=True)
+            out = run_one(name)
+            print(f"  {name}: {out['wall_s']:.0f} s | {out['printed']}", flush=True)
+            return out
+
+        for name in order:
+            started[name] = pool.submit(one, name)
+        for name in order:
+            runs[name] = started[name].result()
+    return runs
+
+
 def _run(args) -> str:
     out_dir = os.path.join(REPO, args.out)
     path = os.path.join(out_dir, "numbers.json")
@@ -107,21 +134,16 @@ def _run(args) -> str:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             previous = json.load(f).get("runs", {})
-    runs = {}
-    for name in COMMANDS:
-        if args.only and name not in args.only:
-            if name in previous:
-                runs[name] = previous[name]
-            continue
-        print(f"{name}: {COMMANDS[name][0]}", flush=True)
-        runs[name] = run_one(name)
-        print(f"  {runs[name]['wall_s']:.0f} s | {runs[name]['printed']}", flush=True)
+    chosen = [n for n in COMMANDS if not args.only or n in args.only]
+    fresh = _schedule(chosen, args.jobs, previous)
+    runs = {n: fresh[n] if n in fresh else previous[n] for n in COMMANDS if n in fresh or n in previous}
     import torch
 
     env = environment()
     doc = {"commit": env["git_commit"], "dirty": env["git_dirty"], "python": platform.python_version(),
            "torch": torch.__version__,
            "machine": f"{cpu_name()}, {os.cpu_count()} cores", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+           "jobs": args.jobs,
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "runs": runs}
     os.makedirs(out_dir, exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(doc, indent=2).encode() + b"\n"))
@@ -133,6 +155,8 @@ def _run(args) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=list(COMMANDS), default=None, help="run these commands only")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="commands run at once (each demo uses one CPU thread: 2 on a 2-core machine; default 1)")
     p.add_argument("--out", default=os.path.join("docs", "demo"), help="folder of numbers.json (default docs/demo)")
     add_debug_flag(p)
     args = p.parse_args(argv)

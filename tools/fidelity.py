@@ -1,14 +1,27 @@
 """How closely the peer presets compute what the peers' own code computes: the largest difference, in float64,
 between each preset loaded with a peer's weights and that peer's recorded outputs (tests/fixtures/peers/, made
 by the peers' code), and the size of each peer quirk a preset does not keep by default. docs/models.md quotes
-these figures; tests/test_peer_fidelity.py holds each below 1e-10 and checks the page against docs/fidelity.json.
+these figures; tests/test_peer_fidelity.py holds each below its tolerance and checks the page against
+docs/fidelity.json.
+
+The Mamba presets' figures depend on the CPU: the peers form A = −exp(A_log) in float32, and float32 ``exp``
+differs in the last bit between CPUs (the fixtures were made on an AMD EPYC). So the file records the machine
+(CPU model name), how many of the fixtures' A values this CPU's float32 exp puts one ulp or more from the
+correctly rounded value, and how far each figure moves when every element of A moves by one ulp
+(``one_ulp_of_a``: what the tests' tolerance for these presets is sized from). Where torch uses MKL, the
+figures are measured once more in a fresh process with ``MKL_CBWR=COMPATIBLE`` (``mkl_compatible``): MKL's
+code path that gives the same results on every CPU, which reproduces the fixtures' own A.
 
     python tools/fidelity.py                          # the table
     python tools/fidelity.py --json docs/fidelity.json
 """
 import argparse
+import contextlib
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
 
 import torch
@@ -19,7 +32,8 @@ import pointmap
 from pointmap.atomic import atomic_write
 from pointmap.errors import add_debug_flag
 from pointmap.layers import MambaMixer
-from pointmap.models import load_checkpoint
+from pointmap.layers import mamba as mamba_layer
+from pointmap.models import load_checkpoint, pooled_features
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "fixtures", "peers")
 REDUCED = dict(num_classes=10, embed_dim=48, num_group=32, group_size=16)  # the fixtures' reduced models
@@ -64,10 +78,10 @@ def measure() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model, x, out = _preset("point_mae", tmp)
         res["pointmae"] = {"batch": max(max_diff(model(x), out["logits"]),
-                                        max_diff(model.forward_features(x), out["features"]))}
+                                        max_diff(pooled_features(model, x), out["features"]))}
         model, x, out = _preset("pointmamba", tmp)
         res["pointmamba"] = {"batch": max(max_diff(model(x), out["logits"]),
-                                          max_diff(model.forward_features(x), out["features"])),
+                                          max_diff(pooled_features(model, x), out["features"])),
                              "one_at_a_time": max_diff(_one_at_a_time(model, x), out["b1_logits"]),
                              "batch_depth_quirk": max_diff(out["logits"][2], out["b1_logits"][2])}
         for name in ("map3d", "mamba3d"):
@@ -78,13 +92,80 @@ def measure() -> dict:
                        "sample0_pooling_quirk": max_diff(logits[1:], out["logits"][1:])}
             model, x, out = _preset(name, tmp, global_pool="cls_maxmean_sample0")
             figures["batch_sample0_pooling"] = max(max_diff(model(x), out["logits"]),
-                                                   max_diff(model.forward_features(x), out["features"]))
+                                                   max_diff(pooled_features(model, x), out["features"]))
             res[PRESETS[name][0]] = figures
     fx = fixture("mamba_mixer")
     mixer = MambaMixer(**{k: v for k, v in fx["config"].items() if k != "use_fast_path"}).double().eval()
     mixer.load_state_dict(fx["state_dict"])
     res["mamba_mixer"] = {"y": max_diff(mixer(fx["input"]), fx["outputs"]["y"])}
     return res
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo's "model name", else what the platform module says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ulps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How many float32 steps apart a and b are (same sign, finite)."""
+    return (a.view(torch.int32).long() - b.view(torch.int32).long()).abs()
+
+
+def float32_exp() -> dict:
+    """The fixtures' A = −exp(A_log) as this CPU forms it in float32, against the correctly rounded value:
+    {"values", "off_by_one_ulp" (how many differ), "max_ulp"}."""
+    logs = [v.reshape(-1) for name in ("pointmamba", "map3d", "mamba3d", "mamba_mixer")
+            for k, v in fixture(name)["state_dict"].items() if k.endswith(("A_log", "A_b_log"))]
+    a_log = torch.cat(logs)
+    off = _ulps(mamba_layer.float32_a(a_log), (-torch.exp(a_log.float().double())).float())
+    return {"values": a_log.numel(), "off_by_one_ulp": int((off > 0).sum()), "max_ulp": int(off.max())}
+
+
+@contextlib.contextmanager
+def a_one_ulp_off(seed: int = 0):
+    """Inside, every Mamba mixer's float32 A is one ulp up or down (a random sign per element, seeded): what
+    a CPU whose float32 exp differs in the last bit everywhere would compute."""
+    form = mamba_layer.float32_a
+    gen = torch.Generator().manual_seed(seed)
+
+    def nudged(a_log):
+        a = form(a_log)
+        step = torch.randint(0, 2, a.shape, generator=gen, dtype=torch.int32) * 2 - 1
+        return (a.view(torch.int32) + step).view(torch.float32)
+
+    mamba_layer.float32_a = nudged
+    try:
+        yield
+    finally:
+        mamba_layer.float32_a = form
+
+
+def one_ulp_of_a(base: dict) -> dict:
+    """{preset: the most any of its reproduced figures moves with A one ulp off (:func:`a_one_ulp_off`)}."""
+    with a_one_ulp_off():
+        nudged = measure()
+    return {preset: max(abs(nudged[preset][k] - v) for k, v in figures.items() if not k.endswith("_quirk"))
+            for preset, figures in base.items()}
+
+
+def mkl_compatible():
+    """The differences of :func:`measure`, measured in a fresh process with ``MKL_CBWR=COMPATIBLE`` (MKL's
+    CPU-independent code path); None where torch has no MKL or this process already runs with MKL_CBWR set."""
+    if not torch.backends.mkl.is_available() or os.environ.get("MKL_CBWR"):
+        return None
+    tools = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "MKL_CBWR": "COMPATIBLE",
+           "PYTHONPATH": os.pathsep.join(p for p in (tools, os.environ.get("PYTHONPATH")) if p)}
+    code = "import json, fidelity; print(json.dumps(fidelity.measure()))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def sci(x: float, digits: int = 0) -> str:
@@ -98,15 +179,29 @@ def _run():
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON to FILE")
     add_debug_flag(p)
     args = p.parse_args()
-    res = {"torch": torch.__version__, "dtype": "float64", "differences": measure()}
+    differences = measure()
+    res = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+           "mkl": torch.backends.mkl.is_available(), "dtype": "float64", "differences": differences,
+           "float32_exp": float32_exp(), "one_ulp_of_a": one_ulp_of_a(differences)}
+    compatible = mkl_compatible()
+    if compatible is not None:
+        res["mkl_compatible"] = compatible
     if args.json:
         atomic_write(os.path.abspath(args.json), lambda f: f.write(json.dumps(res, indent=1) + "\n"), binary=False)
     return res
 
 
 def _summary(res) -> str:
-    return "\n".join(f"{preset:15s} {fig:22s} {sci(v, 1)}" for preset, figs in res["differences"].items()
-                     for fig, v in figs.items())
+    e = res["float32_exp"]
+    lines = [f"{res['cpu']} ({res['cpu_capability']}): float32 exp puts {e['off_by_one_ulp']} of the fixtures' "
+             f"{e['values']} A values {e['max_ulp']} ulp from correctly rounded"]
+    lines += [f"{preset:15s} {fig:22s} {sci(v, 1)}" for preset, figs in res["differences"].items()
+              for fig, v in figs.items()]
+    lines += [f"{preset:15s} {'one ulp of A moves it':22s} {sci(v, 1)}" for preset, v in res["one_ulp_of_a"].items()]
+    lines += [f"{preset:15s} {fig + ' (MKL_CBWR=COMPATIBLE)':22s} {sci(v, 1)}"
+              for preset, figs in res.get("mkl_compatible", {}).items() for fig, v in figs.items()
+              if not fig.endswith("_quirk")]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from ..config import Config, load_config
 from ..engine import ProcessScope, RunInterrupted, shutdown
 from ..engine.distributed import is_main_process
+from ..engine.scope import exit_code
 from ..errors import UserError, add_debug_flag, user_errors_exit
 from ..experiments import evaluate_checkpoint, format_results, run_finetune
 from ..models import absolute_spec
@@ -33,7 +34,10 @@ def build_parser(doc: str, default_cfg: Optional[str], seeds: bool = True, probe
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", default=default_cfg, help=f"{CFG_HELP} (default: {default_cfg or 'see below'})")
     p.add_argument("--exp-name", default=None, help="run folder: experiments/<cfg>/<exp-name>/ (default: default)")
-    p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth")
+    p.add_argument("--resume", action="store_true", help="continue the run in that folder from ckpt-last.pth; "
+                   "a config that changes what the run trains (batch size, model, data, schedule, ...) is refused")
+    p.add_argument("--force", action="store_true", help="with --resume: go on where the config changes what the run "
+                   "trains (the changes are recorded in meta.json; config.yaml stays the original)")
     p.add_argument("--ckpt", default=None, help=CKPT_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     if downstream:
@@ -57,6 +61,8 @@ def build_parser(doc: str, default_cfg: Optional[str], seeds: bool = True, probe
 
 
 def load(args: argparse.Namespace, extra_overrides=()) -> Config:
+    if getattr(args, "force", False) and not args.resume:
+        raise UserError("--force goes with --resume (it accepts a changed config when continuing a run)")
     cfg = load_config(args.cfg, list(extra_overrides) + list(args.overrides))
     probe = getattr(args, "linear_probe", None)
     if probe:
@@ -77,7 +83,7 @@ def finetune(args: argparse.Namespace, cfg: Config):
         if args.seeds or args.resume:
             raise UserError("--eval scores one checkpoint: drop --seeds / --resume")
         return evaluate_checkpoint(cfg, args.ckpt, device=args.device)
-    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume)
+    return run_finetune(cfg, seeds=args.seeds, device=args.device, resume=args.resume, force=args.force)
 
 
 def main(run, summary=format_results, debug=None, argv: Optional[Sequence[str]] = None) -> None:
@@ -87,7 +93,7 @@ def main(run, summary=format_results, debug=None, argv: Optional[Sequence[str]] 
     ``argv``, default sys.argv); anything else is a bug and raises with its traceback. The command runs in a
     process scope (:class:`~pointmap.engine.ProcessScope`): every setting a run changes is given back, and
     SIGINT/SIGTERM stop a run or driver at its next check point (elsewhere at once); then the line saying
-    how to continue and exit 130."""
+    how to continue and exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports a process the signal ended."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv) if debug is None else debug
     # a config's old spellings are the user's to fix: show pointmap's deprecation warnings (Python hides them)
     warnings.filterwarnings("default", category=DeprecationWarning, module=r"pointmap(\.|$)")
@@ -101,9 +107,9 @@ def main(run, summary=format_results, debug=None, argv: Optional[Sequence[str]] 
     except RunInterrupted as e:
         if is_main_process():
             print(str(e), file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of that point
+        sys.exit(exit_code(e))
+    except KeyboardInterrupt as e:  # a second signal: stopped at once, without a checkpoint of that point
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exit_code(e))
     finally:
         shutdown()

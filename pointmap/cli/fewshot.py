@@ -20,7 +20,7 @@ def _run(argv=None, prog=None):
     args = parser.parse_intermixed_args(argv)
     folds = parse_folds(args.folds)
     return run_fewshot(load(args), args.way, args.shot, folds, device=args.device, resume=args.resume,
-                       prepare=args.prepare_folds)
+                       force=args.force, prepare=args.prepare_folds)
 
 
 def main(argv=None, prog=None) -> None:

@@ -11,6 +11,6 @@ from .common import build_parser, load, main as run_command
 def main(argv=None, prog=None) -> None:
     def run():
         args = build_parser(__doc__, "map_demo", seeds=False, downstream=False, prog=prog).parse_intermixed_args(argv)
-        return run_pretrain(load(args), device=args.device, resume=args.resume)
+        return run_pretrain(load(args), device=args.device, resume=args.resume, force=args.force)
 
     run_command(run, argv=argv)

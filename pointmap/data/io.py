@@ -1,9 +1,12 @@
 """File access shared by the data sets: locating a data set under a data root, reading the peers'
-formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays.
+formats (npy, pickle, h5, text, json) with errors that name the file, and validating point arrays. A user's own
+files (.ply .pcd .xyz .npy .h5, meshes, ...): :func:`read_points` (in :mod:`pointmap.data.readers`).
 
 Every error is one line naming the file (and key, shape or index) at fault; a missing file is named by
 its full expected path with a pointer to ``data/README.md``.
 """
+import _compat_pickle
+import codecs
 import json
 import os
 import pickle
@@ -12,15 +15,11 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import UserError, UserFileNotFoundError
+from ..errors import UserError
 from ..atomic import atomic_write
+from .validate import README_HINT, check_points, missing  # noqa: F401  (named here too, as before)
 
 PathLike = Union[str, os.PathLike]
-README_HINT = "see data/README.md for the expected layout"
-
-
-def missing(path: PathLike, what: str = "file") -> UserFileNotFoundError:
-    return UserFileNotFoundError(f"{what} not found: {Path(path).absolute()} ({README_HINT})")
 
 
 def require(path: PathLike, what: str = "file") -> Path:
@@ -82,10 +81,54 @@ def load_npy(path: PathLike) -> np.ndarray:
         raise UserError(f"corrupted or truncated npy file {path}: {e}") from e
 
 
+def _numpy_pickle_names() -> dict:
+    """(module, name) -> object for what numpy writes into a pickle of arrays, dtypes and scalars, under the
+    names numpy 1.x (``numpy.core``) and numpy 2 (``numpy._core``) write; both resolve to this numpy's."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        out[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return out
+
+
+# What a data pickle may create: numpy arrays, dtypes and scalars, plain containers, and the bytes of protocols
+# 0-2 (``_codecs.encode``). Lists, tuples, dicts, numbers and strings need no name at all.
+_PICKLE_NAMES = {**_numpy_pickle_names(), ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+                 ("builtins", "bytearray"): bytearray, ("_codecs", "encode"): codecs.encode}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A data pickle names something outside :data:`_PICKLE_NAMES`."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Admits only :data:`_PICKLE_NAMES`: anything else is refused before it is looked up, so nothing runs."""
+
+    def find_class(self, module: str, name: str):
+        # protocols 0-2 write Python 2's names (__builtin__.set): map them as pickle's own find_class does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return _PICKLE_NAMES[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def load_pickle(path: PathLike):
+    """A data pickle (the peers' ``.dat`` caches, ``.pkl`` few-shot folds) holding numpy arrays, dtypes, numpy
+    scalars and plain containers; a pickle that would create anything else (a class, a function call such as
+    ``os.system``) is refused with a one-line error naming the file, before anything in it runs."""
     try:
         with open(require(path), "rb") as f:
-            return pickle.load(f)
+            return _DataUnpickler(f).load()
+    except _Refused as e:
+        raise UserError(f"refusing to load pickle file {path}: it would call or create {e}, and a data pickle may "
+                        f"hold only numpy arrays, dtypes and plain containers") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
             IndexError, KeyError) as e:
         raise UserError(f"corrupted or truncated pickle file {path}: {type(e).__name__}: {e}") from e
@@ -120,25 +163,6 @@ def load_text_points(path: PathLike, delimiter: Optional[str] = None) -> np.ndar
     return arr
 
 
-def check_points(arr, path: PathLike, min_cols: int = 3, ndim: int = 2, num_points: Optional[int] = None):
-    """Validate a point array: shape ``(..., N, C>=min_cols)`` with ``ndim`` dims and finite values.
-    Returns it as float32. ``path`` names the source in errors (file, or file plus key)."""
-    arr = np.asarray(arr)
-    if (arr.ndim != ndim or arr.shape[-1] < min_cols or arr.shape[-2] == 0
-            or (num_points is not None and arr.shape[-2] != num_points)):
-        want = ("(M, " if ndim == 3 else "(") + f"{num_points or 'N'}, >={min_cols})"
-        raise UserError(f"{path}: point array has shape {tuple(arr.shape)}, expected {want}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise UserError(f"{path}: point array has non-numeric dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(arr).all(axis=-1)
-    if not finite.all():
-        idx = tuple(int(i) for i in np.argwhere(~finite)[0])
-        where = f"point {idx[-1]}" if len(idx) == 1 else f"cloud {idx[0]}, point {idx[1]}"
-        raise UserError(f"{path}: non-finite coordinates at {where}")
-    return arr
-
-
 def check_labels(labels, path: PathLike, count: int, num_classes: Optional[int] = None) -> np.ndarray:
     """Labels as a (count,) int64 array; shapes (count,) and (count, 1) are accepted."""
     labels = np.asarray(labels)
@@ -154,3 +178,6 @@ def atomic_pickle(obj, path: PathLike) -> None:
     """Pickle ``obj`` to ``path`` whole (:func:`pointmap.atomic.atomic_write`): a failed or interrupted
     write never leaves a truncated file behind."""
     atomic_write(str(path), lambda f: pickle.dump(obj, f, protocol=4))
+
+
+from .readers import READ_EXTENSIONS, find_point_files, read_points  # noqa: E402  (readers use the checks above)

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import UserError, UserFileNotFoundError
-from .io import check_points, missing
+from .readers import MESH_FILE_EXTENSIONS, read_cloud
+from .validate import missing
 from .registry import PointDataset, register_dataset
 
 logger = logging.getLogger(__name__)
@@ -22,20 +23,17 @@ MESH_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".glb")
 
 
 def load_mesh_points(path, num_points: int = 1024, seed: int = 0) -> Dict[str, np.ndarray]:
-    """``{"points", "normals"}`` (num_points, 3) float32 sampled uniformly on the mesh surface."""
-    import trimesh
-
+    """``{"points", "normals"}`` (num_points, 3) float32 sampled uniformly on the mesh surface (read by
+    :func:`pointmap.data.readers.read_cloud`, the one reader of a user's files)."""
     path = Path(path)
     if not path.exists():
         raise missing(path, "mesh file")
-    try:
-        mesh = trimesh.load(path, force="mesh")
-    except Exception as e:  # trimesh raises many types for unreadable files; name the file, keep the cause
-        raise UserError(f"unreadable mesh file {path}: {type(e).__name__}: {e}") from e
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or mesh.area <= 0:
-        raise UserError(f"mesh file {path} has no surface to sample (no faces or zero area)")
-    pts, face = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
-    return {"points": check_points(pts, path), "normals": np.asarray(mesh.face_normals[face], dtype=np.float32)}
+    if path.suffix.lower() not in MESH_EXTENSIONS + MESH_FILE_EXTENSIONS:
+        raise UserError(f"{path}: not a mesh file ({', '.join(MESH_EXTENSIONS)})")
+    cloud = read_cloud(path, mesh_points=num_points, seed=seed)
+    if cloud.shape != (num_points, 6):  # a .ply of vertices alone: nothing to sample
+        raise UserError(f"mesh file {path} has no surface to sample (no faces)")
+    return {"points": cloud[:, :3].copy(), "normals": cloud[:, 3:].copy()}
 
 
 def mesh_base(root, split: str) -> Path:

@@ -4,14 +4,14 @@
 ``train_test_split/shuffled_{train,val,test}_file_list.json`` (entries ``shape_data/<synset>/<id>``) and
 ``<synset>/<id>.txt`` (space-separated x y z nx ny nz part, part a global id in [0, 50)).
 Splits ``train``, ``val``, ``trainval`` (what the peers train on) and ``test``. Shapes have ~2-3k
-points; ``num_points`` (2048 by default, None for all) samples each item so batches collate.
+points (some fewer) and items hold them all: a recipe lists its ``sample`` transform after ``normalize``, so
+batches collate (pointmap's draws the test and validation points with a fixed seed: the same every evaluation).
 """
 import numpy as np
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .io import check_points, check_split, load_text_points, read_json, read_lines, resolve_dir
 from .registry import PointDataset, register_dataset, split_points
-from .transforms import Compose, Sample
 
 BASE_DIR = "shapenetcore_partanno_segmentation_benchmark_v0_normal"
 CATEGORY_FILE = "synsetoffset2category.txt"
@@ -30,11 +30,12 @@ class ShapeNetPart(PointDataset):
     seg_classes = SEG_CLASSES
     num_parts = NUM_PARTS
 
-    def __init__(self, root, split: str = "trainval", num_points=2048, use_normals: bool = False,
+    def __init__(self, root, split: str = "trainval", num_points=None, use_normals: bool = False,
                  transform=None):
         check_split(split, ("train", "val", "trainval", "test"), "shapenetpart")
-        if num_points:
-            transform = Compose([Sample(num_points)] + ([transform] if transform is not None else []))
+        if num_points is not None:  # sampling inside the data set would come before the split's normalize
+            raise ConfigError(f"shapenetpart: num_points={num_points} is not an option; list "
+                              f"{{name: sample, num_points: {num_points}}} after {{name: normalize}} in the transforms")
         super().__init__(transform)
         self.base = resolve_dir(root, BASE_DIR, CATEGORY_FILE)
         rows = [ln.split() for ln in read_lines(self.base / CATEGORY_FILE)]

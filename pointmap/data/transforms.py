@@ -9,11 +9,11 @@ generator (seeded per DataLoader worker by torch), never from numpy's global sta
                       {"name": "normalize"}, {"name": "scale_translate"}])
 """
 import math
-from typing import Callable, List, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
+from ..errors import ConfigError, UserError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 
 Item = Union[dict, torch.Tensor]
@@ -69,12 +69,16 @@ class Sample(Transform):
             1e-3 of the origin after the first. A cloud of at most ``num_points`` points is taken as
             ``random`` takes it (all its points in random order, padded with repeats when smaller).
         ``first``: the first ``num_points`` points as stored.
+
+    ``seed``: draw from a generator seeded with it on every call instead of torch's global one, so every call
+    draws the same indices for clouds of a size: a deterministic evaluation sample, the same in every run and
+    every epoch (a random subset all the same, as long as the stored point order is not tied to the seed).
     """
 
     METHODS = ("random", "replace", "fps", "first")
 
     def __init__(self, num_points: int, method: str = "random", random_start: bool = False,
-                 skip_near_origin: bool = False):
+                 skip_near_origin: bool = False, seed: Optional[int] = None):
         if method not in self.METHODS:
             raise ConfigError(f"sample: unknown method {method!r}; valid: {', '.join(self.METHODS)}")
         if method != "fps" and (random_start or skip_near_origin):
@@ -83,16 +87,26 @@ class Sample(Transform):
             raise ConfigError(f"sample: num_points must be >= 1, got {num_points}")
         self.num_points, self.method = int(num_points), method
         self.random_start, self.skip_near_origin = bool(random_start), bool(skip_near_origin)
+        self.seed = None if seed is None else int(seed)
 
     def apply(self, item):
         pts = item["points"]
         n_in, n, dev = pts.shape[-2], self.num_points, pts.device
+        gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+        def randperm(m):
+            return torch.randperm(m, device=dev) if gen is None else torch.randperm(m, generator=gen).to(dev)
+
+        def randint(high, count):
+            return (torch.randint(high, (count,), device=dev) if gen is None
+                    else torch.randint(high, (count,), generator=gen).to(dev))
+
         if self.method == "fps" and n_in > n:
             from pointmap.ops import fps  # data → ops is allowed; imported late to keep import light
 
             flat = pts.reshape(-1, n_in, 3)
             if self.random_start:  # FPS on a shuffled copy, its indices mapped back
-                perm = torch.stack([torch.randperm(n_in, device=dev) for _ in range(len(flat))])
+                perm = torch.stack([randperm(n_in) for _ in range(len(flat))])
                 shuffled = torch.gather(flat, 1, perm.unsqueeze(-1).expand(-1, -1, 3))
                 idx = torch.gather(perm, 1, fps(shuffled, n, skip_near_origin=self.skip_near_origin))
             else:
@@ -101,11 +115,11 @@ class Sample(Transform):
         elif self.method == "first" and n_in >= n:
             idx = torch.arange(n, device=dev)
         elif self.method == "replace":
-            idx = torch.randint(n_in, (n,), device=dev)
+            idx = randint(n_in, n)
         else:
-            idx = torch.randperm(n_in, device=dev)[:n]
+            idx = randperm(n_in)[:n]
             if n_in < n:
-                idx = torch.cat([idx, torch.randint(n_in, (n - n_in,), device=dev)])
+                idx = torch.cat([idx, randint(n_in, n - n_in)])
         return _take_all(item, idx)
 
 
@@ -243,3 +257,21 @@ def build_transform(cfg: dict) -> Transform:
 def build_transforms(cfgs: List[dict]) -> Compose:
     """A :class:`Compose` from config entries ``[{"name": ..., **options}, ...]``."""
     return Compose([build_transform(c) for c in cfgs or []])
+
+
+def create_transform(pretrained_cfg: Mapping[str, Any]) -> Compose:
+    """The test-time pipeline of a model's ``pretrained_cfg`` (timm's ``resolve_data_config`` +
+    ``create_transform``): its ``transforms``, led by farthest point sampling of its ``num_points`` when they
+    sample none (a cloud of one's own has any number of points).
+
+        model = pointmap.create_model("pointmae", pretrained="pointmae.modelnet40_1k")
+        points = create_transform(model.pretrained_cfg)(torch.as_tensor(cloud))   # (num_points, 3)
+    """
+    if pretrained_cfg.get("modality", "points") != "points":
+        raise UserError(f"{pretrained_cfg.get('name')}: a {pretrained_cfg.get('modality')} model takes tensors of "
+                        f"input_size {pretrained_cfg.get('input_size')}, not point clouds")
+    transforms = [dict(t) for t in pretrained_cfg.get("transforms") or []]
+    n = pretrained_cfg.get("num_points")
+    if n and not any(t.get("name") == "sample" for t in transforms):
+        transforms.insert(0, {"name": "sample", "num_points": int(n), "method": "fps"})
+    return build_transforms(transforms)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -32,6 +30,7 @@ from ..errors import UserFileNotFoundError
 from ..models.checkpoint import CheckpointError, read_checkpoint
 from ..ops import backends_used, kernel_checks
 from . import distributed as du
+from .rng import get_rng_state, module_generators, set_rng_state
 from .state import TrainState
 
 __all__ = ["atomic_write", "atomic_save", "atomic_write_json", "load_file", "get_rng_state", "set_rng_state",
@@ -68,51 +67,6 @@ def load_file(path: str) -> Dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
-
-
-def module_generators(model: nn.Module) -> List[torch.Generator]:
-    """``torch.Generator`` attributes held by submodules (e.g. a pretrainer's mask generator), in a fixed
-    order, so their states travel with the checkpoint and a resumed run draws the same masks."""
-    gens = []
-    for _, module in unwrap_model(model).named_modules():
-        for name in sorted(vars(module)):
-            if isinstance(vars(module)[name], torch.Generator):
-                gens.append(vars(module)[name])
-    return gens
-
-
-def _numpy_state_to_safe(state: tuple) -> tuple:
-    """numpy's legacy RNG state with its key array as a tensor: loadable with ``weights_only=True``."""
-    name, keys, pos, has_gauss, cached = state
-    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
-
-
-def _numpy_state_from_safe(state: tuple) -> tuple:
-    name, keys, pos, has_gauss, cached = state
-    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
-
-
-def get_rng_state(model: Optional[nn.Module] = None) -> Dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": _numpy_state_to_safe(np.random.get_state()),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    if model is not None:
-        state["generators"] = [g.get_state() for g in module_generators(model)]
-    return state
-
-
-def set_rng_state(state: Dict[str, Any], model: Optional[nn.Module] = None) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(_numpy_state_from_safe(state["numpy"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if model is not None:
-        for gen, gen_state in zip(module_generators(model), state.get("generators", [])):
-            gen.set_state(gen_state)
 
 
 def backend_record() -> Dict[str, Any]:
@@ -153,18 +107,24 @@ class Checkpointer:
         if last:
             state.last_saved = (epoch, step)
 
-    def resume(self, state: TrainState) -> None:
-        """Weights, optimizer, scheduler, scaler, ``state`` and this process's RNG from ckpt-last.pth."""
-        ckpt = load_file(self.run.ckpt_last)
+    def resume(self, state: TrainState, ckpt: Optional[Dict[str, Any]] = None) -> None:
+        """Weights, optimizer, scheduler, scaler, ``state`` and this process's RNG from ckpt-last.pth (``ckpt``:
+        that file, read already). A process the checkpoint kept no RNG state of (it was trained with fewer
+        processes) keeps its own seed's: no process takes another's state."""
+        ckpt = load_file(self.run.ckpt_last) if ckpt is None else ckpt
         self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         state.load_state_dict(ckpt)
         rngs = ckpt["rng"]
-        rng = rngs[self.rank] if len(rngs) == self.world_size else rngs[0]
-        set_rng_state(rng, self.module)
-        if ckpt.get("rng_after_iter"):
+        rng = rngs[self.rank] if self.rank < len(rngs) else None
+        if rng is None:
+            logger.warning("rank %d: the checkpoint holds the RNG states of %d processes; this one keeps its seed's",
+                           self.rank, len(rngs))
+        else:
+            set_rng_state(rng, self.module)
+        if ckpt.get("rng_after_iter") and rng is not None:
             state.rng_after_iter = rng  # the epoch's loader iterator draws once more before it applies
         logger.info("resumed %s at epoch %d step %d (global step %d)", self.run.ckpt_last, state.epoch + 1,
                     state.step_in_epoch, state.global_step)

@@ -195,8 +195,10 @@ class LogHook(Hook):
             for k in ("train", "val", "test"):
                 trainer.writer.scalars(entry.get(k, {}), done, f"epoch/{k}_")
         evals = " ".join(format_metrics(entry[k], f"{k}_") for k in ("val", "test") if k in entry)
-        logger.info("epoch %d/%d | %s %s | lr %.3g | best %s %s at epoch %s | %.1fs | protocol %s", done,
-                    cfg.optim.loop_epochs, format_metrics(entry["train"], "train_"), evals, entry["lr"],
+        lr = f"{entry['lr']:.3g}" if entry.get("lr_last", entry["lr"]) == entry["lr"] else \
+            f"{entry['lr']:.3g} -> {entry['lr_last']:.3g}"  # from the epoch's first step to its last
+        logger.info("epoch %d/%d | %s %s | lr %s | best %s %s at epoch %s | %.1fs | protocol %s", done,
+                    cfg.optim.loop_epochs, format_metrics(entry["train"], "train_"), evals, lr,
                     state.selection["metric"], format_value(state.best["value"]), state.best["epoch"], seconds,
                     cfg.eval.protocol)
         return Decision(record={"time_s": seconds})

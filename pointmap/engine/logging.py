@@ -1,40 +1,66 @@
-"""Run logging: the ``pointmap`` logger to the console and ``log.txt``, TensorBoard scalars, metrics.json.
+"""Run logging: the ``pointmap`` logger to the console and ``log.txt``, an epoch's progress (a bar on a
+terminal, lines elsewhere), TensorBoard scalars, metrics.json.
 
 Only rank 0 writes files; other ranks log warnings and errors to the console.
 """
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Dict, List, Optional
+
+from tqdm import tqdm
 
 from .checkpoint import atomic_write_json
 
-__all__ = ["setup_logging", "close_log_file", "RunWriter", "format_metrics", "format_value"]
+__all__ = ["setup_logging", "close_log_file", "RunWriter", "Progress", "format_metrics", "format_value", "flatten"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
+logger = logging.getLogger(__name__)
 
-def setup_logging(log_file: Optional[str] = None, main_process: bool = True) -> logging.Logger:
+
+def setup_logging(log_file: Optional[str] = None, main_process: bool = True, hold: bool = False) -> logging.Logger:
     """Configure the ``pointmap`` logger once per run: INFO to stdout (and ``log_file``, appended) on the
-    main process, WARNING elsewhere. Handlers from an earlier run in the same process are replaced."""
+    main process, WARNING elsewhere. Handlers from an earlier call in the same process are replaced.
+    ``hold`` (without ``log_file``): keep the records for the log file a later call attaches, so what a run
+    logs before its folder exists (data sets built, weights loaded) still opens its log.txt."""
     logger = logging.getLogger("pointmap")
+    held: List[logging.LogRecord] = []
     for h in list(logger.handlers):
         if getattr(h, "_pointmap_run", False):
+            if isinstance(h, _HeldRecords):
+                held += h.buffer
             logger.removeHandler(h)
             h.close()
     logger.setLevel(logging.INFO if main_process else logging.WARNING)
     logger.propagate = False
-    handlers = [_StdoutHandler()]
+    handlers: List[logging.Handler] = [_StdoutHandler()]
     if log_file and main_process:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    elif hold and main_process:
+        handlers.append(_HeldRecords())
     for h in handlers:
         h.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         h._pointmap_run = True
         logger.addHandler(h)
+    for record in held if log_file and main_process else ():
+        handlers[-1].handle(record)
     return logger
+
+
+class _HeldRecords(logging.handlers.BufferingHandler):
+    """Every record, kept until :func:`setup_logging` hands them to a log file (never flushed on its own)."""
+
+    def __init__(self):
+        super().__init__(capacity=0)
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 def close_log_file() -> None:
@@ -63,6 +89,41 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+class Progress:
+    """An epoch's progress on rank 0 (``enabled``): a tqdm bar on a terminal; where stderr is not one (a log
+    redirected to a file, a scheduler's job) no bar, whose carriage returns would fill the file, but a line
+    in the log at most every :attr:`every_s` seconds (and none at the epoch's end, which has its own line)."""
+
+    every_s = 30.0
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+        self.total, self.n, self.desc = total, initial, desc
+        self.terminal = enabled and sys.stderr.isatty()
+        self.lines = enabled and not self.terminal
+        self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                        disable=not self.terminal)
+        self._start = self._shown = time.time()
+        self._first = initial
+
+    def update(self) -> None:
+        self.n += 1
+        self.bar.update()
+
+    def show(self, loss: float, lr: float) -> None:
+        """The running loss and lr: on the bar, or (at most every ``every_s`` seconds) as a log line."""
+        if self.terminal:
+            self.bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+            return
+        now = time.time()
+        if self.lines and self.n < self.total and now - self._shown >= self.every_s:
+            self._shown = now
+            logger.info("%s step %d/%d | loss %.4g | lr %.3g | %.2f steps/s", self.desc, self.n, self.total, loss, lr,
+                        (self.n - self._first) / max(now - self._start, 1e-9))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def format_metrics(metrics: Dict[str, Any], prefix: str = "") -> str:
     """``{"acc": 91.234, "loss": 0.00123}`` -> ``acc 91.23 loss 0.00123``."""
     return " ".join(f"{prefix}{k} {format_value(v)}" for k, v in metrics.items())
@@ -75,13 +136,13 @@ def format_value(v: Any) -> str:
     return (f"{v:.2f}" if abs(v) >= 1 else f"{v:.4g}") if isinstance(v, float) else str(v)
 
 
-def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
     """Nested dicts → ``{"a.b.c": value}``; other values as they are."""
     if not isinstance(d, dict):
         return {prefix: d} if prefix else {}
     out: Dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
@@ -114,8 +175,8 @@ class RunWriter:
         if not self.enabled:
             return
         settings = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                    for k, v in _flatten(config).items() if v is not None}
-        metrics = {f"hparam/{k}": float(v) for k, v in _flatten({key: results.get(key) for key in
+                    for k, v in flatten(config).items() if v is not None}
+        metrics = {f"hparam/{k}": float(v) for k, v in flatten({key: results.get(key) for key in
                                                                 ("test", "test_vote", "best")}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         metrics = metrics or {"hparam/epochs_done": float(results.get("epochs_done", 0))}

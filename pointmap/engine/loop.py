@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import random
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -17,17 +15,12 @@ from ..config import Config
 from ..errors import ConfigError, UserError
 from . import distributed as du
 from .datasets import to_device
+from .rng import fixed_rng
 
 __all__ = ["ResumableSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter", "NonFiniteLossError",
-           "seed_everything", "autocast", "evaluate"]
+           "autocast", "evaluate"]
 
 logger = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -93,7 +86,9 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
     for split in ("val", "test", "vote"):
         if split in datasets:
             ds = datasets[split]
-            loaders[split] = DataLoader(ds, batch_size=eval_per_rank, sampler=du.ShardSampler(len(ds)), **common)
+            # workers started anew by each pass, from its base seed: a pass draws the same in every epoch
+            loaders[split] = DataLoader(ds, batch_size=eval_per_rank, sampler=du.ShardSampler(len(ds)),
+                                        **{**common, "persistent_workers": False})
     return loaders, sampler
 
 
@@ -229,15 +224,19 @@ class StepMeter:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Any, loader: DataLoader, device: torch.device,
-             amp_dtype: Optional[torch.dtype] = None, views: int = 1) -> Dict[str, float]:
+             amp_dtype: Optional[torch.dtype] = None, views: int = 1, seed: int = 0) -> Dict[str, float]:
     """``task``'s metrics of ``model`` on ``loader`` (each rank its shard): ``task.eval_step``'s sums of every
-    batch, added up over the ranks after one read of the device, then ``task.summarize``."""
+    batch, added up over the ranks after one read of the device, then ``task.summarize``.
+
+    Its random draws (masks, voting views, the loader's base seed and its workers') come from RNGs seeded
+    with ``seed`` (:func:`fixed_rng`): the same weights score the same, and the RNGs are left as they were."""
     model.eval()
     sums: Dict[str, torch.Tensor] = {}
-    for batch in loader:
-        batch = to_device(batch, device)
-        with autocast(device, amp_dtype):
-            out = task.eval_step(model, batch, views=views)
-        du.add_sums(sums, {k: v.detach().double() if v.is_floating_point() else v.detach().long()
-                        for k, v in out.items()})
+    with fixed_rng(seed, model):
+        for batch in loader:
+            batch = to_device(batch, device)
+            with autocast(device, amp_dtype):
+                out = task.eval_step(model, batch, views=views)
+            du.add_sums(sums, {k: v.detach().double() if v.is_floating_point() else v.detach().long()
+                            for k, v in out.items()})
     return task.summarize(du.gather_sums({k: v.cpu() for k, v in sums.items()}))

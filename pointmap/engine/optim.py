@@ -105,7 +105,7 @@ class LRSchedule:
     optimizer step (``schedule_step: step``, pointmap's) and :meth:`after_epoch` after every epoch
     (``schedule_step: epoch``: ``scheduler.step(e)`` once epoch ``e`` (0-based) has trained, as the peers'
     runners call it, so epoch ``e`` trains at the cosine's value for ``e - 1`` and epochs 0 and 1 both at
-    ``warmup_lr``). ``state_dict`` / ``load_state_dict`` are the scheduler's."""
+    ``warmup_lr``). ``state_dict`` is the scheduler's; :meth:`load_state_dict` restores nothing (see there)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
         if cfg.extra_epochs < 0:
@@ -122,17 +122,19 @@ class LRSchedule:
         if not self.per_step:
             self.scheduler.step(epoch)
 
-    def epoch_lr(self, epoch: int) -> float:
-        """Group 0's lr at the first step of ``epoch`` (0-based), from the schedule alone: the same in a run
-        resumed mid-epoch as in an uninterrupted one."""
-        t = epoch * self.steps if self.per_step else max(epoch - 1, 0)
+    def epoch_lr(self, epoch: int, last: bool = False) -> float:
+        """Group 0's lr at the first step of ``epoch`` (0-based; ``last``: at its last step), from the schedule
+        alone: the same in a run resumed mid-epoch as in an uninterrupted one."""
+        t = (epoch + last) * self.steps - last if self.per_step else max(epoch - 1, 0)
         return float(self.scheduler._get_lr(t)[0])
 
     def state_dict(self) -> Dict:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: Dict) -> None:
-        self.scheduler.load_state_dict(state)
+        """Nothing is restored: the lr is a function of the config and the step alone, and a resumed run's config
+        is the saved one's but for a longer schedule (or what ``--force`` changed), which is the one to follow
+        (loading the saved state would keep the old length: the added epochs would all train at ``min_lr``)."""
 
 
 def lr_per_epoch(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int = 1) -> List[float]:

@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import MissingPackageError, UserError
+from ..models.classifier import pooled_features
 from . import distributed as du
 from .datasets import SplitView, to_device
 from .metrics import classification_metrics, confusion_matrix, protocol_note
@@ -37,7 +38,7 @@ def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, device
     feats, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = to_device(batch, device)
-        feats.append(model.forward_features(model_inputs(batch)).double().cpu())
+        feats.append(pooled_features(model, model_inputs(batch)).double().cpu())
         labels.append(batch["label"].reshape(-1).cpu())
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 

@@ -46,10 +46,11 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class RunInterrupted(KeyboardInterrupt):
     """SIGINT / SIGTERM stopped the run (or a driver) cleanly ``where`` it says (``at epoch 3 step 41``,
     ``during the final test``, ``before seed 1``); ``ckpt-last.pth`` holds the point a training run reached,
-    and ``command`` continues it."""
+    and ``command`` continues it. ``signal``: the signal's name (``SIGTERM``), None where not known (under
+    DDP, a stop another process was asked for)."""
 
-    def __init__(self, where: str, command: str):
-        self.where, self.command = where, command
+    def __init__(self, where: str, command: str, signal: Optional[str] = None):
+        self.where, self.command, self.signal = where, command, signal
         super().__init__(f"interrupted {where}; continue with: {command}")
 
 
@@ -169,9 +170,12 @@ class RunDir:
                              f"--exp-name NAME for a new one, or train.overwrite=true")
 
     def open(self, cfg: Optional[Config] = None, *, device: Optional[torch.device] = None, world_size: int = 1,
-             log: bool = True, check: bool = True, can_resume: bool = True) -> "RunDir":
+             log: bool = True, check: bool = True, can_resume: bool = True,
+             resumed: Optional[Dict[str, Any]] = None) -> "RunDir":
         """Check (unless ``check=False``), then on rank 0: clear what ``overwrite`` replaces, attach
-        ``log.txt``, save ``config.yaml`` and start ``meta.json``."""
+        ``log.txt``, save ``config.yaml`` (a resumed run keeps the one it started with) and start ``meta.json``
+        (``resumed``: what a resume changed, :meth:`~pointmap.engine.resume.ResumeCheck.record`, under
+        ``resume``)."""
         if check:
             self.check(can_resume)
         self.opened = True
@@ -184,12 +188,13 @@ class RunDir:
             for name in ("ckpt-last.pth", "ckpt-best.pth", "metrics.json"):
                 if os.path.isfile(self.file(name)):
                     os.remove(self.file(name))
-        if cfg is not None:
+        if cfg is not None and not (self.resume and os.path.isfile(self.file("config.yaml"))):
             save_config(cfg, self.file("config.yaml"))
         previous = self.read_json("meta.json")
         sessions = (previous.pop("sessions", []) + [_session(previous)]) if previous else []
         self.meta = {**environment(device, world_size), "command": command_line(), "start": _now(), "end": None,
-                     "status": "running", "resumed": bool(self.resume), "sessions": sessions}
+                     "status": "running", "resumed": bool(self.resume), **({"resume": resumed} if resumed else {}),
+                     "sessions": sessions}
         self._write_meta()
         return self
 
@@ -224,8 +229,14 @@ class RunDir:
         self.close("finished", **extra())
 
     def attach_log(self) -> None:
-        """The ``pointmap`` logger to the console and (rank 0) ``log.txt``, appended."""
+        """The ``pointmap`` logger to the console and (rank 0) ``log.txt``, appended (after what
+        :meth:`hold_log` kept)."""
         setup_logging(self.file("log.txt"), self.main)
+
+    def hold_log(self) -> None:
+        """The ``pointmap`` logger to the console now; its records kept for ``log.txt``, which :meth:`open`
+        attaches: a run reads its inputs before its folder exists, and its log still says what it read."""
+        setup_logging(None, self.main, hold=True)
 
     def _write_meta(self) -> None:
         atomic_write_json(self.meta, self.file("meta.json"))
@@ -248,5 +259,5 @@ class RunDir:
 
 
 def _session(meta: Dict[str, Any]) -> Dict[str, Any]:
-    keys = ("command", "start", "end", "status", "git_commit", "git_dirty", "world_size", "device")
-    return {k: meta.get(k) for k in keys}
+    keys = ("command", "start", "end", "status", "git_commit", "git_dirty", "world_size", "device", "resume")
+    return {k: meta.get(k) for k in keys if k != "resume" or k in meta}

@@ -12,8 +12,9 @@ handlers and level. The outermost one owns SIGINT and SIGTERM: while it is open,
 request* that the innermost scope defers to the next check point (a Trainer's: each step, after an
 epoch's hooks, during the final test, after a probe's fit; a driver's: before each run) where the run
 saves its checkpoint and raises :class:`RunInterrupted`; a second signal stops at once
-(``KeyboardInterrupt``). A scope opened with ``defer_stop=False`` (the tools' entry point, around what is
-not a run) turns the first signal into a ``KeyboardInterrupt`` at once. Outside the main thread no
+(:class:`SignalInterrupt`, a ``KeyboardInterrupt``). A scope opened with ``defer_stop=False`` (the tools' entry
+point, around what is not a run) turns the first signal into a :class:`SignalInterrupt` at once. Both say which
+signal it was, and :func:`exit_code` the exit status a shell reports for it (SIGINT 130, SIGTERM 143). Outside the main thread no
 handler is installed (Python delivers signals there only), nor for a signal the process was started
 ignoring (a shell's background job ignores SIGINT, ``nohup`` SIGHUP): it stays ignored, as Python leaves it.
 """
@@ -30,12 +31,28 @@ import torch
 from ..ops import backend_scope, set_backend
 from .rundir import RunInterrupted, command_line
 
-__all__ = ["ProcessScope", "stop_requested", "raise_if_stopped"]
+__all__ = ["ProcessScope", "SignalInterrupt", "stop_requested", "raise_if_stopped", "exit_code"]
 
 logger = logging.getLogger(__name__)
 
 _OPEN: List["ProcessScope"] = []  # the scopes open now, outermost first
 _STOP: Dict[str, Any] = {"signal": None, "previous": {}}  # the pending stop request; the handlers replaced
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """A signal stopped the process at once (a second SIGINT / SIGTERM, or one outside a deferring scope);
+    ``signal``: its name."""
+
+    def __init__(self, signal: str):
+        self.signal = signal
+        super().__init__(signal)
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of a process that ``interrupt`` stopped, as a shell reports a signal's: 128 + its
+    number, so SIGTERM 143 and SIGINT 130 (also a plain KeyboardInterrupt, whose signal is not known)."""
+    name = getattr(interrupt, "signal", None) or "SIGINT"
+    return 128 + int(signal.Signals[name])
 
 
 def stop_requested() -> Optional[str]:
@@ -46,13 +63,13 @@ def stop_requested() -> Optional[str]:
 def raise_if_stopped(where: str) -> None:
     """A stop was requested: raise :class:`RunInterrupted` saying ``where`` and the command that continues."""
     if _STOP["signal"] is not None:
-        raise RunInterrupted(where, command_line(resume=True))
+        raise RunInterrupted(where, command_line(resume=True), _STOP["signal"])
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     defer = bool(_OPEN) and _OPEN[-1].defer_stop
     if not defer or _STOP["signal"] is not None:  # not deferred here, or asked twice: stop now
-        raise KeyboardInterrupt
+        raise SignalInterrupt(signal.Signals(signum).name)
     _STOP["signal"] = signal.Signals(signum).name
     logger.warning("%s received: stopping at the next check point (again to stop at once)", _STOP["signal"])
 

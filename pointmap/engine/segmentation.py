@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..config import Config
+from ..ops._precision import upcast
 from .metrics import part_iou_sums, part_mask, part_seg_metrics, restricted_argmax
 from .tasks import ClassificationTask, register_task
 
@@ -72,16 +73,16 @@ class SegmentationTask(ClassificationTask):
     def train_step(self, model, batch):
         logits = model(batch["points"], batch["category"].reshape(-1))
         seg = batch["seg"]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), seg.flatten(), label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(upcast(logits).flatten(0, 1), seg.flatten(), label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == seg).float().mean() * 100.0
         return loss, {"acc": acc.detach()}
 
     def logits(self, model: nn.Module, batch, views: int = 1) -> torch.Tensor:
         x, category = batch["points"], batch["category"].reshape(-1)
         if views <= 1:
-            return model(x, category).float()
+            return upcast(model(x, category))
         aug = self.view_transform()
-        return torch.stack([model(aug(x), category).float() for _ in range(views)]).mean(0)
+        return torch.stack([upcast(model(aug(x), category)) for _ in range(views)]).mean(0)
 
     def eval_step(self, model, batch, views=1):
         logits = self.logits(model, batch, views)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from ..config import Config
 from ..objective import objective_settings
+from ..ops._precision import upcast
 from ..errors import ConfigError, accepted_kwargs, check_kwargs, one_line
 from ..registry import Registry
 from .datasets import SplitView, dataset_labels, stratified_split, stratified_subset
@@ -223,7 +224,7 @@ class PretrainTask(Task):
 
     def eval_step(self, model, batch, views=1):
         x = model_inputs(batch)
-        loss = model(x).loss.float()
+        loss = upcast(model(x).loss)
         return {"loss_sum": loss * x.shape[0], "count": torch.tensor(x.shape[0])}
 
     def summarize(self, sums):
@@ -302,7 +303,7 @@ class ClassificationTask(Task):
     def train_step(self, model, batch):
         logits = model(model_inputs(batch))
         label = batch["label"].reshape(-1)
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(upcast(logits), label, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == label).float().mean() * 100.0
         return loss, {"acc": acc.detach()}
 
@@ -319,9 +320,9 @@ class ClassificationTask(Task):
     def logits(self, model: nn.Module, batch: Dict[str, Any], views: int = 1) -> torch.Tensor:
         x = model_inputs(batch)
         if views <= 1:
-            return model(x).float()
+            return upcast(model(x))
         aug = self.view_transform()
-        return torch.stack([model(aug(x)).float() for _ in range(views)]).mean(0)
+        return torch.stack([upcast(model(aug(x))) for _ in range(views)]).mean(0)
 
     def eval_step(self, model, batch, views=1):
         logits = self.logits(model, batch, views)

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 from ..config import config_to_dict
 from ..errors import UserError
 from .hooks import Hook, register_hook
-from .logging import _flatten
+from .logging import flatten
 
 __all__ = ["WandbHook"]
 
@@ -58,7 +58,7 @@ class WandbHook(Hook):
         self.run.log({**values, "epoch": trainer.state.epoch + 1}, step=trainer.state.global_step)
 
     def after_train(self, trainer, results: Dict[str, Any]) -> None:
-        self.run.summary.update({k: v for k, v in _flatten({key: results.get(key) for key in
+        self.run.summary.update({k: v for k, v in flatten({key: results.get(key) for key in
                                                             ("test", "test_vote", "best", "epochs_done")}).items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
         self.run.finish()

@@ -14,12 +14,12 @@ sums are read once per ``train.log_every`` steps, where a non-finite loss stops 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
-from tqdm import tqdm
 
 from ..config import Config, as_trained, config_to_dict
 from ..version import __version__
@@ -27,10 +27,12 @@ from . import distributed as du
 from .checkpoint import Checkpointer, backend_record, load_best_weights, load_weights, set_rng_state
 from .datasets import to_device
 from .hooks import DEFAULT_HOOKS, Decision, Hook, build_hooks
-from .logging import RunWriter, format_metrics
-from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate, seed_everything
+from .logging import Progress, RunWriter, format_metrics
+from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate
 from .metrics import best_round, protocol_note
 from .optim import LRSchedule, build_optimizer
+from .resume import check_resume, resumed_step
+from .rng import evaluation_seed, kept_rng, seed_everything
 from .rundir import RunDir, RunInterrupted, command_line
 from .scope import ProcessScope
 from .state import TrainState
@@ -52,7 +54,7 @@ class Trainer:
     run it, wrapped in DDP under torchrun. How far the run has come is ``state``."""
 
     def __init__(self, cfg: Config, task: Optional[Task] = None, *, work_dir: Optional[str] = None,
-                 device: str = "auto", resume: bool = False, hooks: Iterable[Hook] = ()):
+                 device: str = "auto", resume: bool = False, force: bool = False, hooks: Iterable[Hook] = ()):
         self.device = du.resolve_device(device)
         self.cfg = cfg = as_trained(cfg, self.device.type)  # config.yaml says the precision the run trains in
         du.init_distributed(self.device)
@@ -61,7 +63,7 @@ class Trainer:
         self.task = task if task is not None else build_task(cfg)
         kw = dict(resume=resume, overwrite=cfg.train.overwrite, main=self.is_main)
         self.run = RunDir(work_dir, **kw) if work_dir else RunDir.of(cfg, **kw)
-        self.resume = resume
+        self.resume, self.force = resume, force  # force: resume even where the config changed what is trained
         self.hooks = build_hooks(cfg.hooks, DEFAULT_HOOKS) + list(hooks)
         self.state = TrainState()
         self.scope = ProcessScope()  # entered by fit() / score(): signals, ops overrides, determinism, logs
@@ -78,14 +80,16 @@ class Trainer:
         return time.time() - self._epoch_start
 
     # ------------------------------------------------------------------ setup
-    def setup(self, train: bool = True) -> None:
+    def setup(self, train: bool = True, weights: Optional[str] = None) -> Optional[Dict[str, Any]]:
         """Build everything and resume; fit() and score() call it in the run's process scope (called alone, what
-        it sets for the process, ``ops`` and determinism, stays)."""
+        it sets for the process, ``ops`` and determinism, stays). Every input is read before the run folder is
+        made; ``weights`` (score()'s checkpoint) too: every tensor of the model from it, the file returned."""
         cfg, state = self.cfg, self.state
         self.task.check_inputs()
         self.run.check(can_resume=self.task.trains)
-        du.barrier()  # every rank has checked before rank 0 writes anything
-        self.run.open(cfg, device=self.device, world_size=self.world_size, check=False)
+        self.run.hold_log()  # every input is read before the folder is made; log.txt still gets these lines
+        resumed = (check_resume(self.run.ckpt_last, cfg, self.world_size, self.force)
+                   if self.resume and self.task.trains else None)
         self.scope.configure(cfg.ops, cfg.train.deterministic, cfg.train.cpu_threads)
         seed_everything(cfg.train.seed)
         self.datasets = self.task.build_datasets()
@@ -93,6 +97,7 @@ class Trainer:
         self.module = self.task.build_model(self.datasets)
         if cfg.pretrained and not self.resume:
             self.task.load_pretrained(self.module, cfg.pretrained)
+        raw = load_weights(self.module, weights) if weights else None  # a file, an exported folder, an entry
         self.module.to(self.device)
         self.eval_model = torch.compile(self.module) if cfg.train.compile else self.module
         self.train_model = (du.wrap_ddp(self.eval_model, self.device, cfg.train.find_unused_parameters)
@@ -113,6 +118,9 @@ class Trainer:
         self.optimizer_step = OptimizerStep(self.optimizer, self.scaler, self.module.parameters(),
                                             cfg.optim.grad_clip, cfg.optim.steps_per_batch)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+        du.barrier()  # every rank has read its inputs before rank 0 writes anything
+        self.run.open(cfg, device=self.device, world_size=self.world_size, check=False,
+                      resumed=resumed.record() if resumed is not None else None)
         state.meter = StepMeter(self.device)
         self.writer = RunWriter(self.work_dir, enabled=self.is_main)
         meta = {"task": self.task.name, "model": cfg.model.name, "protocol": cfg.eval.protocol,
@@ -120,13 +128,18 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run, self.module, self.optimizer, self.scheduler, self.scaler,
                                          config=config_to_dict(cfg), meta=meta, rank=self.rank, world_size=self.world_size)
         seed_everything(cfg.train.seed + self.rank)  # augmentations and masks differ between ranks
-        if self.resume and self.task.trains:
-            self.checkpointer.resume(state)
+        if resumed is not None:
+            self.checkpointer.resume(state, resumed.ckpt)
+            # --force with another batch size: the epoch goes on after the samples trained so far
+            state.step_in_epoch = resumed_step(state.step_in_epoch, resumed.saved_batch, cfg.data.batch_size)
         n_params = sum(p.numel() for p in self.module.parameters())
-        logger.info("task %s | model %s (%.2fM parameters) | %d train samples, %d steps/epoch | world %d on %s"
-                    " | protocol %s | %s", self.task.name, cfg.model.name, n_params / 1e6,
-                    len(self.datasets["train"]), self.steps_per_epoch, self.world_size, self.device,
+        sizes = ", ".join(f"{len(ds)} {split}" for split, ds in self.datasets.items() if split != "vote")
+        does = (f"{self.steps_per_epoch} steps/epoch" if trains else  # --eval, or a probe fitted in closed form
+                "no training: scores the test split" if self.task.trains else "no training loop: fits on features")
+        logger.info("task %s | model %s (%.2fM parameters) | samples %s | %s | world %d on %s | protocol %s | %s",
+                    self.task.name, cfg.model.name, n_params / 1e6, sizes, does, self.world_size, self.device,
                     cfg.eval.protocol, self.work_dir)
+        return raw
 
     # ------------------------------------------------------------------ sessions
     def fit(self) -> Dict[str, Any]:
@@ -159,8 +172,8 @@ class Trainer:
             for epoch in range(state.epoch, epochs):
                 state.epoch, self._epoch_start = epoch, time.time()
                 self._call_hooks("before_epoch")
-                entry = {"epoch": epoch + 1, "lr": self.scheduler.epoch_lr(epoch),
-                         "train": self.train_one_epoch()}
+                entry = {"epoch": epoch + 1, "lr": self.scheduler.epoch_lr(epoch),  # its first and last step's
+                         "lr_last": self.scheduler.epoch_lr(epoch, last=True), "train": self.train_one_epoch()}
                 self.scheduler.after_epoch(epoch)
                 state.history.append(entry)
                 self._call_hooks("after_epoch", entry)  # evaluate, best, log, checkpoint, then the rest
@@ -175,17 +188,18 @@ class Trainer:
         return results
 
     def _score(self, ckpt: str) -> Dict[str, Any]:
-        self.setup(train=False)
-        raw = load_weights(self.module, ckpt)  # a file, an exported folder or a published entry, whole
+        raw = self.setup(train=False, weights=ckpt)
         results = self.test(use_best=False, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
         results["evaluated"] = ckpt
         self.run.write_json(results)
         return results
 
     def _call_hooks(self, event: str, *args) -> None:
-        for hook in self.hooks:
-            if self.is_main or not hook.main_process_only:
-                self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
+        # what hooks draw outside the steps (a picture's sample, a user's hook) leaves training's RNGs as they were
+        with contextlib.nullcontext() if event in ("after_step", "after_log") else kept_rng(self.module):
+            for hook in self.hooks:
+                if self.is_main or not hook.main_process_only:
+                    self._apply(getattr(hook, event)(self, *args), after_epoch=event == "after_epoch")
 
     def _apply(self, decision: Optional[Decision], after_epoch: bool) -> None:
         """A hook's decision: its record entries, selection, best epoch; checkpoints of the state reached."""
@@ -209,7 +223,7 @@ class Trainer:
             return
         if save_at is not None and self.state.last_saved != save_at:
             self.checkpointer.save(self.state, *save_at)
-        raise RunInterrupted(where, command_line(resume=True))
+        raise RunInterrupted(where, command_line(resume=True), self.scope.stop_requested)
 
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self) -> Dict[str, float]:
@@ -222,8 +236,7 @@ class Trainer:
         if state.rng_after_iter is not None:  # resumed mid-epoch: the state when it stopped, after this draw
             set_rng_state(state.rng_after_iter, self.module)
             state.rng_after_iter = None
-        bar = tqdm(total=steps, initial=first, desc=f"epoch {state.epoch + 1}/{cfg.optim.loop_epochs}", leave=False,
-                   dynamic_ncols=True, disable=not (self.is_main and cfg.train.progress))
+        bar = Progress(steps, first, f"epoch {state.epoch + 1}/{cfg.optim.loop_epochs}", self.is_main and cfg.train.progress)
         for step in range(first, steps):
             if self._stop or (self.world_size == 1 and self.scope.stop_requested is not None):
                 self._interrupt(step, bar)
@@ -251,7 +264,7 @@ class Trainer:
             raise NonFiniteLossError.at(bad, self.steps_per_epoch, state.epoch, step, kept)
         self._stop = self._stop or bool(logs.pop("stop", 0.0))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
-        bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.2e}")
+        bar.show(logs["loss"], logs["lr"])
         if self.writer is not None:
             self.writer.scalars(logs, state.global_step, "train/")
         self._call_hooks("after_log", logs)
@@ -262,11 +275,14 @@ class Trainer:
             self._log(step, bar)
         bar.close()
         self.checkpointer.save(self.state, self.state.epoch, step, rng_after_iter=True)
-        raise RunInterrupted(f"at epoch {self.state.epoch + 1} step {step}", command_line(resume=True))
+        raise RunInterrupted(f"at epoch {self.state.epoch + 1} step {step}", command_line(resume=True),
+                             self.scope.stop_requested)
 
-    def evaluate(self, split: str, views: int = 1) -> Dict[str, float]:
-        """The task's metrics of ``split`` (every rank its shard), with ``views`` per cloud (voting)."""
-        return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views)
+    def evaluate(self, split: str, views: int = 1, index: int = 0) -> Dict[str, float]:
+        """The task's metrics of ``split`` (every rank its shard), with ``views`` per cloud (voting); its draws come
+        from pass ``index``'s fixed seed and leave training's RNGs as they were (:func:`~.rng.evaluation_seed`)."""
+        seed = evaluation_seed(self.cfg.train.seed, self.rank, index)
+        return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views, seed)
 
     # ------------------------------------------------------------------ results
     def test(self, use_best: bool = True, tested_epoch: Optional[int] = None) -> Dict[str, Any]:
@@ -281,8 +297,8 @@ class Trainer:
             self._honour_stop("during the final test")
             if e.vote > 1:  # one pass, or the best of vote_rounds passes (the peer protocol's --test)
                 split, rounds = "vote" if "vote" in self.loaders else "test", []
-                for _ in range(e.vote_rounds):
-                    rounds.append(self.evaluate(split, views=e.vote))
+                for i in range(e.vote_rounds):
+                    rounds.append(self.evaluate(split, views=e.vote, index=i))
                     self._honour_stop("during the final test")
                 results["test_vote"] = {**best_round(rounds, self.task.monitor, self.task.monitor_mode), "views": e.vote}
             results["protocol_note"] = protocol_note(e.protocol, "checkpoint", self.task.monitor)

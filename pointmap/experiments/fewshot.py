@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Sequence
 
 from ..errors import UserError, UserFileNotFoundError
 from ..config import Config
-from ..engine import Hook, RunDir, build_task
+from ..engine import Hook, RunDir
 from ..engine import distributed as du
 from ..engine.metrics import summarize_seeds
-from .runs import driver_run, run_child
+from .runs import driver_run, read_inputs, run_child
 
 __all__ = ["run_fewshot", "missing_folds", "parse_folds"]
 
@@ -74,7 +74,8 @@ def _ensure_folds(cfg: Config, way: int, shot: int, folds: Sequence[int], prepar
 
 
 def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, device: str = "auto",
-                resume: bool = False, hooks: Iterable[Hook] = (), prepare: bool = False) -> Dict[str, Any]:
+                resume: bool = False, force: bool = False, hooks: Iterable[Hook] = (), prepare: bool = False
+                ) -> Dict[str, Any]:
     """Run ``cfg`` (a classification config on a few-shot data set) on every fold; returns what
     ``fewshot.json`` holds: per-fold test metrics and their mean ± std."""
     if cfg.task != "classification":
@@ -87,11 +88,12 @@ def run_fewshot(cfg: Config, way: int, shot: int, folds: Sequence[int], *, devic
     fold_cfgs = [copy.deepcopy(cfg) for _ in folds]
     for c, fold in zip(fold_cfgs, folds):
         c.data.options = {**c.data.options, "way": int(way), "shot": int(shot), "fold": int(fold)}
-    build_task(fold_cfgs[0]).check_inputs()  # a config its task rejects, a missing path: no driver folder
+    read_inputs(fold_cfgs[0])  # a config its task rejects, a missing path, a fold that does not open: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for c, fold in zip(fold_cfgs, folds):
-            runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks))
+            runs.append(run_child(c, os.path.join(base, f"fold{fold}"), resume=resume, device=device, hooks=hooks,
+                                  force=force))
             logger.info("fold %d: test acc %.2f", fold, runs[-1]["test"]["acc"])
         per_fold = [{"fold": int(f), **r["test"]} for f, r in zip(folds, runs)]
         results: Dict[str, Any] = {

@@ -22,17 +22,17 @@ from ..engine.logging import format_metrics, setup_logging
 from ..engine.metrics import summarize_seeds
 from ..models import absolute_spec
 
-__all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "driver_run", "evaluate_checkpoint",
-           "format_results"]
+__all__ = ["run", "run_pretrain", "run_finetune", "run_seeds", "run_child", "driver_run", "read_inputs",
+           "evaluate_checkpoint", "format_results"]
 
 logger = logging.getLogger(__name__)
 
 
-def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resume: bool = False,
+def run(cfg: Config, task: Optional[Task] = None, *, device: str = "auto", resume: bool = False, force: bool = False,
         work_dir: Optional[str] = None, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """``Trainer(cfg, ...).fit()``: train, select, test (or, for ``train.probe: svm``, fit the SVM);
-    returns what metrics.json holds."""
-    return Trainer(cfg, task, device=device, resume=resume, work_dir=work_dir, hooks=hooks).fit()
+    returns what metrics.json holds. ``force``: resume even where ``cfg`` changes what the run trains."""
+    return Trainer(cfg, task, device=device, resume=resume, force=force, work_dir=work_dir, hooks=hooks).fit()
 
 
 def run_pretrain(cfg: Config, **kwargs) -> Dict[str, Any]:
@@ -47,8 +47,8 @@ def run_finetune(cfg: Config, seeds: Optional[Sequence[int]] = None, **kwargs) -
     return run_seeds(cfg, seeds, **kwargs) if seeds else run(cfg, **kwargs)
 
 
-def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto", hooks: Iterable[Hook] = ()
-              ) -> Dict[str, Any]:
+def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto", hooks: Iterable[Hook] = (),
+              force: bool = False) -> Dict[str, Any]:
     """One run under a driver, unless a stop was requested (then :class:`~pointmap.engine.RunInterrupted`).
     With ``resume``: a finished run (:attr:`RunDir.state`, the one rule) is read back, a begun one continues
     from its checkpoint, one that left no checkpoint starts again; without: it starts (refusing a folder
@@ -61,7 +61,17 @@ def run_child(cfg: Config, work_dir: str, *, resume: bool, device: str = "auto",
     if resume and not child.has_checkpoint() and child.state != "empty":
         cfg = copy.deepcopy(cfg)
         cfg.train.overwrite = True  # nothing to continue from: what it left is redone
-    return run(cfg, device=device, resume=resume and child.has_checkpoint(), work_dir=work_dir, hooks=hooks)
+    return run(cfg, device=device, resume=resume and child.has_checkpoint(), force=force, work_dir=work_dir,
+               hooks=hooks)
+
+
+def read_inputs(cfg: Config) -> None:
+    """What a run of ``cfg`` checks and reads before its folder exists (the config against its task, the paths,
+    the data sets opened and their index files read), for a driver to call before it makes its own folder: a
+    wrong input then leaves no folder at all. Each run reads its data sets again."""
+    task = build_task(cfg)
+    task.check_inputs()
+    task.build_datasets()
 
 
 @contextlib.contextmanager
@@ -78,16 +88,17 @@ def driver_run(path: str, log: bool = False) -> Iterator[RunDir]:
 
 
 def run_seeds(cfg: Config, seeds: Sequence[int], *, device: str = "auto", resume: bool = False,
-              hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
+              force: bool = False, hooks: Iterable[Hook] = ()) -> Dict[str, Any]:
     """One run per seed in ``<exp>/seed<k>/``, then mean ± std of every test metric in ``<exp>/metrics.json``."""
     base = RunDir.of(cfg).path
-    build_task(cfg).check_inputs()  # a config its task rejects, a missing path: no driver folder
+    read_inputs(cfg)  # a config its task rejects, a missing path, a data set that does not open: no driver folder
     with driver_run(base) as folder:
         runs: List[Dict[str, Any]] = []
         for seed in seeds:
             c = copy.deepcopy(cfg)
             c.train.seed = int(seed)
-            runs.append(run_child(c, os.path.join(base, f"seed{seed}"), resume=resume, device=device, hooks=hooks))
+            runs.append(run_child(c, os.path.join(base, f"seed{seed}"), resume=resume, device=device, hooks=hooks,
+                                  force=force))
         results: Dict[str, Any] = {"protocol": cfg.eval.protocol, "task": runs[0]["task"], "config": cfg.name,
                                    "exp_name": cfg.exp_name, "work_dir": folder.abspath, "seeds": list(seeds),
                                    "runs": [os.path.join(base, f"seed{s}") for s in seeds]}

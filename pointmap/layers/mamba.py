@@ -32,6 +32,14 @@ _DIRECTIONS = {False: None, None: None, "none": None, True: "sequence", "sequenc
                "channel": "channel"}
 
 
+def float32_a(a_log: torch.Tensor) -> torch.Tensor:
+    """A = −exp(A_log), formed in float32 whatever the module's dtype, as mamba_ssm's ``Mamba`` does
+    (``A_log.float()``). Its last bit follows the CPU's float32 ``exp`` (MKL's code paths differ by one ulp
+    between CPUs), so a float64 forward agrees with one made on another CPU to about 1e-9, not 1e-15
+    (``tools/fidelity.py`` measures it)."""
+    return -torch.exp(a_log.float())
+
+
 def _dt_bias(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:
     """dt log-uniform in [dt_min, dt_max], floored, then inverse-softplus (mamba's dt_proj.bias)."""
     dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
@@ -109,7 +117,7 @@ class MambaMixer(nn.Module):
         x = F.silu(conv(x)[..., :length])                                 # causal: keep the first L
         dt, b, c = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)              # (B, d_inner, L); bias in scan
-        a = -torch.exp(a_log.float())
+        a = float32_a(a_log)
         return selective_scan(x, delta, a, b.transpose(1, 2).contiguous(), c.transpose(1, 2).contiguous(),
                               d.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
                               backend=self.scan_backend)

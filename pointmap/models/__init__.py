@@ -2,11 +2,11 @@
 published weights by name (pretrained.yaml)."""
 from .checkpoint import CheckpointError, LoadResult, checkpoint_state, load_checkpoint, load_state, read_checkpoint
 from .convert import detect_format, map3d_to_pointmap, point_mae_to_pointmap, pointmamba_to_pointmap
-from .classifier import Classifier, mlp_head, pool_tokens
+from .classifier import HEAD_DEFAULTS, POOLS, Classifier, mlp_head, pool_tokens, pooled_features
 from .hybrid_encoder import EncoderOutput, HybridEncoder, PatchTokens, TokenEncoder, no_weight_decay
 from .image import ImageEncoder, patchify
 from .partseg import PartSegmenter, PointMAEPartSegmenter
-from .presets import build_point_model
+from .presets import build_model
 from .decoders import MAPDecoder
 from .pretrained import (ModelCard, absolute_spec, check_pretrained, list_pretrained, load_pretrained, pretrained_card, read_card,
                          resolve_pretrained)
@@ -18,10 +18,10 @@ from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
 __all__ = [
     "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens",
-    "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "build_point_model",
+    "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "HEAD_DEFAULTS", "POOLS", "build_model",
     "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format",
     "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap",
     "mlp_head", "model_arguments", "no_weight_decay", "patchify",
-    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pretrained_card", "read_card",
-    "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
+    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pooled_features", "pretrained_card",
+    "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
 ]

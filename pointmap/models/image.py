@@ -5,8 +5,8 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
-from .classifier import Classifier
 from .hybrid_encoder import EncoderOutput, PatchTokens, TokenEncoder, init_weights
+from .presets import _build, build_model
 from .registry import register_model
 
 
@@ -76,35 +76,27 @@ class ImageEncoder(TokenEncoder):
         return self.encode(x, coords, order, prefix, prefix_pos, return_layers)
 
 
-def _build_image(defaults: dict, num_classes: Optional[int], overrides: dict) -> nn.Module:
-    cfg = {**defaults, **overrides}
-    head = {k: cfg.pop(k) for k in ("cls_token", "global_pool", "head_hidden", "head_dropout") if k in cfg}
-    encoder = ImageEncoder(**cfg)
-    if num_classes is None:
-        return encoder
-    head = {"cls_token": False, "global_pool": "mean", "head_hidden": (), "head_dropout": 0.0, **head}
-    return Classifier(encoder, num_classes, **head)
-
-
 def _image_preset(embed_dim: int, num_heads: int):
-    """The image HybridNets: bidirectional Mamba mixers in the MAP 2D release's (Vim's) form."""
-    return dict(img_size=224, patch_size=16, in_chans=3, embed_dim=embed_dim, num_heads=num_heads,
-                layout="MMMTMMMTMMMT", bidirectional="sequence", drop_path_rate=0.1)
+    """The image HybridNets: bidirectional Mamba mixers in the MAP 2D release's (Vim's) form; head: the mean
+    token through one linear layer."""
+    return dict(encoder_cls=ImageEncoder, img_size=224, patch_size=16, in_chans=3, embed_dim=embed_dim,
+                num_heads=num_heads, layout="MMMTMMMTMMMT", bidirectional="sequence", drop_path_rate=0.1,
+                cls_token=False, global_pool="mean", head_hidden=(), head_dropout=0.0)
 
 
-@register_model(forwards=(ImageEncoder, Classifier))
+@register_model(forwards=(build_model, ImageEncoder))
 def hybridnet_image_t(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-T for images: C=192, 3 heads, 16×16 patches; head: mean token → linear."""
-    return _build_image(_image_preset(192, 3), num_classes, kwargs)
+    return _build(_image_preset(192, 3), num_classes, kwargs)
 
 
-@register_model(forwards=(ImageEncoder, Classifier))
+@register_model(forwards=(build_model, ImageEncoder))
 def hybridnet_image_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-S for images: C=384, 6 heads, 16×16 patches; head: mean token → linear."""
-    return _build_image(_image_preset(384, 6), num_classes, kwargs)
+    return _build(_image_preset(384, 6), num_classes, kwargs)
 
 
-@register_model(forwards=(ImageEncoder, Classifier))
+@register_model(forwards=(build_model, ImageEncoder))
 def hybridnet_image_b(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-B for images: C=768, 12 heads, 16×16 patches; head: mean token → linear."""
-    return _build_image(_image_preset(768, 12), num_classes, kwargs)
+    return _build(_image_preset(768, 12), num_classes, kwargs)

@@ -17,7 +17,7 @@ from torch import nn
 from pointmap.layers import Block, linear_rates, LocalNormPool, MambaMixer, transformer_block
 
 from .hybrid_encoder import HybridEncoder
-from .presets import _build, build_point_model
+from .presets import _build, build_model
 from .registry import register_model
 
 
@@ -61,7 +61,7 @@ def _mamba3d_family(num_classes: Optional[int], layout: str, lnp_k: int, num_hea
     return _build(cfg, num_classes, overrides)
 
 
-@register_model(forwards=(build_point_model, HybridEncoder))
+@register_model(forwards=(build_model, HybridEncoder))
 def map3d_official(num_classes: Optional[int] = None, *, layout: str = "MMMT" * 4, lnp_k: int = 4,
                    num_heads: int = 6, drop_path_rate: float = 0.1, **kwargs) -> nn.Module:
     """The released MAP 3D architecture: G=128, K=32, FPS order, SiLU positional MLP, cls token,
@@ -70,7 +70,7 @@ def map3d_official(num_classes: Optional[int] = None, *, layout: str = "MMMT" * 
     return _mamba3d_family(num_classes, layout, lnp_k, num_heads, drop_path_rate, kwargs)
 
 
-@register_model(forwards=(build_point_model, HybridEncoder))
+@register_model(forwards=(build_model, HybridEncoder))
 def mamba3d(num_classes: Optional[int] = None, *, layout: str = "M" * 12, lnp_k: int = 4,
             num_heads: int = 6, drop_path_rate: float = 0.1, **kwargs) -> nn.Module:
     """Mamba3D's own classifier (xhanxu/Mamba3D ``models/Mamba3D.py`` ``Mamba3D``): ``map3d_official``

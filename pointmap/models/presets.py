@@ -1,44 +1,56 @@
-"""The 3D presets and the one builder they call."""
+"""The one builder of every preset (points and images) and the 3D presets."""
+import numbers
 from typing import Optional, Sequence
 
 from torch import nn
 
 from ..errors import UserError
-from .classifier import Classifier
+from .classifier import HEAD_DEFAULTS, Classifier, check_pool
 from .hybrid_encoder import HybridEncoder
 from .partseg import SEG_HEADS, PartSegmenter, PointMAEPartSegmenter
 from .registry import register_model
 
 
-def build_point_model(num_classes: Optional[int] = None, *, num_parts: Optional[int] = None,
-                      num_categories: int = 16, seg_head: str = "pointmap", cls_token: bool = False,
-                      global_pool: str = "max_mean", head_hidden: Sequence[int] = (256, 256),
-                      head_dropout: float = 0.5, encoder_cls=HybridEncoder, **encoder_kwargs) -> nn.Module:
-    """Encoder alone (``num_classes=None``), with a classification head (``num_classes``), or with a
-    part-segmentation head (``num_parts``, ``num_categories``): ``seg_head="pointmap"``
-    (:class:`~pointmap.models.partseg.PartSegmenter`) or ``"point_mae"`` (Point-MAE's,
-    :class:`~pointmap.models.partseg.PointMAEPartSegmenter`)."""
+def build_model(num_classes: Optional[int] = None, *, encoder_cls=HybridEncoder, num_parts: Optional[int] = None,
+                num_categories: int = 16, seg_head: str = "pointmap",
+                cls_token: bool = HEAD_DEFAULTS["cls_token"], global_pool: str = HEAD_DEFAULTS["global_pool"],
+                head_hidden: Sequence[int] = HEAD_DEFAULTS["head_hidden"],
+                head_dropout: float = HEAD_DEFAULTS["head_dropout"], **encoder_kwargs) -> nn.Module:
+    """The one builder of every preset, points and images: ``encoder_cls(**encoder_kwargs)`` alone
+    (``num_classes=None``), in a :class:`~pointmap.models.classifier.Classifier` (``num_classes``; 0: no head,
+    the pooled features), or, for points, with a part-segmentation head (``num_parts``, ``num_categories``):
+    ``seg_head="pointmap"`` (:class:`~pointmap.models.partseg.PartSegmenter`) or ``"point_mae"``
+    (Point-MAE's, :class:`~pointmap.models.partseg.PointMAEPartSegmenter`). The head arguments and their
+    defaults are :data:`~pointmap.models.classifier.HEAD_DEFAULTS`."""
     if num_classes is not None and num_parts is not None:
         raise UserError(f"give num_classes ({num_classes}) or num_parts ({num_parts}), not both")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 0):
+        raise UserError(f"num_classes must be an integer >= 0 (0: no head, the pooled features); got {num_classes!r}")
     if seg_head not in SEG_HEADS:
         raise UserError(f"seg_head must be one of {', '.join(SEG_HEADS)}; got {seg_head!r}")
     if seg_head != "pointmap" and num_parts is None:
         raise UserError(f"seg_head={seg_head!r} is a part-segmentation head: give num_parts")
+    if num_parts is not None and encoder_cls.modality != "points":
+        raise UserError(f"num_parts={num_parts}: part segmentation needs a point-cloud model, not "
+                        f"{encoder_cls.modality}")
+    if num_classes is not None:
+        check_pool(global_pool, cls_token)
     encoder = encoder_cls(**encoder_kwargs)
     if num_parts is not None:
         seg_cls = PointMAEPartSegmenter if seg_head == "point_mae" else PartSegmenter
         return seg_cls(encoder, num_parts=num_parts, num_categories=num_categories)
     if num_classes is None:
         return encoder
-    return Classifier(encoder, num_classes, cls_token=cls_token, global_pool=global_pool,
+    return Classifier(encoder, int(num_classes), cls_token=cls_token, global_pool=global_pool,
                       head_hidden=head_hidden, head_dropout=head_dropout)
 
 
 def _build(defaults: dict, num_classes: Optional[int], overrides: dict) -> nn.Module:
-    return build_point_model(num_classes, **{**defaults, **overrides})
+    return build_model(num_classes, **{**defaults, **overrides})
 
 
-@register_model(forwards=(build_point_model, HybridEncoder))
+@register_model(forwards=(build_model, HybridEncoder))
 def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """HybridNet-S: C=384, layout MMMTMMMTMMMT, hilbert order; head on [cls; max + mean].
 
@@ -54,7 +66,7 @@ def hybridnet_s(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     return _build(cfg, num_classes, kwargs)
 
 
-@register_model(forwards=(build_point_model, HybridEncoder))
+@register_model(forwards=(build_model, HybridEncoder))
 def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """Point-MAE's encoder and finetuning model (``PointTransformer``): 12 Transformer blocks (6 heads, no
     qkv bias), FPS order with pointnet2_ops' FPS (never a point within 1e-3 of the origin after the first),
@@ -66,7 +78,7 @@ def pointmae(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     return _build(cfg, num_classes, kwargs)
 
 
-@register_model(forwards=(build_point_model, HybridEncoder))
+@register_model(forwards=(build_model, HybridEncoder))
 def pointmamba(num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """PointMamba (``PointMambaScan``): 12 Mamba blocks over the hilbert then the hilbert-trans token
     sequence (2G tokens, no cls token) with per-order scale and shift, the positional embedding added once

@@ -32,12 +32,14 @@ from ..hub import hub_file, is_hub_spec, parse_hub_spec
 from .checkpoint import LoadResult, load_checkpoint
 
 __all__ = ["ModelCard", "absolute_spec", "check_pretrained", "list_pretrained", "pretrained_card", "resolve_pretrained",
-           "load_pretrained", "read_card", "named_classes", "CARD_FILE", "WEIGHTS_FILE"]
+           "load_pretrained", "read_card", "named_classes", "pretrained_cfg", "CARD_FILE", "WEIGHTS_FILE",
+           "DEFAULT_NUM_POINTS"]
 
 logger = logging.getLogger(__name__)
 
 CARD_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 OLD_CARD_FILE = "card.json"  # what exports of pointmap 0.1 named the card
+DEFAULT_NUM_POINTS = 1024  # a preset's input without a card: ModelNet40's and ShapeNet's 1024 points
 TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained.yaml")
 
 
@@ -120,6 +122,20 @@ def named_classes(dataset: str) -> Optional[List[str]]:
 
     named = {"modelnet40": MODELNET40_CLASSES, "scanobjectnn": SCANOBJECTNN_CLASSES, "shapenetpart": SEG_CLASSES}
     return list(named[dataset]) if dataset in named else None
+
+
+def named_parts(dataset: Optional[str], categories: Optional[List[str]]) -> Optional[Dict[str, List[int]]]:
+    """Category name -> its global part ids for a part-segmentation data set pointmap knows (``shapenetpart``,
+    ``synthetic_parts``), in the card's category order; None for another."""
+    if dataset == "shapenetpart":
+        from ..data.shapenetpart import SEG_CLASSES
+
+        return {k: list(v) for k, v in SEG_CLASSES.items()}
+    if dataset == "synthetic_parts" and categories:
+        from ..data.synthetic import part_label_table
+
+        return part_label_table(categories)
+    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -264,3 +280,48 @@ def load_pretrained(model: nn.Module, spec: Union[bool, str], strict: bool = Tru
     card, path = resolve_pretrained(spec, progress=progress)
     return load_checkpoint(model, path, source=card.format if card else "auto", strict=strict, whole=whole)
 
+
+
+def _modality(model: nn.Module) -> str:
+    return getattr(getattr(model, "encoder", model), "modality", "points")
+
+
+def _input_size(model: nn.Module) -> Optional[Tuple[int, ...]]:
+    """(C, H, W) of an image model with a timm ``PatchEmbed`` (None when it has none)."""
+    embed = next((m for m in model.modules() if hasattr(m, "img_size") and hasattr(m, "proj")), None)
+    if embed is None:
+        return None
+    return (int(embed.proj.in_channels), *(int(v) for v in embed.img_size))
+
+
+def pretrained_cfg(preset: str, model: nn.Module, card: Optional[ModelCard] = None, own_head: bool = True,
+                   source: Optional[str] = None) -> Dict[str, Any]:
+    """``model.pretrained_cfg`` (timm's name): what a user of ``model`` needs to feed it and read its output.
+
+    ``name``, ``preset``, ``modality``; points: ``num_points`` and the test-time ``transforms`` (config
+    entries, :func:`pointmap.data.create_transform` builds them: the card's, else farthest point sampling of
+    :data:`DEFAULT_NUM_POINTS` points and ``normalize``); images: ``input_size`` (C, H, W); ``num_classes``
+    (None: an encoder; 0: pooled features) or ``num_parts`` / ``num_categories`` / ``category_parts`` (each
+    category's part ids, for a data set pointmap knows); ``class_names`` (the card's, when the model keeps the
+    card's head; part segmentation: its shape categories); ``source``, ``url``,
+    ``file``, ``licence``, ``metrics``, ``protocol`` of the weights (None / empty for a preset's random ones).
+    """
+    modality = _modality(model)
+    out: Dict[str, Any] = {"name": card.name if card else preset, "preset": preset, "modality": modality}
+    if modality == "points":
+        points = (card.num_points if card else None) or DEFAULT_NUM_POINTS
+        transforms = list(card.transforms) if card else [{"name": "sample", "num_points": points, "method": "fps"},
+                                                          {"name": "normalize"}]
+        out.update(num_points=points, transforms=[dict(t) for t in transforms])
+    else:
+        out.update(input_size=_input_size(model), transforms=[])
+    out["class_names"] = card.class_names if card is not None and own_head else None
+    if hasattr(model, "num_parts"):
+        parts = named_parts(card.data.get("name"), out["class_names"]) if out["class_names"] else None
+        out.update(num_parts=model.num_parts, num_categories=model.num_categories, category_parts=parts)
+    else:
+        out["num_classes"] = getattr(model, "num_classes", None)
+    out.update(source=(card.source or card.url) if card else source, url=card.url if card else None, file=source,
+               licence=card.licence if card else None, metrics=dict(card.metrics) if card else {},
+               protocol=card.protocol if card else None)
+    return out

@@ -9,6 +9,7 @@ from torch import nn
 
 from pointmap.layers import PosMLP
 from pointmap.ops import chamfer, gather_points
+from pointmap.ops._precision import upcast
 
 from ..errors import UserError, check_kwargs
 from ..objective import (DECODER_ORDERS, DECODER_ROW_ORDERS, LOSSES, MASK_STRATEGIES, OBJECTIVES, ORDER_DRAWS,
@@ -242,12 +243,12 @@ class MAPPretrainer(nn.Module):
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """pred, target: (B, M, T) → the objective over all masked patches, or per patch (B·M,) with
         ``reduction="none"``."""
+        pred, target = upcast(pred), upcast(target)  # float32 at least: a float64 run's loss stays float64
         if self.loss_name == "mse":
-            sq = (pred.float() - target.float()).pow(2)
+            sq = (pred - target).pow(2)
             return sq.mean() if reduction == "mean" else sq.reshape(-1, sq.shape[-1]).mean(dim=1)
-        return chamfer(pred.reshape(-1, pred.shape[-1] // 3, 3).float(),
-                       target.reshape(-1, target.shape[-1] // 3, 3).float(), norm=2 if self.loss_name == "cdl2" else 1,
-                       reduction=reduction)
+        return chamfer(pred.reshape(-1, pred.shape[-1] // 3, 3), target.reshape(-1, target.shape[-1] // 3, 3),
+                       norm=2 if self.loss_name == "cdl2" else 1, reduction=reduction)
 
     def patch_losses(self, out: PretrainOutput) -> torch.Tensor:
         """(B, M): the objective of each masked patch of ``out`` (positions as in ``out.mask``); their mean

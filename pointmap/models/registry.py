@@ -44,7 +44,8 @@ def create_model(name: str, num_classes: Optional[int] = None, pretrained: Union
     Args:
         name: a name from :func:`list_models`.
         num_classes: None builds the encoder alone (with ``pretrained``: the weights' own head); an int adds
-            the classification head.
+            the classification head; 0 the same classifier without a head, returning pooled features
+            (timm's ``num_classes=0``).
         pretrained: weights to load (see :mod:`pointmap.models.pretrained`): ``True`` (the preset's default
             entry), an entry of :func:`~pointmap.models.pretrained.list_pretrained`, a folder written by
             ``tools/export.py`` or a checkpoint file. The model is built with the weights' arguments and head
@@ -52,9 +53,18 @@ def create_model(name: str, num_classes: Optional[int] = None, pretrained: Union
             is set aside). A file that does not fit is a :class:`~pointmap.models.CheckpointError`.
         **overrides: preset arguments to change (``embed_dim``, ``layout``, ``num_group``, ...), or
             ``num_parts`` / ``num_categories`` for the part-segmentation model.
+
+    The model's ``pretrained_cfg`` is its card as a dict (:func:`~pointmap.models.pretrained.pretrained_cfg`):
+    the input (``num_points`` and the test ``transforms``, or an image's ``input_size``), ``class_names``,
+    where the weights came from; ``pointmap.data.create_transform(model.pretrained_cfg)`` is its test-time
+    pipeline.
     """
+    from .pretrained import pretrained_cfg
+
     if pretrained is None or pretrained is False:
-        return MODELS.build(name, num_classes=num_classes, **overrides)
+        model = MODELS.build(name, num_classes=num_classes, **overrides)
+        model.pretrained_cfg = pretrained_cfg(name, model)
+        return model
     from .checkpoint import load_checkpoint
     from .pretrained import resolve_pretrained
 
@@ -64,4 +74,5 @@ def create_model(name: str, num_classes: Optional[int] = None, pretrained: Union
     own_head = card is not None and num_classes is None and "num_parts" not in overrides
     model = MODELS.build(name, **kwargs)
     load_checkpoint(model, path, source=card.format if card else "auto", whole=own_head)
+    model.pretrained_cfg = pretrained_cfg(name, model, card, own_head=own_head, source=path)
     return model

@@ -1,7 +1,9 @@
 """One dispatch point for every op: ``backend=`` argument > environment > config > "auto".
 
 Backends register a callable that says whether they can run on given tensors, and an install hint
-used when a backend is asked for by name but cannot run here.
+used when a backend is asked for by name but cannot run here. A backend that computes only one variant of an
+op's semantics (pointnet2_ops' FPS always skips points near the origin) says so in ``fixed``; :func:`resolve`
+hands it out only for that variant, so ``auto`` gives the same result on every machine.
 
 Every backend :func:`resolve` hands out is recorded (:func:`backends_used`: what a run writes to meta.json
 and its checkpoints). A kernel that no GPU has run yet carries a ``selfcheck``: before ``auto`` uses it for
@@ -15,8 +17,8 @@ import importlib.util
 import os
 import sys
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import UnavailableError, UserError, one_line
 
@@ -40,6 +42,12 @@ class Backend:
     # a small input, else the figures; the reference (and the fallback) is the backend named checked_against
     selfcheck: Optional[Callable] = None
     checked_against: str = "torch"
+    # options of the op this backend computes one way only, whatever it is asked: option -> the value it computes
+    fixed: Dict[str, Any] = field(default_factory=dict)
+
+    def computes(self, options: Dict[str, Any]) -> bool:
+        """Whether this backend computes the op with these options (one the caller does not pass is not checked)."""
+        return all(options.get(k, v) == v for k, v in self.fixed.items())
 
 
 _REGISTRY: Dict[str, List[Backend]] = {}
@@ -95,16 +103,17 @@ def all_backends(op: str) -> List[str]:
     return [b.name for b in _REGISTRY[op]]
 
 
-def resolve(op: str, backend: Optional[str], *tensors) -> Callable:
-    """The function that runs ``op`` for these tensors (recorded in :func:`backends_used`)."""
-    b = _pick(op, backend, tensors)
+def resolve(op: str, backend: Optional[str], *tensors, options: Optional[Dict[str, Any]] = None) -> Callable:
+    """The function that runs ``op`` for these tensors with these semantic ``options`` (recorded in
+    :func:`backends_used`). ``auto`` skips a backend whose ``fixed`` options differ; one asked for by name raises."""
+    b = _pick(op, backend, tensors, options or {})
     used = _USED.setdefault(op, [])
     if b.name not in used:
         used.append(b.name)
     return b.fn
 
 
-def _pick(op: str, backend: Optional[str], tensors) -> Backend:
+def _pick(op: str, backend: Optional[str], tensors, options: Dict[str, Any]) -> Backend:
     name = backend if backend not in (None, "auto") else get_backend_override(op)
     if name is not None:
         b = _check_name(op, name)
@@ -113,9 +122,14 @@ def _pick(op: str, backend: Optional[str], tensors) -> Backend:
         if not b.supports(*tensors):
             dev = tensors[0].device if tensors else "?"
             raise UnavailableError(f"{op} backend {name!r} cannot run on tensors on {dev}: {b.hint}")
+        if not b.computes(options):
+            fixed = ", ".join(f"{k}={v!r}" for k, v in b.fixed.items())
+            asked = ", ".join(f"{k}={options.get(k, v)!r}" for k, v in b.fixed.items())
+            raise UnavailableError(f"{op} backend {name!r} computes {op} with {fixed} only, not {asked}; "
+                                   f"use backend='auto' or another backend")
         return b
     for b in _REGISTRY[op]:
-        if b.available() and b.supports(*tensors):
+        if b.available() and b.supports(*tensors) and b.computes(options):
             return b if b.selfcheck is None or _trusted(op, b, tensors[0].device) else _check_name(op, b.checked_against)
     raise RuntimeError(f"no {op} backend can run here")  # unreachable: the torch backend runs anywhere
 

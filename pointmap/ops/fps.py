@@ -8,8 +8,9 @@ it, so peer checkpoints see the centers they were trained with). With duplicate 
 running distances reach 0 and the lowest index with distance 0 (an index already chosen) is picked again, as in pointnet2_ops.
 
 Backends: ``cuda`` (pointmap's kernel; until a GPU run verifies it, checked against ``torch`` on first use,
-see :func:`selfcheck`), ``pointnet2_ops`` (when importable), ``cpu`` (pointmap's C++ path with exact
-bounding-box pruning), ``torch`` (the reference; runs anywhere).
+see :func:`selfcheck`), ``pointnet2_ops`` (when importable; it always skips points near the origin, so it
+serves ``skip_near_origin=True`` only), ``cpu`` (pointmap's C++ path with exact bounding-box pruning),
+``torch`` (the reference; runs anywhere). Every backend gives the same indices for the same arguments.
 """
 from typing import Callable, Optional
 
@@ -103,7 +104,8 @@ register_backend("fps", Backend(
     selfcheck=selfcheck))
 register_backend("fps", Backend(
     "pointnet2_ops", _fps_pointnet2, available=_has_pointnet2, supports=lambda xyz: xyz.is_cuda,
-    hint="install pointnet2_ops from the Pointnet2_PyTorch repository (pointnet2_ops_lib); it needs CUDA"))
+    hint="install pointnet2_ops from the Pointnet2_PyTorch repository (pointnet2_ops_lib); it needs CUDA",
+    fixed={"skip_near_origin": True}))  # its kernel never picks a point near the origin
 register_backend("fps", Backend(
     "cpu", _fps_cpu, available=lambda: _ext.has("fps_cpu"),
     supports=lambda xyz: xyz.device.type == "cpu" and xyz.dtype in (torch.float32, torch.float64),
@@ -116,11 +118,12 @@ def fps(xyz: torch.Tensor, n: int, backend: str = "auto", skip_near_origin: bool
 
     xyz: (B, N, 3) float -> idx: (B, n) long, idx[:, 0] == 0.
     skip_near_origin: never pick a point with x²+y²+z² ≤ 1e-3 after the first, as pointnet2_ops does
-        (the pointnet2_ops backend does so whatever this says).
+        (the pointnet2_ops backend computes this variant only: ``auto`` uses it for nothing else, and
+        asking for it by name with ``skip_near_origin=False`` raises).
     """
     check_points("xyz", xyz)
     check_count("n", n, xyz.shape[1], "N (number of points)")
-    fn = resolve("fps", backend, xyz)
+    fn = resolve("fps", backend, xyz, options={"skip_near_origin": skip_near_origin})
     src = xyz if xyz.dtype in (torch.float32, torch.float64) else xyz.float()
     if skip_near_origin:
         src = hide_near_origin(src)

@@ -1,78 +1,27 @@
 """What to show: a point file or a mesh from disk, or one item of a data set.
 
-Point files: ``.npy`` (N, ≥3), ``.txt`` / ``.xyz`` / ``.pts`` (whitespace- or comma-separated, ≥3
-columns), ``.pcd`` (read with open3d), ``.ply`` (its vertices; a ``.ply`` with faces is a mesh). Meshes
-(``.obj``, ``.off``, ``.stl``, ``.glb``, ``.ply`` with faces) are surface-sampled with trimesh. Every
-error is one line naming the file.
+Files are read by :func:`pointmap.data.io.read_points`, the one reader of a user's files (.ply .pcd .xyz .pts
+.txt .npy .npz .h5, meshes surface-sampled with trimesh, ...). Every error is one line naming the file.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from pointmap.data.io import check_points, load_npy, load_text_points, missing
-from pointmap.data.mesh import MESH_EXTENSIONS, load_mesh_points
+from pointmap.data.io import READ_EXTENSIONS, read_points
 
 from ..errors import UserError
 
-__all__ = ["POINT_EXTENSIONS", "INPUT_EXTENSIONS", "read_points_file", "prepare_points", "load_input",
-           "dataset_item"]
+__all__ = ["INPUT_EXTENSIONS", "read_points_file", "prepare_points", "load_input", "dataset_item"]
 
-POINT_EXTENSIONS = (".npy", ".txt", ".xyz", ".pts", ".pcd", ".ply")
-INPUT_EXTENSIONS = tuple(sorted(set(POINT_EXTENSIONS + MESH_EXTENSIONS)))
-
-
-def _read_ply(path: Path, num_points: int, seed: int) -> np.ndarray:
-    import trimesh
-
-    try:
-        obj = trimesh.load(path)
-    except Exception as e:  # trimesh raises many types for unreadable files
-        raise UserError(f"unreadable ply file {path}: {type(e).__name__}: {e}") from e
-    if isinstance(obj, trimesh.Trimesh) and len(obj.faces):
-        return load_mesh_points(path, num_points, seed)["points"]
-    vertices = getattr(obj, "vertices", None)
-    if vertices is None:
-        raise UserError(f"ply file {path} holds neither points nor a mesh ({type(obj).__name__})")
-    return np.asarray(vertices)
-
-
-def _read_pcd(path: Path) -> np.ndarray:
-    from .render import open3d_problem
-
-    problem = open3d_problem()
-    if problem:
-        raise UserError(f"reading {path} (.pcd) needs open3d: {problem}")
-    import open3d as o3d
-
-    return np.asarray(o3d.io.read_point_cloud(str(path)).points)
+INPUT_EXTENSIONS = READ_EXTENSIONS
 
 
 def read_points_file(path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
     """The (N, 3) float32 points of ``path``; a mesh is sampled with ``num_points`` points."""
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in INPUT_EXTENSIONS:
-        raise UserError(f"{path}: unknown extension {ext or '(none)'!r}; "
-                         f"expected one of {', '.join(INPUT_EXTENSIONS)}")
-    if not path.is_file():
-        raise missing(path, "input file")
-    if ext == ".npy":
-        arr = load_npy(path)
-    elif ext in (".txt", ".xyz", ".pts"):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            first = next((ln for ln in f if ln.strip()), "")
-        arr = load_text_points(path, "," if "," in first else None)
-    elif ext == ".pcd":
-        arr = _read_pcd(path)
-    elif ext == ".ply":
-        arr = _read_ply(path, num_points, seed)
-    else:
-        arr = load_mesh_points(path, num_points, seed)["points"]
-    return check_points(arr, path)[:, :3]
+    return read_points(path, mesh_points=num_points, seed=seed)
 
 
 def prepare_points(points, num_points: int, seed: int = 0) -> torch.Tensor:
