@@ -54,6 +54,11 @@ class DataConfig:
     batch_size: int = bounded(32, "[1, inf)")  # total over all processes; each gets batch_size / world_size
     eval_batch_size: Optional[int] = bounded(None, "[1, inf)")  # None: batch_size
     num_workers: int = bounded(0, "[0, inf)")
+    # repeated augmentation (DeiT's RASampler, timm's RepeatAugSampler): each epoch's shuffled order repeats
+    # every sample this many times, split over the processes, and an epoch keeps the first
+    # floor(len / repeated_aug_round) * repeated_aug_round of them (0: len); 1: off
+    repeated_aug: int = bounded(1, "[1, inf)")
+    repeated_aug_round: int = bounded(256, "[0, inf)")
     # classification: train on a stratified fraction of the labelled training shapes (low-data finetuning);
     # drawn after the clean protocol's validation hold-out, with label_seed (None: train.seed)
     label_fraction: float = bounded(1.0, "(0, 1]")
@@ -63,6 +68,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     lr: float = bounded(1e-3, "(0, inf)")
+    # linear scaling: lr is the rate at a total batch of lr_base_size, the run trains at lr * data.batch_size /
+    # lr_base_size (warmup_lr and min_lr unscaled; the MAP 2D release and DeiT: 512); None: lr as written
+    lr_base_size: Optional[int] = bounded(None, "[1, inf)")
     weight_decay: float = bounded(0.05, "[0, inf)")
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = bounded(1e-8, "(0, inf)")
@@ -99,6 +107,10 @@ class TrainConfig:
     log_every: int = bounded(20, "[1, inf)")  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
+    # an exponential moving average of the weights, updated after every optimizer step (timm's ModelEmaV3) and
+    # kept in the checkpoints as model_ema; ema_eval: the evaluations also score it (val_ema, test_ema)
+    ema_decay: Optional[float] = bounded(None, "(0, 1)")
+    ema_eval: bool = False
     probe: Optional[Literal["linear", "svm"]] = None  # classification with the encoder frozen: a linear layer
     # trained on its pooled features, or a linear SVM fitted on them (see pointmap.engine.probe)
 

@@ -6,7 +6,10 @@ A URL's file lives at ``$POINTMAP_HOME/hub/<host>/<path of the URL>`` (``POINTMA
 ``~/.cache/pointmap``), so a file put there by hand is found. The first download streams into
 ``<file>.part`` (resumed with an HTTP Range request after a cut connection, in the same call or the next
 one), then the size and sha256 are written to ``<file>.json`` and the file is renamed into place; every later
-use checks the file against that record. ``POINTMAP_OFFLINE=1`` never opens a connection: a cached file is
+use checks the file against that record. A file shared only through a web page (a OneDrive share link) cannot be
+fetched: :func:`fetch_by_hand` names the page and the path under ``$POINTMAP_HOME/by_hand/`` to put it at, records
+the size and sha256 of the file found there on its first use and checks it on every later one.
+``POINTMAP_OFFLINE=1`` never opens a connection: a cached file is
 used, a missing one is an error that names the URL and the path to put it at. ``POINTMAP_MIRROR=<base URL>``
 fetches ``<base URL>/<host>/<path>`` instead of the URL itself (a mirror laid out as the cache is; the cache
 path stays the original URL's). Every error here is a one-line :class:`~pointmap.errors.UserError`.
@@ -30,7 +33,8 @@ from typing import Iterator, Optional
 from .atomic import atomic_write
 from .errors import UserError, one_line
 
-__all__ = ["DownloadError", "ChecksumError", "cache_home", "cache_path", "fetch", "is_offline"]
+__all__ = ["DownloadError", "ChecksumError", "by_hand_path", "cache_home", "cache_path", "fetch", "fetch_by_hand",
+           "is_offline"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,4 +235,21 @@ def fetch(url: str, progress: Optional[bool] = None) -> str:
             _download(url, path, progress)
             return path
     _verify(path, url)
+    return path
+
+
+def by_hand_path(name: str) -> str:
+    """Where a file downloaded by hand goes: ``<cache_home()>/by_hand/<name>``."""
+    return os.path.join(cache_home(), "by_hand", *name.split("/"))
+
+
+def fetch_by_hand(page: str, name: str) -> str:
+    """The local path of a file that ``page`` shares (a page that does not serve the file itself): the file put at
+    :func:`by_hand_path` ``(name)``, recorded on first use and checked on every later one like a downloaded file;
+    a :class:`DownloadError` that says where to put it when it is not there."""
+    path = by_hand_path(name)
+    if not os.path.isfile(path):
+        raise DownloadError(f"{page} shares its file through a web page that pointmap cannot download: open it in a "
+                            f"browser, download the file and put it at {path}")
+    _verify(path, page)
     return path

@@ -7,9 +7,13 @@ from pointmap.models import Classifier, HybridEncoder, PartSegmenter, TokenEncod
 
 TINY_POINTS = dict(embed_dim=32, num_heads=2, num_group=16, group_size=8)
 TINY_IMAGE = dict(embed_dim=32, num_heads=2, img_size=32, patch_size=8)
+# the MAP 2D release's presets (map_* / mambar_*_patch16_224): 16×16 patches of a 32 px image, 2 registers
+TINY_MAP2D = dict(embed_dim=32, num_heads=2, img_size=32, depth=3, num_registers=2)
 
 
 def tiny_input(name):
+    if name.endswith("_patch16_224"):
+        return TINY_MAP2D, torch.randn(2, 3, 32, 32)
     if "image" in name:
         return TINY_IMAGE, torch.randn(2, 3, 32, 32)
     return TINY_POINTS, torch.randn(2, 256, 3)
@@ -21,7 +25,11 @@ def n_params(name, **kw):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", pointmap.list_models())
+# the MAP 2D release's presets (patch16_224) have their own smoke test: tests/test_map2d.py
+TOKEN_ENCODER_MODELS = [n for n in pointmap.list_models() if not n.endswith("_patch16_224")]
+
+
+@pytest.mark.parametrize("name", TOKEN_ENCODER_MODELS)
 def test_every_registered_model_runs(name):
     kw, x = tiny_input(name)
     clf = pointmap.create_model(name, num_classes=7, **kw).eval()
@@ -36,7 +44,7 @@ def test_every_registered_model_runs(name):
     assert pooled_features(clf, x).shape == (2, clf.num_features)
 
 
-@pytest.mark.parametrize("name", [n for n in pointmap.list_models() if "image" not in n])
+@pytest.mark.parametrize("name", [n for n in TOKEN_ENCODER_MODELS if "image" not in n])
 def test_part_segmentation_head(name):
     seg = pointmap.create_model(name, num_parts=50, num_categories=16, layout="MT", **TINY_POINTS).eval()
     assert isinstance(seg, PartSegmenter)

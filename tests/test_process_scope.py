@@ -139,8 +139,11 @@ class _Features(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Linear(3, 4)
 
-    def forward_features(self, x):
-        return self.w(x).max(1).values
+    def forward_features(self, x):  # timm's shape: tokens (B, N, 4), pooled by forward_head
+        return self.w(x)
+
+    def forward_head(self, tokens, pre_logits=False):
+        return tokens.max(1).values
 
 
 def test_a_stop_after_a_finished_run_ends_the_driver_before_the_next(tmp_path, monkeypatch, capsys):

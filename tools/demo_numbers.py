@@ -86,6 +86,13 @@ def numbers(name: str, metrics: dict, printed: str) -> dict:
 
 def run_one(name: str) -> dict:
     command, result = COMMANDS[name]
+    entry, metrics = run_command(command, result)
+    return {**entry, **numbers(name, metrics, entry["printed"])}
+
+
+def run_command(command: str, result: str = None) -> tuple:
+    """Run ``command`` (``python tools/...``, this interpreter) from the repository root, timed: ({"command",
+    "wall_s", "load_before", "printed": its last line}, the JSON file ``result`` it wrote, or {})."""
     load = os.getloadavg()[0]  # how busy the machine was as it started (1-minute load average)
     start = time.time()
     proc = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=REPO, capture_output=True, text=True)
@@ -98,8 +105,7 @@ def run_one(name: str) -> dict:
     if result:
         with open(os.path.join(REPO, result), encoding="utf-8") as f:
             metrics = json.load(f)
-    return {"command": command, "wall_s": round(wall, 1), "load_before": round(load, 2), "printed": printed,
-            **numbers(name, metrics, printed)}
+    return {"command": command, "wall_s": round(wall, 1), "load_before": round(load, 2), "printed": printed}, metrics
 
 
 def _schedule(names: list, jobs: int, previous: dict) -> dict:

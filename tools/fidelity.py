@@ -1,8 +1,8 @@
 """How closely the peer presets compute what the peers' own code computes: the largest difference, in float64,
 between each preset loaded with a peer's weights and that peer's recorded outputs (tests/fixtures/peers/, made
 by the peers' code), and the size of each peer quirk a preset does not keep by default. docs/models.md quotes
-these figures; tests/test_peer_fidelity.py holds each below its tolerance and checks the page against
-docs/fidelity.json.
+these figures (docs/map2d.md those of the MAP 2D release's presets); tests/test_peer_fidelity.py and
+tests/test_map2d*.py hold each below its tolerance and check the pages against docs/fidelity.json.
 
 The Mamba presets' figures depend on the CPU: the peers form A = −exp(A_log) in float32, and float32 ``exp``
 differs in the last bit between CPUs (the fixtures were made on an AMD EPYC). So the file records the machine
@@ -57,6 +57,49 @@ def load_preset(name: str, folder: str, **overrides):
     return model, fx, load_checkpoint(model, path, source="auto")
 
 
+MAP2D_NOT_IN_MAMBA_REG = ("blocks.", "decoder_", "mask_token", "ar_pred.")  # MAP's keys Mamba-Reg's model lacks
+
+
+def use_recorded_a(encoder, mixer_a) -> None:
+    """Each mixer's A as the release's run formed it (map2d.pt's ``mixer_A``: float32 values, used in float64
+    here instead of A = −exp(A_log) formed in float32, whose last bits depend on the CPU's exp)."""
+    for blk, a in zip(encoder.blocks, mixer_a):
+        blk.mixer.a_float32 = False
+        with torch.no_grad():
+            blk.mixer.A_log.copy_(torch.log(-a[0]))
+            blk.mixer.A_b_log.copy_(torch.log(-a[1]))
+
+
+def load_map2d(folder: str, form: str = "pretrainer", recorded_a: bool = True, **overrides):
+    """The MAP 2D preset for map2d.pt, in float64: ``form`` ``pretrainer`` (the release's objective),
+    ``hybrid`` (the register classifier with the attention blocks) or ``mambar`` (Mamba-Reg's). The weights are
+    saved in ``folder`` as the release's main.py saves them (``{"model", "model_ema", "args"}``; for ``mambar``
+    Mamba-Reg's keys) and read by the public loader; ``recorded_a``: :func:`use_recorded_a`. (model, fixture,
+    LoadResult)."""
+    import argparse
+
+    fx = fixture("map2d")
+    c = fx["config"]
+    size = dict(img_size=c["img_size"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"])
+    state = fx["state_dict"]
+    if form == "pretrainer":
+        model = pointmap.create_pretrainer("map_tiny_patch16_224", decoder_embed_dim=c["decoder_embed_dim"],
+                                           decoder_num_heads=c["decoder_num_heads"], **size, **overrides)
+    else:
+        name = "mambar_tiny_patch16_224" if form == "mambar" else "map_tiny_patch16_224"
+        model = pointmap.create_model(name, num_classes=c["num_classes"], num_registers=c["num_cls_tokens"],
+                                      reduce=c["cls_reduce"], **size, **overrides)
+        if form == "mambar":
+            state = {k: v for k, v in state.items() if not k.startswith(MAP2D_NOT_IN_MAMBA_REG)}
+    model = model.double().eval()
+    path = os.path.join(folder, f"map2d_{form}.pth")
+    torch.save({"model": state, "model_ema": state, "epoch": 1599, "args": argparse.Namespace(model=fx["model"])}, path)
+    res = load_checkpoint(model, path, source="auto", whole=True)
+    if recorded_a:
+        use_recorded_a(model.encoder, fx["outputs"]["mixer_A"])
+    return model, fx, res
+
+
 def _preset(name, folder, **overrides):
     model, fx, _ = load_preset(name, folder, **overrides)
     return model, fx["input"], fx["outputs"]
@@ -94,6 +137,16 @@ def measure() -> dict:
             figures["batch_sample0_pooling"] = max(max_diff(model(x), out["logits"]),
                                                    max_diff(pooled_features(model, x), out["features"]))
             res[PRESETS[name][0]] = figures
+        pre, fx, _ = load_map2d(tmp)
+        o, x = fx["outputs"], fx["input"]
+        out = pre(x, mask=o["mask"].bool())
+        vis = (~o["mask"].bool()).nonzero()[:, 1].reshape(len(x), -1)
+        tokens, _ = pre.encoder.forward_tokens(o["encoder_input"])
+        res["map_tiny_patch16_224"] = {"encoder_tokens": max_diff(tokens, o["encoder_tokens"]),
+                                       "pred": max_diff(pre.decoder(tokens, vis), o["pred"]),
+                                       "loss": max_diff(out.loss, o["loss"])}
+        clf, fx, _ = load_map2d(tmp, "mambar")
+        res["mambar_tiny_patch16_224"] = {"logits": max_diff(clf(x), fx["mambar"]["outputs"]["logits"])}
     fx = fixture("mamba_mixer")
     mixer = MambaMixer(**{k: v for k, v in fx["config"].items() if k != "use_fast_path"}).double().eval()
     mixer.load_state_dict(fx["state_dict"])

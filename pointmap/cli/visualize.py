@@ -16,7 +16,8 @@ import os
 from ..config import load_config
 from ..errors import UserError, UserFileNotFoundError, add_debug_flag, user_errors_exit
 from ..models import list_pretrained, pretrained_card
-from ..vis import dataset_item, image_grid, load_input, reconstruction_figure, save_png, show_panels
+from ..vis import (dataset_images, dataset_item, image_grid, image_reconstructions, load_input,
+                   reconstruction_figure, save_png, show_panels)
 from ..vis.model import load_pretrainer
 from .common import CFG_HELP
 
@@ -76,16 +77,16 @@ def run(args: argparse.Namespace) -> str:
     if model.encoder.modality == "image":
         if args.input:
             raise UserError("--input takes point clouds and meshes; an image model shows --dataset items")
-        import torch
-
         name = args.dataset or d.name
-        items = [dataset_item(name, d.root, args.split or d.test_split or "test", args.index + i,
-                              d.options if name == d.name else {}) for i in range(args.num_images)]
-        images = torch.stack([it["image"] for it in items])
-        image = image_grid(model, images, seed=args.seed, mask_ratio=args.mask_ratio)
+        same = name == d.name
+        images, norm = dataset_images(name, d.root, args.split or d.test_split or "test", args.index, args.num_images,
+                                      d.options if same else {}, d.test_transforms if same else None,
+                                      size=model.encoder.patch_embed.img_size[0])
+        image = image_grid(model, images, seed=args.seed, mask_ratio=args.mask_ratio, **(norm or {}))
+        mse = image_reconstructions(model, images, seed=args.seed, mask_ratio=args.mask_ratio)[3]  # the picture's
         if args.out:
             save_png(image, args.out)
-        return f"{len(items)} images | {args.out or '-'}"
+        return f"{len(images)} images | MSE {mse:.6g} | {args.out or '-'}"
     if args.input:
         n = args.num_points or int(d.options.get("num_points", 1024))
         points, what = load_input(args.input, n, args.seed), args.input

@@ -8,7 +8,7 @@ Items are dicts of tensors: ``points`` (N, 3) float32 and ``label`` (long scalar
 (``use_normals=True``), ``seg`` / ``category`` (part segmentation); images are ``{"image", "label"}``.
 Data sets expose ``classes`` and ``num_classes``. See data/README.md for the layout under ``data/``.
 """
-from . import fewshot, images, mesh, modelnet, scanobjectnn, shapenet, shapenetpart, synthetic  # noqa: F401 (register)
+from . import fewshot, image_transforms, images, mesh, modelnet, scanobjectnn, shapenet, shapenetpart, synthetic  # noqa: F401 (register)
 from .check import CHECKS, Report, check_root
 from .fewshot import draw_fold, write_modelnet_fewshot
 from .io import read_points

@@ -2,7 +2,7 @@
 
 A pointmap training checkpoint is a dict::
 
-    {"model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
+    {"model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ..., "model_ema": (train.ema_decay) ...,
      "epoch": the epoch to continue (0-based), "step_in_epoch": its steps already done (0: its start),
      "global_step": int, "best": {"epoch", "value", "metrics"}, "best_saved": the epoch ckpt-best.pth holds,
      "history": [one record per epoch], "selection": {"split", "metric", "mode"},
@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..atomic import atomic_write
-from ..errors import UserFileNotFoundError
+from ..errors import UserError, UserFileNotFoundError
 from ..models.checkpoint import CheckpointError, read_checkpoint
 from ..ops import backends_used, kernel_checks
 from . import distributed as du
@@ -85,7 +85,8 @@ class Checkpointer:
 
     def __init__(self, run: Any, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  scaler: torch.amp.GradScaler, *, config: Dict[str, Any], meta: Dict[str, Any], rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, ema: Any = None):
+        self.ema = ema  # a WeightEma (train.ema_decay) or None
         self.run, self.module, self.optimizer, self.scheduler, self.scaler = run, module, optimizer, scheduler, scaler
         self.config, self.meta, self.rank, self.world_size = config, meta, rank, world_size
 
@@ -103,6 +104,8 @@ class Checkpointer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 **state.state_dict(epoch, step), "rng_after_iter": rng_after_iter, "rng": rngs, "config": self.config,
                 "meta": {**self.meta, **backend_record()}}
+        if self.ema is not None:
+            ckpt["model_ema"] = self.ema.state_dict()
         self.run.save_checkpoint(ckpt, last=last, best=best)
         if last:
             state.last_saved = (epoch, step)
@@ -116,6 +119,11 @@ class Checkpointer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if "model_ema" not in ckpt:
+                raise UserError(f"{self.run.ckpt_last} holds no model_ema: the run was started without "
+                                f"train.ema_decay; resume it with the config it started with")
+            self.ema.load_state_dict(ckpt["model_ema"])
         state.load_state_dict(ckpt)
         rngs = ckpt["rng"]
         rng = rngs[self.rank] if self.rank < len(rngs) else None

@@ -70,10 +70,10 @@ def _checkpoint_of(source: str) -> str:
 
 def _head(model: nn.Module, cfg: Config) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """(``create_model`` head arguments, ``create_pretrainer`` objective arguments or None) of a task's model."""
-    from ..models import MAPPretrainer
+    from ..models import MAP2DPretrainer, MAPPretrainer
     from ..models.linear_probe import LinearProbe
 
-    if isinstance(model, MAPPretrainer):
+    if isinstance(model, (MAPPretrainer, MAP2DPretrainer)):
         return {}, pretrainer_args(cfg)
     if isinstance(model, LinearProbe):
         raise UserError("a linear-probe run is a frozen encoder and a linear layer, not a preset: export the "

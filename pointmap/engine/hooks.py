@@ -139,7 +139,8 @@ DEFAULT_HOOKS = ("evaluate", "best", "log", "checkpoint")
 class EvaluateHook(Hook):
     """Scores the selection split (a held-out val split; the test set under the peer protocol) after
     every ``every``-th epoch and after the last one, from epoch ``first`` (1-based) on: the peers' runners
-    score from their second epoch (``first: 2``). Decides: the metrics, under the split's label."""
+    score from their second epoch (``first: 2``). Decides: the metrics, under the split's label (with
+    ``train.ema_eval``, the averaged weights' too, under the label + ``_ema``)."""
 
     def __init__(self, every: int = 1, first: int = 1):
         self.every, self.first = check_every("evaluate", every), int(first)
@@ -147,7 +148,11 @@ class EvaluateHook(Hook):
     def after_epoch(self, trainer, entry: Dict[str, Any]) -> Optional[Decision]:
         split, done = trainer.select_split, trainer.state.epoch + 1
         if split is not None and done >= self.first and (done % self.every == 0 or done == trainer.cfg.optim.loop_epochs):
-            return Decision(record={trainer.state.selection["split"]: trainer.evaluate(split)})
+            label = trainer.state.selection["split"]
+            record = {label: trainer.evaluate(split)}
+            if getattr(trainer, "ema", None) is not None and trainer.cfg.train.ema_eval:  # train.ema_eval
+                record[f"{label}_ema"] = trainer.evaluate(split, ema=True)
+            return Decision(record=record)
         return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -17,8 +18,8 @@ from . import distributed as du
 from .datasets import to_device
 from .rng import fixed_rng
 
-__all__ = ["ResumableSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter", "NonFiniteLossError",
-           "autocast", "evaluate"]
+__all__ = ["ResumableSampler", "RepeatedAugSampler", "build_loaders", "OptimizerStep", "total_norm", "StepMeter",
+           "NonFiniteLossError", "autocast", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,33 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.skip
 
 
+class RepeatedAugSampler(ResumableSampler):
+    """Repeated augmentation (``data.repeated_aug``), DeiT's RASampler as timm's RepeatAugSampler spells it: the
+    epoch's shuffled order (seeded by ``seed + epoch``) with every index ``repeats`` times in a row, padded by
+    wrapping to a multiple of the processes, dealt out round-robin (so a sample's copies go to different
+    processes, each augmenting its own), and each process keeps its first ``floor(len / round_to) * round_to /
+    world`` (``round_to`` 0: ``ceil(len / world)``): an epoch sees about ``1 / repeats`` of the distinct samples,
+    each ``repeats`` times. Starts mid-epoch like :class:`ResumableSampler` (``skip``)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, repeats: int, round_to: int, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        n = len(dataset)
+        self.repeats = int(repeats)
+        self.num_samples = math.ceil(n * self.repeats / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.num_selected = (n // round_to * round_to // num_replicas) if round_to else math.ceil(n / num_replicas)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).repeat_interleave(self.repeats).tolist()
+        order += order[:self.total_size - len(order)]
+        mine = order[self.rank:self.total_size:self.num_replicas][:self.num_selected]
+        return itertools.islice(iter(mine), self.skip, None)
+
+    def __len__(self) -> int:
+        return self.num_selected - self.skip
+
+
 def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.device, train: bool = True
                   ) -> Tuple[Dict[str, DataLoader], Optional[ResumableSampler]]:
     """Train loader (shuffled per epoch, split over processes, last partial batch dropped) and
@@ -73,11 +101,15 @@ def build_loaders(datasets: Dict[str, Dataset], cfg: Config, device: torch.devic
     sampler = None
     if train:
         ds = datasets["train"]
-        sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+        if d.repeated_aug > 1:
+            sampler = RepeatedAugSampler(ds, world, rank, d.repeated_aug, d.repeated_aug_round, seed=cfg.train.seed)
+        else:
+            sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
         loaders["train"] = DataLoader(ds, batch_size=per_rank, sampler=sampler, drop_last=True, **common)
         if len(loaders["train"]) == 0:
+            rounded = " once data.repeated_aug_round has rounded them down" if d.repeated_aug > 1 else ""
             raise ConfigError(f"the train split has {len(ds)} samples, fewer than one batch of {per_rank} "
-                             f"per process: lower data.batch_size")
+                             f"per process{rounded}: lower data.batch_size")
         dropped = (len(sampler) - len(loaders["train"]) * per_rank) * world
         if dropped:  # full batches only (BatchNorm, equal steps on every rank): say what that costs
             logger.warning("the train split has %d samples: batches of %d leave out %d of them each epoch (others "

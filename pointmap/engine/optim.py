@@ -12,10 +12,13 @@ step (pointmap) or per epoch (the peers).
   a tensor in another shape than the peer (LNP's affine vectors, PointMamba's per-order vectors), the
   module says the peer's dimensionality in ``peer_param_ndim()``. Groups come in the peers' order
   (undecayed first).
+
+``optim.lr_base_size`` scales ``lr`` linearly by the total batch (:func:`scaled_lr`), as DeiT's and the MAP 2D
+release's ``main.py`` do.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -25,7 +28,8 @@ from ..config import OptimConfig
 from ..errors import ConfigError
 from ..models import no_weight_decay
 
-__all__ = ["param_groups", "peer_param_ndim", "build_optimizer", "build_scheduler", "LRSchedule", "lr_per_epoch"]
+__all__ = ["param_groups", "peer_param_ndim", "scaled_lr", "build_optimizer", "build_scheduler", "LRSchedule",
+           "lr_per_epoch"]
 
 
 def peer_param_ndim(model: nn.Module) -> Dict[str, int]:
@@ -65,13 +69,24 @@ def param_groups(model: nn.Module, weight_decay: float, rule: str = "pointmap") 
     return [decay, no_decay] if rule == "pointmap" else [no_decay, decay]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, fused where torch has a fused kernel for the parameters' device (CUDA; CPU from torch 2.4):
-    one kernel per step, and it can skip a step on the device (``found_inf``), so the trainer never waits
+def scaled_lr(cfg: OptimConfig, batch_size: Optional[int]) -> float:
+    """The lr a run trains at: ``cfg.lr``, or with ``cfg.lr_base_size`` set ``cfg.lr * batch_size / lr_base_size``
+    (``batch_size``: the total over all processes, images per optimizer step)."""
+    if cfg.lr_base_size is None:
+        return cfg.lr
+    if batch_size is None:
+        raise ValueError("optim.lr_base_size scales the lr by the total batch size: pass batch_size")
+    return cfg.lr * batch_size / cfg.lr_base_size
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: Optional[int] = None) -> torch.optim.Optimizer:
+    """AdamW at :func:`scaled_lr` (``batch_size``: the total batch, needed when ``cfg.lr_base_size`` is set), fused
+    where torch has a fused kernel for the parameters' device (CUDA; CPU from torch 2.4): one kernel per step, and it
+    can skip a step on the device (``found_inf``), so the trainer never waits
     to decide whether a loss was finite. Elsewhere plain AdamW."""
     params = list(model.parameters())
     groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_rule)
-    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    kwargs = dict(lr=scaled_lr(cfg, batch_size), betas=tuple(cfg.betas), eps=cfg.eps)
     if params and all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1:
         try:
             return torch.optim.AdamW(groups, fused=True, **kwargs)

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 RESUME_FREE = (
     "name", "exp_name", "pretrained", "pretrained_strict",
     "train.output_dir", "train.progress", "train.log_every", "train.overwrite", "train.cpu_threads", "train.compile",
-    "train.deterministic", "train.find_unused_parameters",
+    "train.deterministic", "train.find_unused_parameters", "train.ema_eval",
     "data.num_workers", "data.eval_batch_size", "data.vote_transforms",
     "eval.vote", "eval.vote_rounds", "eval.vote_view_transforms",
     "ops", "hooks",

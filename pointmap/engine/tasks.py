@@ -202,10 +202,22 @@ class PretrainTask(Task):
     """Self-supervised pretraining (MAP / MAE / AR): the model's output carries its own ``.loss``.
 
     No labels are used. With ``data.test_split`` set, that split's loss picks ckpt-best; otherwise the
-    epoch's mean train loss does."""
+    epoch's mean train loss does. ``mixup`` (timm's Mixup arguments, :mod:`~pointmap.engine.mixup`): every
+    training batch of images is mixed before the model sees it, as the MAP 2D release's ``engine.py`` does."""
 
     monitor, monitor_mode = "loss", "min"
     model_fixed = ()
+
+    def __init__(self, cfg: Config, mixup: Optional[Dict[str, Any]] = None):
+        super().__init__(cfg)
+        self.mixup_args = dict(mixup or {})
+        self.mixup = None
+
+    def validate(self) -> None:
+        super().validate()
+        from .mixup import check_mixup
+
+        check_mixup(self.mixup_args, self.cfg.data.batch_size)
 
     def build_datasets(self) -> Dict[str, Dataset]:
         d = self.cfg.data
@@ -220,7 +232,13 @@ class PretrainTask(Task):
         return create_pretrainer(self.cfg.model.name, **pretrainer_args(self.cfg), **self.cfg.model.args)
 
     def train_step(self, model, batch):
-        return model(model_inputs(batch)).loss, {}
+        x = model_inputs(batch)
+        if self.mixup_args:
+            from .mixup import build_mixup
+
+            self.mixup = self.mixup or build_mixup(self.mixup_args, num_classes=1)
+            x, _ = self.mixup(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))  # the targets go unused
+        return model(x).loss, {}
 
     def eval_step(self, model, batch, views=1):
         x = model_inputs(batch)
@@ -243,14 +261,23 @@ class ClassificationTask(Task):
     monitor, monitor_mode = "acc", "max"
 
     def __init__(self, cfg: Config, label_smoothing: float = 0.0, vote_scale: Tuple[float, float] = (2 / 3, 1.5),
-                 vote_translate: float = 0.2, head_classes: Optional[int] = None):
+                 vote_translate: float = 0.2, head_classes: Optional[int] = None,
+                 mixup: Optional[Dict[str, Any]] = None):
         super().__init__(cfg)
         self.label_smoothing = float(label_smoothing)
+        # Mixup / CutMix of images (timm's arguments): soft targets, timm's SoftTargetCrossEntropy
+        self.mixup_args, self.mixup = dict(mixup or {}), None
         # outputs of the classifier when not the data set's class count: the peers' few-shot configs build a
         # 40-way head (ModelNet40's) for 5- and 10-way folds
         self.head_classes = None if head_classes is None else int(head_classes)
         self.vote_scale, self.vote_translate = tuple(vote_scale), float(vote_translate)
         self.num_classes: Optional[int] = None
+
+    def validate(self) -> None:
+        super().validate()
+        from .mixup import check_mixup
+
+        check_mixup(self.mixup_args, self.cfg.data.batch_size)
 
     def build_datasets(self) -> Dict[str, Dataset]:
         cfg, d = self.cfg, self.cfg.data
@@ -301,8 +328,17 @@ class ClassificationTask(Task):
         return create_model(self.cfg.model.name, num_classes=num_classes, **self.cfg.model.args)
 
     def train_step(self, model, batch):
-        logits = model(model_inputs(batch))
         label = batch["label"].reshape(-1)
+        if self.mixup_args:  # soft targets: no accuracy to report
+            from timm.loss import SoftTargetCrossEntropy
+
+            from .mixup import build_mixup
+
+            self.mixup = self.mixup or build_mixup(self.mixup_args, self.head_classes or self.num_classes,
+                                                   self.label_smoothing)
+            x, target = self.mixup(model_inputs(batch), label)
+            return SoftTargetCrossEntropy()(upcast(model(x)), target), {}
+        logits = model(model_inputs(batch))
         loss = F.cross_entropy(upcast(logits), label, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == label).float().mean() * 100.0
         return loss, {"acc": acc.detach()}

@@ -26,6 +26,7 @@ from ..version import __version__
 from . import distributed as du
 from .checkpoint import Checkpointer, backend_record, load_best_weights, load_weights, set_rng_state
 from .datasets import to_device
+from .ema import build_ema
 from .hooks import DEFAULT_HOOKS, Decision, Hook, build_hooks
 from .logging import Progress, RunWriter, format_metrics
 from .loop import NonFiniteLossError, OptimizerStep, StepMeter, autocast, build_loaders, evaluate
@@ -111,7 +112,8 @@ class Trainer:
         trains = self.task.trains and train  # score() (--eval) trains nothing: no train loader
         self.loaders, self.train_sampler = build_loaders(self.datasets, cfg, self.device, trains)
         self.steps_per_epoch = len(self.loaders["train"]) if trains else 0
-        self.optimizer = build_optimizer(self.module, cfg.optim)
+        self.ema = build_ema(self.module, cfg.train.ema_decay)  # train.ema_decay: the averaged weights, or None
+        self.optimizer = build_optimizer(self.module, cfg.optim, cfg.data.batch_size)
         self.scheduler = LRSchedule(self.optimizer, cfg.optim, self.steps_per_epoch)
         cuda = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.train.precision == "fp16")
@@ -126,7 +128,8 @@ class Trainer:
         meta = {"task": self.task.name, "model": cfg.model.name, "protocol": cfg.eval.protocol,
                 "pointmap_version": __version__, "world_size": self.world_size}
         self.checkpointer = Checkpointer(self.run, self.module, self.optimizer, self.scheduler, self.scaler,
-                                         config=config_to_dict(cfg), meta=meta, rank=self.rank, world_size=self.world_size)
+                                         config=config_to_dict(cfg), meta=meta, rank=self.rank, world_size=self.world_size,
+                                         ema=self.ema)
         seed_everything(cfg.train.seed + self.rank)  # augmentations and masks differ between ranks
         if resumed is not None:
             self.checkpointer.resume(state, resumed.ckpt)
@@ -189,6 +192,10 @@ class Trainer:
 
     def _score(self, ckpt: str) -> Dict[str, Any]:
         raw = self.setup(train=False, weights=ckpt)
+        if self.ema is not None and isinstance(raw.get("model_ema"), dict):  # train.ema_eval: the file's averaged weights
+            self.ema.load_state_dict(raw["model_ema"])
+        elif self.ema is not None:  # a file without them: nothing averaged to score
+            self.ema = None
         results = self.test(use_best=False, tested_epoch=raw.get("epoch"))  # the epochs behind those weights
         results["evaluated"] = ckpt
         self.run.write_json(results)
@@ -245,6 +252,8 @@ class Trainer:
             with autocast(self.device, self.amp_dtype):
                 loss, logs = self.task.train_step(self.train_model, batch)
             finite_loss, applied = self.optimizer_step(loss)
+            if self.ema is not None:
+                self.ema.update(self.module)
             state.global_step += 1
             state.meter.add(loss.detach(), logs, finite_loss, applied, state.global_step)
             self._call_hooks("after_step", {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"], **logs})
@@ -278,11 +287,13 @@ class Trainer:
         raise RunInterrupted(f"at epoch {self.state.epoch + 1} step {step}", command_line(resume=True),
                              self.scope.stop_requested)
 
-    def evaluate(self, split: str, views: int = 1, index: int = 0) -> Dict[str, float]:
+    def evaluate(self, split: str, views: int = 1, index: int = 0, ema: bool = False) -> Dict[str, float]:
         """The task's metrics of ``split`` (every rank its shard), with ``views`` per cloud (voting); its draws come
-        from pass ``index``'s fixed seed and leave training's RNGs as they were (:func:`~.rng.evaluation_seed`)."""
+        from pass ``index``'s fixed seed and leave training's RNGs as they were (:func:`~.rng.evaluation_seed`);
+        ``ema``: of the averaged weights (``train.ema_decay``) instead of the model's."""
         seed = evaluation_seed(self.cfg.train.seed, self.rank, index)
-        return evaluate(self.eval_model, self.task, self.loaders[split], self.device, self.amp_dtype, views, seed)
+        model = self.ema.module if ema else self.eval_model
+        return evaluate(model, self.task, self.loaders[split], self.device, self.amp_dtype, views, seed)
 
     # ------------------------------------------------------------------ results
     def test(self, use_best: bool = True, tested_epoch: Optional[int] = None) -> Dict[str, Any]:
@@ -294,6 +305,8 @@ class Trainer:
                 load_best_weights(self.module, self.run.ckpt_best)
                 results["tested_epoch"] = state.best_saved
             results["test"] = self.evaluate("test")
+            if self.ema is not None and self.cfg.train.ema_eval:  # the averaged weights as the last step left them
+                results["test_ema"] = self.evaluate("test", ema=True)
             self._honour_stop("during the final test")
             if e.vote > 1:  # one pass, or the best of vote_rounds passes (the peer protocol's --test)
                 split, rounds = "vote" if "vote" in self.loaders else "test", []

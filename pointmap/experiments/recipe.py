@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..config import Config, config_to_dict
 from ..engine import build_task
-from ..engine.optim import build_optimizer, lr_per_epoch, param_groups
+from ..engine.optim import build_optimizer, lr_per_epoch, param_groups, scaled_lr
 
 __all__ = ["describe_recipe", "describe_transforms", "format_recipe", "model_settings"]
 
@@ -58,9 +58,11 @@ def model_settings(model) -> Dict[str, Any]:
 
 def describe_recipe(cfg: Config) -> Dict[str, Any]:
     """The model (name, arguments, parameters), the optimizer's parameter groups (weight decay, lr, tensor
-    names, ``n_params``, ``n_tensors``), the epochs the loop runs, ``lr_per_epoch`` (group 0's lr at the
-    first step of each epoch), ``batch_size`` (total), ``grad_clip``, ``precision``, the train / test /
-    voting transforms and the ``sampling`` among them, the ``protocol`` and the ``voting``."""
+    names, ``n_params``, ``n_tensors``), the epochs the loop runs, ``lr`` (as written, and scaled by the batch
+    under ``optim.lr_base_size``), ``lr_per_epoch`` (group 0's lr at the first step of each epoch),
+    ``batch_size`` (total), ``grad_clip``, ``precision``, the weight ``ema``, ``mixup``, ``repeated_aug`` (None:
+    off), the train / test / voting transforms and the ``sampling`` among them, the ``protocol`` and the
+    ``voting``."""
     task = build_task(cfg)
     model = task.build_model(None)
     o, d, e = cfg.optim, cfg.data, cfg.eval
@@ -78,17 +80,21 @@ def describe_recipe(cfg: Config) -> Dict[str, Any]:
                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "settings": model_settings(model)},
         "objective": config_to_dict(cfg)["objective"] if task.name == "pretrain" else None,
-        "param_groups": [{"weight_decay": g["weight_decay"], "lr": o.lr, "n_params": sum(shapes[n].numel() for n in g["names"]),
+        "param_groups": [{"weight_decay": g["weight_decay"], "lr": scaled_lr(o, d.batch_size), "n_params": sum(shapes[n].numel() for n in g["names"]),
                           "n_tensors": len(g["names"]), "names": sorted(g["names"])} for g in groups],
         "weight_decay_rule": o.weight_decay_rule,
         "epochs": o.loop_epochs,
         "schedule": {"cosine_epochs": o.epochs, "warmup_epochs": o.warmup_epochs, "warmup_lr": o.warmup_lr,
                      "min_lr": o.min_lr, "schedule_step": o.schedule_step, "extra_epochs": o.extra_epochs},
-        "lr_per_epoch": lr_per_epoch(build_optimizer(model, o), o),
+        "lr": {"base": o.lr, "base_size": o.lr_base_size, "batch_size": d.batch_size, "scaled": scaled_lr(o, d.batch_size)},
+        "lr_per_epoch": lr_per_epoch(build_optimizer(model, o, d.batch_size), o),
         "batch_size": d.batch_size,
         "grad_clip": o.grad_clip,
         "optimizer_steps_per_batch": o.steps_per_batch,
         "precision": cfg.train.precision,
+        "ema": {"decay": cfg.train.ema_decay, "evaluated": cfg.train.ema_eval} if cfg.train.ema_decay else None,
+        "mixup": dict(getattr(task, "mixup_args", None) or {}) or None,
+        "repeated_aug": {"repeats": d.repeated_aug, "round_to": d.repeated_aug_round} if d.repeated_aug > 1 else None,
         "data": {"name": d.name, "options": dict(d.options), "train_split": d.train_split, "test_split": d.test_split},
         "transforms": {"train": train, "test": test, "vote": vote, "vote_view": views},
         "sampling": {"train": _sampling(train), "test": _sampling(test), "vote": _sampling(vote),
@@ -114,6 +120,13 @@ def format_recipe(r: Dict[str, Any]) -> str:
         return " -> ".join(e["name"] + "(" + ", ".join(f"{k}={v}" for k, v in e.items() if k != "name") + ")"
                            for e in entries) or "none"
 
+    lr_line = (f"{r['lr']['base']:g} x batch {r['lr']['batch_size']} / {r['lr']['base_size']} = {r['lr']['scaled']:.4g}"
+               if r["lr"]["base_size"] else f"{r['lr']['scaled']:g}")
+    every = ", ".join(f"{lr[i]:.3g}" for i in range(min(len(lr), 7))) + (f", ... {lr[-1]:.3g}" if len(lr) > 7 else "")
+    extras = [f"ema decay {r['ema']['decay']:g}" + (" (evaluated)" if r["ema"]["evaluated"] else "") if r["ema"] else "",
+              "mixup " + ", ".join(f"{k}={v}" for k, v in r["mixup"].items()) if r["mixup"] else "",
+              f"repeated augmentation x{r['repeated_aug']['repeats']} (epoch rounded to {r['repeated_aug']['round_to']})"
+              if r["repeated_aug"] else ""]
     lines = [
         f"config      {r['config']} (task {r['task']})",
         f"model       {r['model']['name']} {r['model']['args']} -> {r['model']['class']}, "
@@ -122,9 +135,11 @@ def format_recipe(r: Dict[str, Any]) -> str:
         f"schedule    {r['epochs']} epochs run; cosine over {r['schedule']['cosine_epochs']} "
         f"({r['schedule']['warmup_epochs']} warmup), stepped per {r['schedule']['schedule_step']}; lr epoch 0 "
         f"{lr[0]:.3g}, peak {lr[peak]:.4g} at epoch {peak}, last {lr[-1]:.3g}",
+        f"lr          {lr_line}; per epoch {every}",
         f"batch       {r['batch_size']} (total), grad clip {r['grad_clip']}, "
         f"{r['optimizer_steps_per_batch']} optimizer step(s) per batch, precision {r['precision']}",
         f"train       {pipeline(r['transforms']['train'])}",
+        *([f"also        {'; '.join(e for e in extras if e)}"] if any(extras) else []),
         f"test        {pipeline(r['transforms']['test'])}",
         f"protocol    {r['protocol']}; voting {r['voting']['views']} views, {r['voting']['reported']}",
     ]

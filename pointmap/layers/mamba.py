@@ -10,7 +10,7 @@ Bidirectional modes keep ``in_proj`` and ``out_proj`` shared and give the second
 ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b`` (Vim's / Mamba3D's names):
 
 - ``"sequence"`` (or ``True``): the second scan runs over the reversed sequence (Vim); its output is
-  reversed back and the two are summed.
+  reversed back and the two are summed (``merge="mean"``: averaged, as the MAP 2D release does).
 - ``"channel"``: the second scan runs over the same sequence with the 2·d_inner channels of
   ``in_proj``'s output reversed (so x and z swap halves), its output reversed back along channels and
   summed (Mamba3D's "bimamba v4", used by the released MAP 3D code).
@@ -59,15 +59,27 @@ class MambaMixer(nn.Module):
         dt_min, dt_max, dt_init_floor, dt_scale: Δ initialisation (mamba's defaults).
         bidirectional: ``False``, ``True``/``"sequence"`` or ``"channel"`` (see the module docstring).
         scan_backend: passed to ``selective_scan`` as ``backend``.
+        merge: how the two scans' gated outputs are combined before ``out_proj``: ``"sum"`` (Vim's, Mamba3D's)
+            or ``"mean"`` (the MAP 2D release's ``(fwd + bwd) / 2``).
+
+    ``a_float32`` (an attribute, True): A = −exp(A_log) is formed in float32 whatever the module's dtype, as
+    mamba_ssm does; a float64 fidelity test turns it off to use A exactly as a peer's run recorded it.
     """
+
+    MERGES = ("sum", "mean")
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 1e-3, dt_max: float = 1e-1,
                  dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True,
-                 bias: bool = False, bidirectional: Union[bool, str] = False, scan_backend: str = "auto"):
+                 bias: bool = False, bidirectional: Union[bool, str] = False, scan_backend: str = "auto",
+                 merge: str = "sum"):
         super().__init__()
         if bidirectional not in _DIRECTIONS:
             raise UserError(f"bidirectional must be one of False, True, 'sequence', 'channel'; got {bidirectional!r}")
+        if merge not in self.MERGES:
+            raise UserError(f"merge must be one of {list(self.MERGES)}; got {merge!r}")
+        self.merge = merge
+        self.a_float32 = True
         self.d_model = d_model
         self.d_state = d_state
         self.d_conv = d_conv
@@ -117,7 +129,7 @@ class MambaMixer(nn.Module):
         x = F.silu(conv(x)[..., :length])                                 # causal: keep the first L
         dt, b, c = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)              # (B, d_inner, L); bias in scan
-        a = float32_a(a_log)
+        a = float32_a(a_log) if self.a_float32 else -torch.exp(a_log)
         return selective_scan(x, delta, a, b.transpose(1, 2).contiguous(), c.transpose(1, 2).contiguous(),
                               d.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
                               backend=self.scan_backend)
@@ -134,11 +146,14 @@ class MambaMixer(nn.Module):
             y = y + self._ssm(xz.flip(-1), "_b").flip(-1)
         elif self.bidirectional == "channel":
             y = y + self._ssm(xz.flip(1), "_b").flip(1)
+        if self.bidirectional and self.merge == "mean":
+            y = y / 2
         return self.out_proj(y.transpose(1, 2).to(x.dtype))
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
-                f"d_inner={self.d_inner}, dt_rank={self.dt_rank}, bidirectional={self.bidirectional}")
+                f"d_inner={self.d_inner}, dt_rank={self.dt_rank}, bidirectional={self.bidirectional}"
+                + (f", merge={self.merge}" if self.bidirectional else ""))
 
 
 def mamba_block(dim: int, drop_path: float = 0.0, norm_layer=nn.LayerNorm, mlp_ratio: float = 0.0,

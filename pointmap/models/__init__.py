@@ -14,9 +14,14 @@ from .pretrainer import (MAPPretrainer, PretrainOutput, create_pretrainer, objec
                          row_attention_mask)
 from .registry import check_model_args, create_model, list_models, model_arguments, register_model
 from . import map3d  # noqa: F401  (registers map3d_official, mamba3d)
+from . import map2d_presets  # noqa: F401  (registers map_*_patch16_224, mambar_*_patch16_224)
+from .map2d import MAP2DEncoder
+from .map2d_decoder import MAP2DPretrainer
+from .mambar import RegisterClassifier
 
 __all__ = [
-    "CheckpointError", "Classifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
+    "CheckpointError", "Classifier", "MAP2DEncoder", "MAP2DPretrainer", "RegisterClassifier", "EncoderOutput",
+    "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
     "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens",
     "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "HEAD_DEFAULTS", "POOLS", "build_model",
     "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format",

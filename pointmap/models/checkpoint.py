@@ -5,6 +5,7 @@ file must have a place in the target or be of a kind the target does not have (a
 loaded into a classifier, a classification head loaded into an encoder); otherwise it is a ValueError
 that names the format and what is missing. ``strict=False`` loads what fits and says so at WARNING.
 """
+import argparse
 import logging
 import os
 import pickle
@@ -21,7 +22,7 @@ from .hybrid_encoder import TokenEncoder
 _logger = logging.getLogger(__name__)
 
 # Keys of one kind of model only: left out (and listed as ignored) when the target has no place for them.
-_KNOWN_KINDS = re.compile(r"^(mask_token|decoder_pos_embed\.|decoder\.|predictor\.|cls_token|cls_pos|head\.)")
+_KNOWN_KINDS = re.compile(r"^(mask_token|decoder_pos_embed\.|decoder\.|predictor\.|cls_token|cls_pos|head\.|neck\.|norm_neck\.)")
 _SHOWN = 3  # names quoted in an error
 
 
@@ -56,6 +57,11 @@ def _strip_module(state):
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
+def _is_encoder(model: nn.Module) -> bool:
+    """An encoder alone (its keys have no ``encoder.`` prefix): a TokenEncoder or a MAP 2D encoder."""
+    return isinstance(model, TokenEncoder) or getattr(model, "token_encoder", False)
+
+
 def _head(state: Dict[str, torch.Tensor]) -> Dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items() if k.startswith("head.")}
 
@@ -67,7 +73,7 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module, target: D
     a part segmenter, a 40-class classifier's into a 40-class classifier); any other head is set aside.
     A decoder key is set aside only when ``model`` has no decoder: a decoder of another build (a Mamba
     decoder's into a Transformer decoder) surfaces as unexpected. ``target``: ``model.state_dict()``."""
-    if isinstance(model, TokenEncoder):
+    if _is_encoder(model):
         state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
     elif not any(k.startswith("encoder.") for k in state):
         state = {("encoder." + k if "encoder." + k in target else k): v for k, v in state.items()}
@@ -86,7 +92,7 @@ def _adapt_to_target(state: Dict[str, torch.Tensor], model: nn.Module, target: D
 
 def _encoder_keys(model: nn.Module, target: Dict[str, torch.Tensor]) -> List[str]:
     """The target's encoder tensors (BatchNorm's num_batches_tracked aside: load_state_dict fills it)."""
-    prefix = "" if isinstance(model, TokenEncoder) else "encoder."
+    prefix = "" if _is_encoder(model) else "encoder."
     return [k for k in target if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
 
 
@@ -109,11 +115,12 @@ def _load(path: str, weights_only: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError:
-        # Point-MAE's part-seg files keep numpy metrics (test_acc, ...) beside the weights; allow those
-        # (torch >= 2.6 names globals this way; on an older torch the first error stands)
+        # Point-MAE's part-seg files keep numpy metrics (test_acc, ...) beside the weights, and the DeiT-style
+        # main.py of the MAP 2D release and Mamba-Reg its argparse.Namespace (``args``, plain values); allow
+        # those (torch >= 2.6 names globals this way; on an older torch the first error stands)
         if not weights_only or not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
             raise
-        with torch.serialization.safe_globals(_numpy_scalars()):
+        with torch.serialization.safe_globals([*_numpy_scalars(), argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -152,7 +159,7 @@ def load_checkpoint(model: nn.Module, path: str, source: str = "auto", strict: b
         path: a ``.pth`` file: pointmap's (``{"model": state}`` or a bare state dict) or a peer's
             (``{"base_model": state}``, pretraining or finetuned, with or without DDP's ``module.``):
             Point-MAE, PointMamba, the released MAP 3D code or Mamba3D; or a ``.safetensors`` file.
-        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba`` or ``map3d``
+        source: ``auto`` (from the file's keys), ``pointmap``, ``point_mae``, ``pointmamba``, ``map3d`` or ``map2d``
             (the MAP 3D release's and Mamba3D's own files, see :mod:`pointmap.models.convert`).
         strict: every encoder tensor of ``model`` must be in the file and every tensor of the file must
             fit ``model`` or be of another kind of model (decoder, head: listed as ignored). False loads
@@ -185,6 +192,9 @@ def load_state(model: nn.Module, state: Dict[str, torch.Tensor], path: str, sour
         state = CONVERTERS[fmt](state, getattr(encoder, "layout", None))
     target = model.state_dict()
     state, ignored = _adapt_to_target(state, model, target)
+    fit = getattr(getattr(model, "encoder", model), "fit_state", None)  # an encoder that adapts a file to itself
+    if fit is not None:
+        state = fit(state, "" if _is_encoder(model) else "encoder.")
     where = f"checkpoint {path} ({fmt} format) into {type(model).__name__}"
     encoder = _encoder_keys(model, target)
     missing_enc = [k for k in encoder if k not in state]

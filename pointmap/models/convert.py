@@ -1,4 +1,5 @@
-"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba, the released MAP 3D code and Mamba3D.
+"""Peer checkpoint formats → pointmap names: Point-MAE, PointMamba, the released MAP 3D code and Mamba3D, the
+released MAP 2D code and Mamba-Reg.
 
 Each converter renames one peer's ``base_model`` state dict (pretraining or finetuning class, with or
 without DDP's ``module.`` prefix already removed) to the names of pointmap's classifier / pretrainer
@@ -10,6 +11,7 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 | ``point_mae`` | Point-MAE ``PointTransformer``, ``Point_MAE``, part segmentation ``get_model`` (``segmentation/models/pt.py``) | ``pointmae`` (part segmentation: ``seg_head="point_mae"``) |
 | ``pointmamba`` | PointMamba ``PointMambaScan``, ``Point_MAE_Mamba_serializationV2`` | ``pointmamba`` (pretraining: ``decoder_type="mamba"``) |
 | ``map3d`` | MAP 3D release ``Mamba3D``, ``Point_MAE`` of ``PointMAP/Mamba3D.py``; Mamba3D's own ``Mamba3D`` (``models/Mamba3D.py``) | ``map3d_official``, ``mamba3d`` |
+| ``map2d`` | MAP 2D release ``VisionMamba`` (``models_mamba.py``, ``{"model": ...}`` of its main.py); Mamba-Reg's ``VisionMamba`` | ``map_*_patch16_224``, ``mambar_*_patch16_224`` |
 
 The ``map3d`` format covers both Mamba3D classes: MAP's file is Mamba3D's plus the attention blocks
 (``blocks.blocks_vit.*``), so a Mamba3D checkpoint is a MAP 3D checkpoint without them, and it loads whole
@@ -152,10 +154,52 @@ def map3d_to_pointmap(state: State, layout: Optional[str] = None) -> State:
     return _conv_to_linear(out)
 
 
+# MAP 2D: layers.i are the Mamba layers, blocks.k the attention block run on the output of the k-th layer that
+# has one ({A\1}: placed by the target's layout, "A" = a Mamba layer followed by an attention block).
+_MAP2D: List[Tuple[str, str]] = [
+    (r"^(patch_embed\.|pos_embed$)", r"encoder.\1"),
+    (r"^layers\.(\d+)\.norm\.", r"encoder.blocks.\1.norm1."),
+    (r"^layers\.(\d+)\.mixer\.", r"encoder.blocks.\1.mixer."),
+    (r"^blocks\.(\d+)\.attn\.", r"encoder.blocks.{A\1}.attn_block.mixer."),
+    (r"^blocks\.(\d+)\.", r"encoder.blocks.{A\1}.attn_block."),
+    (r"^norm_f\.", "encoder.norm."),
+    (r"^decoder_embed\.", "decoder.embed."),
+    (r"^mask_token$", "decoder.mask_token"),
+    (r"^decoder_pos_embed_learned$", "decoder.pos_embed"),
+    (r"^decoder_blocks\.(\d+)\.attn2\.", r"decoder.blocks.\1.attn."),
+    (r"^decoder_blocks\.(\d+)\.norm2_1\.", r"decoder.blocks.\1.norm_q."),
+    (r"^decoder_blocks\.(\d+)\.norm2_2\.", r"decoder.blocks.\1.norm_kv."),
+    (r"^decoder_blocks\.(\d+)\.", r"decoder.blocks.\1."),
+    (r"^decoder_norm\.", "decoder.norm."),
+    (r"^ar_pred\.", "decoder.pred."),
+    (r"^pos_embed_cls$", "cls_pos"),
+]
+
+
+def map2d_to_pointmap(state: State, layout: Optional[str] = None) -> State:
+    """MAP 2D release / Mamba-Reg names → pointmap's (pretrainer / register classifier level). ``layout``: the
+    target encoder's (``"M"`` a Mamba layer, ``"A"`` one followed by an attention block; default the file's
+    own: an attention block after every third layer when it has any); the file's k-th attention block goes to
+    the k-th ``A``. Registers (``cls_token``, ``pos_embed_cls`` → ``cls_pos``), ``neck``, ``norm_neck`` and
+    ``head`` keep their names."""
+    if layout is None:
+        n = 1 + max([int(m.group(1)) for k in state for m in [re.match(r"layers\.(\d+)\.", k)] if m] or [0])
+        vit = any(re.match(r"blocks\.\d+\.", k) for k in state)
+        layout = "".join("A" if vit and (i + 1) % 3 == 0 else "M" for i in range(n))
+    where = [i for i, c in enumerate(layout) if c == "A"]
+
+    def place(m: re.Match) -> str:
+        k = int(m.group(1))
+        return str(where[k]) if k < len(where) else f"<A{k}: beyond layout {layout}>"
+
+    return {re.sub(r"\{A(\d+)\}", place, _rename(k, _MAP2D)): v for k, v in state.items()}
+
+
 CONVERTERS: Dict[str, Callable[[State, Optional[str]], State]] = {
     "point_mae": point_mae_to_pointmap,
     "pointmamba": pointmamba_to_pointmap,
     "map3d": map3d_to_pointmap,
+    "map2d": map2d_to_pointmap,
 }
 
 # Key signatures, checked in this order (the peers share Point-MAE's names for the tokenizer and head).
@@ -163,6 +207,7 @@ _SIGNATURES = [
     ("pointmamba", re.compile(r"(^|\.)OrderScale_(gamma|beta)_\d+$|(^|\.)blocks\.layers\.\d+\.")),
     ("map3d", re.compile(r"(^|\.)blocks\.blocks\.\d+\.lfa\.|(^|\.)blocks\.blocks_vit\.\d+\.")),
     ("point_mae", re.compile(r"^(MAE_encoder\.)?blocks\.blocks\.\d+\.attn\.")),
+    ("map2d", re.compile(r"^layers\.\d+\.mixer\.|^norm_f\.weight$|^decoder_blocks\.\d+\.attn2\.")),
     ("pointmap", re.compile(r"^(encoder\.)?(tokenizer|patch_embed)\.|^(encoder\.)?blocks\.\d+\.")),
 ]
 FORMATS = ("pointmap",) + tuple(CONVERTERS)

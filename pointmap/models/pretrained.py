@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
-from ..download import fetch, sha256_of
+from ..download import fetch, fetch_by_hand, sha256_of
 from ..errors import ConfigError, UserError, UserFileNotFoundError, one_line
 from ..hub import hub_file, is_hub_spec, parse_hub_spec
 from .checkpoint import LoadResult, load_checkpoint
@@ -62,6 +62,8 @@ class ModelCard:
     format: str = "pointmap"
     url: Optional[str] = None  # a published file: https://..., or hf-hub:owner/repo/path on the Hugging Face Hub
     revision: Optional[str] = None  # a Hub-hosted file: the revision (branch, tag or commit) it is read at
+    page: Optional[str] = None  # a published file shared through a web page only (OneDrive): fetched by hand,
+    by_hand: Optional[str] = None  # to $POINTMAP_HOME/by_hand/<by_hand> (pointmap.download.fetch_by_hand)
     weights: Optional[str] = None  # an export: the file beside the card
     sha256: Optional[str] = None  # an export: of ``weights``
     source: str = ""  # where the file is linked (README line), or the run it was exported from
@@ -86,6 +88,8 @@ class ModelCard:
                 hint = f" (did you mean {match[0]!r}?)" if match else ""
                 raise ConfigError(f"{where}: unknown card field {key!r}{hint}")
         missing = [k for k in ("name", "preset") if not data.get(k)]
+        if data.get("page") and not data.get("by_hand"):
+            missing.append("by_hand (where a file of a page goes)")
         if missing:
             raise ConfigError(f"{where}: the card has no {' and no '.join(missing)}")
         return cls(**data)
@@ -228,6 +232,8 @@ def resolve_pretrained(spec: Union[bool, str], preset: Optional[str] = None,
     if is_hub_spec(card.url):
         repo, file, _ = parse_hub_spec(card.url)
         return card, hub_file(repo, file, card.revision)
+    if card.page:
+        return card, fetch_by_hand(card.page, card.by_hand)
     return card, fetch(card.url, progress=progress)
 
 

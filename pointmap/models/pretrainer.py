@@ -15,7 +15,7 @@ from ..errors import UserError, check_kwargs
 from ..objective import (DECODER_ORDERS, DECODER_ROW_ORDERS, LOSSES, MASK_STRATEGIES, OBJECTIVES, ORDER_DRAWS,
                          ObjectiveConfig, objective_settings)
 from .decoders import MAPDecoder, init_decoder_side
-from .registry import create_model
+from .registry import MODELS, create_model
 
 
 @dataclass
@@ -306,7 +306,10 @@ def create_pretrainer(encoder: Union[str, nn.Module] = "hybridnet_s", objective:
                       **kwargs) -> MAPPretrainer:
     """Builds a :class:`MAPPretrainer`: ``objective`` a name or an :class:`~pointmap.config.ObjectiveConfig`;
     keywords named like an ObjectiveConfig field set the objective (``mask_ratio=0.6``, ``decoder_type="mamba"``),
-    the others override the encoder preset ``encoder`` (a name; or an encoder module, without overrides)."""
+    the others override the encoder preset ``encoder`` (a name; or an encoder module, without overrides).
+    A preset with an objective of its own (the MAP 2D release's ``map_*_patch16_224``) builds that instead."""
+    if isinstance(encoder, str) and getattr(MODELS.get(encoder), "pretrainer", None) is not None:
+        return MODELS.get(encoder).pretrainer(encoder, objective, **kwargs)
     names = set(objective_settings())
     settings = {k: v for k, v in kwargs.items() if k in names}
     overrides = {k: v for k, v in kwargs.items() if k not in names}

@@ -3,10 +3,11 @@
 The pretrainer predicts per-patch normalized pixels; a predicted patch is shown de-normalized with the
 mean and standard deviation of the true patch (the usual MAE picture: the shape of the guess, the
 brightness of the truth). Visible patches are shown as they are, masked ones grey in the middle column.
+Images normalized by a transform (ImageNet's mean and std) are shown with that normalization undone.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ def image_reconstructions(model: nn.Module, images: torch.Tensor, seed: int = 0,
     """images: (B, C, H, W) → (original, masked, reconstruction, mse): three (B, C, H, W) tensors in the
     images' range and the loss (MSE on normalized masked patches)."""
     enc = model.encoder
+    eps = getattr(model, "norm_pix_eps", None) or getattr(enc, "norm_pix_eps", None)  # the objective's or the adapter's
     if getattr(enc, "modality", None) != "image":
         raise UserError("image_reconstructions needs an image pretrainer (e.g. hybridnet_image_s)")
     images = images.float()
@@ -47,7 +49,7 @@ def image_reconstructions(model: nn.Module, images: torch.Tensor, seed: int = 0,
     mean, var = truth.mean(-1, keepdim=True), truth.var(-1, keepdim=True)
     pred = out.pred.float().cpu().reshape(-1, truth.shape[-1])
     recon, masked = truth.clone(), truth.clone()
-    recon[mask] = pred * (var[mask] + enc.norm_pix_eps).sqrt() + mean[mask]
+    recon[mask] = pred * (var[mask] + eps).sqrt() + mean[mask]
     masked[mask] = MASK_GREY
     return (images.cpu(), unpatchify(masked, p, c, grid), unpatchify(recon, p, c, grid), float(out.loss))
 
@@ -61,14 +63,21 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def image_grid(model: nn.Module, images: torch.Tensor, seed: int = 0, mask_ratio: Optional[float] = None,
-               cell: int = 96, pad: int = 4) -> np.ndarray:
-    """(B, C, H, W) images in [0, 1] → an (H', W', 3) uint8 grid, one row per image, columns original /
-    masked / reconstruction, each cell upscaled (nearest) to about ``cell`` pixels, a title line on top."""
+               cell: int = 96, pad: int = 4, mean: Optional[Sequence[float]] = None,
+               std: Optional[Sequence[float]] = None) -> np.ndarray:
+    """(B, C, H, W) images in [0, 1] (or normalized per channel by ``mean`` and ``std``, which the picture
+    undoes) → an (H', W', 3) uint8 grid, one row per image, columns original / masked / reconstruction, each
+    cell upscaled (nearest) to about ``cell`` pixels, a title line on top."""
     from PIL import Image, ImageDraw
 
     from .render import _font
 
     original, masked, recon, mse = image_reconstructions(model, images, seed, mask_ratio)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        m, s = torch.tensor(mean).reshape(shape), torch.tensor(std).reshape(shape)
+        original, recon = original * s + m, recon * s + m
+        masked = torch.where(masked == MASK_GREY, masked, masked * s + m)
     h, w = original.shape[-2:]
     scale = max(1, round(cell / max(h, w)))
     ch, cw = h * scale, w * scale

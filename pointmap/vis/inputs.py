@@ -14,7 +14,7 @@ from pointmap.data.io import READ_EXTENSIONS, read_points
 
 from ..errors import UserError
 
-__all__ = ["INPUT_EXTENSIONS", "read_points_file", "prepare_points", "load_input", "dataset_item"]
+__all__ = ["INPUT_EXTENSIONS", "read_points_file", "prepare_points", "load_input", "dataset_item", "dataset_images"]
 
 INPUT_EXTENSIONS = READ_EXTENSIONS
 
@@ -48,7 +48,7 @@ def load_input(path, num_points: int, seed: int = 0) -> torch.Tensor:
 def dataset_item(name: str, root: Optional[str], split: str, index: int, options: Optional[Dict[str, Any]] = None,
                  transforms: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Item ``index`` of a data set, through ``transforms`` (config entries; point clouds default to
-    ``normalize``). An index out of range is a ValueError naming the valid range."""
+    ``normalize``, images to none). An index out of range is a ValueError naming the valid range."""
     from pointmap.data import build_dataset, build_transforms
 
     ds = build_dataset(name, root, split, **(options or {}))
@@ -57,4 +57,26 @@ def dataset_item(name: str, root: Optional[str], split: str, index: int, options
     item = dict(ds[index])
     if "points" in item:
         item = build_transforms(transforms or [{"name": "normalize"}])(item)
+    elif transforms:
+        item = build_transforms(transforms)(item)
     return item
+
+
+def dataset_images(name: str, root: Optional[str], split: str, index: int, count: int,
+                   options: Optional[Dict[str, Any]] = None, transforms: Optional[List[Dict[str, Any]]] = None,
+                   size: int = 224):
+    """Items ``index`` … ``index + count − 1`` of an image data set as one (B, C, H, W) batch, through
+    ``transforms`` (config entries). Pictures read from files (PIL images) with no transform given are resized
+    and centre-cropped to ``size`` and normalized as ImageNet's (timm's evaluation transform). Returns the batch
+    and the per-channel ``{"mean", "std"}`` an ``image`` transform normalized it with (None: not normalized), for
+    :func:`~pointmap.vis.image_grid` to undo."""
+    entries = list(transforms or [])
+    if not entries and not torch.is_tensor(dataset_item(name, root, split, index, options)["image"]):
+        entries = [{"name": "image", "input_size": int(size)}]
+    images = torch.stack([dataset_item(name, root, split, index + i, options, entries)["image"] for i in range(count)])
+    norm = next((e for e in entries if e.get("name") == "image"), None)
+    if norm is None:
+        return images, None
+    from pointmap.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return images, {"mean": tuple(norm.get("mean", IMAGENET_MEAN)), "std": tuple(norm.get("std", IMAGENET_STD))}
