@@ -1,29 +1,31 @@
-"""pointmap: masked autoregressive pretraining (MAP) for point clouds with hybrid Mamba-Transformer encoders.
+"""The optional compiled ops of pointmap (the metadata is pyproject.toml's).
 
-The compiled ops (extensions/pointmap_ops: C++, and CUDA where nvcc and a GPU are present) are built here,
-at install time, into ``pointmap._C`` with torch.utils.cpp_extension. The build is optional: when torch
-cannot be imported by this script (pip's isolated build environment) or the compiler fails, the install
-still succeeds, pointmap uses its PyTorch paths, and ``python -m pointmap.env`` says why (the reason is
-kept in ``pointmap/_C_build.txt``). Nothing is compiled at run time.
+extensions/pointmap_ops (C++, and CUDA where nvcc and a GPU are present) is built into ``pointmap._C`` with
+torch.utils.cpp_extension against the torch that is already installed:
 
-    FORCE_CUDA=1   build the CUDA kernels too even when no GPU is visible (needs nvcc and a CUDA torch)
+    pip install --no-build-isolation -e ".[dev,vis]"     # the README's install: the ops are compiled
+
+Where torch cannot be imported here (a plain ``pip install .`` or ``pip wheel .`` builds in an isolated
+environment without it), nothing is compiled and the result is a pure-Python package (a ``py3-none-any``
+wheel) that uses the ops' PyTorch paths; a compiler failure leaves the same. Either way the build says so in
+one line, kept in ``pointmap/_C_build.txt`` for ``python -m pointmap.env``. Nothing is compiled at run time.
+
+    FORCE_CUDA=1        build the CUDA kernels too even when no GPU is visible (needs nvcc and a CUDA torch)
     POINTMAP_NO_EXT=1   do not build pointmap._C
+
+The configs of the top-level ``cfgs/`` folder ship inside the package (``pointmap/cfgs``), copied at build
+time; an editable install reads them in place.
 """
 import os
+import shutil
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join("extensions", "pointmap_ops")
 STATUS = "_C_build.txt"  # beside the package's modules: what the build did, for pointmap.env
-
-
-def _version():
-    ns = {}
-    with open(os.path.join(HERE, "pointmap", "version.py")) as f:
-        exec(f.read(), ns)
-    return ns["__version__"]
 
 
 def _sources(with_cuda: bool):
@@ -31,19 +33,52 @@ def _sources(with_cuda: bool):
     return [os.path.join(SRC, f) for f in files]
 
 
-class OptionalTorchExtension(build_ext):
-    """build_ext for pointmap._C through torch's BuildExtension, chosen when it runs (torch is installed by
-    then in a plain ``pip install``); any failure is reported and leaves the pure-PyTorch install."""
+def _why_not_built():
+    """None when the ops can be compiled here, else the one line that says why they are not."""
+    if os.environ.get("POINTMAP_NO_EXT", "0") == "1":
+        return "not built: POINTMAP_NO_EXT=1 at install time"
+    try:
+        import torch  # noqa: F401
+        from torch.utils import cpp_extension  # noqa: F401
+    except ImportError as e:
+        return (f"not built: torch was not importable when pointmap was built ({e}): a pure-Python package, the "
+                "ops' PyTorch paths; to compile them install torch first, then pip install --no-build-isolation .")
+    return None
+
+
+def _record(folder: str, text: str) -> None:
+    print(f"pointmap._C: {text}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, STATUS), "w") as f:
+        f.write(text + "\n")
+
+
+SKIPPED = _why_not_built()
+
+
+class BuildPy(build_py):
+    """build_py that puts ``cfgs/`` into the built package (not in an editable install: it reads them in place)
+    and, when the ops are not compiled, says so."""
 
     def run(self):
-        if os.environ.get("POINTMAP_NO_EXT", "0") == "1":
-            return self._skip("not built: POINTMAP_NO_EXT=1 at install time")
-        try:
-            import torch
-            from torch.utils import cpp_extension
-        except ImportError as e:
-            return self._skip(f"not built: torch was not importable when pointmap was installed ({e}); "
-                              "install torch first, then: pip install --no-build-isolation --no-deps -e .")
+        super().run()
+        folder = os.path.join(HERE if self.editable_mode else self.build_lib, "pointmap")
+        if SKIPPED:
+            _record(folder, SKIPPED)
+        if not self.editable_mode:
+            target = os.path.join(folder, "cfgs")
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(os.path.join(HERE, "cfgs"), target, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+
+
+class OptionalTorchExtension(build_ext):
+    """build_ext for pointmap._C through torch's BuildExtension; a compiler failure is reported and leaves the
+    pure-PyTorch install."""
+
+    def run(self):
+        import torch
+        from torch.utils import cpp_extension
+
         with_cuda = (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
                      and (os.environ.get("FORCE_CUDA", "0") == "1" or torch.cuda.is_available()))
         make = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
@@ -60,61 +95,20 @@ class OptionalTorchExtension(build_ext):
             builder.run()
         except Exception as e:  # noqa: BLE001 -- a failed optional build must not fail the install
             msg = " ".join(str(e).split())[-300:]
-            return self._skip(f"not built: the compiler failed ({type(e).__name__}: {msg})")
+            self.extensions = []
+            self.distribution.ext_modules[:] = []
+            return self._record(f"not built: the compiler failed ({type(e).__name__}: {msg})")
         self.extensions = builder.extensions
         self._record(f"built with torch {torch.__version__}" + (f" and CUDA {torch.version.cuda}" if with_cuda
                                                                  else ", C++ only"))
 
-    def _skip(self, text: str):
-        self.extensions = []
-        self.distribution.ext_modules[:] = []
-        self._record(text)
-
     def _record(self, text: str):
-        print(f"pointmap._C: {text}")
-        folder = os.path.join(HERE if self.inplace else self.build_lib, "pointmap")
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, STATUS), "w") as f:
-            f.write(text + "\n")
+        _record(os.path.join(HERE if self.inplace else self.build_lib, "pointmap"), text)
 
 
 setup(
-    name="pointmap",
-    version=_version(),
-    description="Masked autoregressive pretraining for point clouds with hybrid Mamba-Transformer encoders",
-    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["pointmap", "pointmap.*"]),
-    package_data={"pointmap.models": ["pretrained.yaml"]},  # the published weights' entries
-    python_requires=">=3.9",
-    install_requires=[
-        "torch>=2.4",  # nn.RMSNorm
-        "torchvision",
-        "timm>=1.0",
-        "pyyaml",
-        "h5py",
-        "numpy",
-        "tqdm",
-        "safetensors",  # tools/export.py's weights (timm needs it too)
-        "trimesh",
-        "tensorboard",
-        "scikit-learn",  # the SVM linear probe (the ablation's default)
-        "ninja",  # builds extensions/pointmap_ops at install time (torch.utils.cpp_extension)
-    ],
-    extras_require={
-        "vis": ["open3d>=0.17", "matplotlib"],
-        "las": ["laspy"],  # tools/predict.py and pointmap.data.io.read_points on .las / .laz
-        # mamba-ssm compiles against the installed torch: install it with
-        #   pip install --no-build-isolation "pointmap[cuda]"
-        "cuda": ["mamba-ssm>=2.0", "ninja"],
-        # fpsample 1.x is published as an sdist only, whose build needs scikit-build-core: the README's
-        # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
-        # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs); pybullet and
-        # pyvista for the meshes their wheels ship (tests/test_predict.py runs predict on files no one here wrote)
-        "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
-                "scikit-image", "mkdocs-material", "mkdocstrings[python]", "laspy", "pybullet", "pyvista"],
-    },
-    # Declared so that setuptools runs build_ext; the command above decides what it really builds.
-    ext_modules=[Extension("pointmap._C", sources=_sources(False))],
-    cmdclass={"build_ext": OptionalTorchExtension},
+    # Declared only when torch is importable, so that setuptools runs build_ext (which decides what it really
+    # builds); without it the wheel is pure Python, tagged py3-none-any.
+    ext_modules=[] if SKIPPED else [Extension("pointmap._C", sources=_sources(False))],
+    cmdclass={"build_ext": OptionalTorchExtension, "build_py": BuildPy},
 )

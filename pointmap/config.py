@@ -17,7 +17,6 @@ import difflib
 import os
 import re
 import typing
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
@@ -29,7 +28,7 @@ from .objective import ObjectiveConfig
 __all__ = [
     "Config", "ModelConfig", "ObjectiveConfig", "DataConfig", "OptimConfig", "TrainConfig", "EvalConfig",
     "ConfigError", "load_config", "load_yaml", "apply_overrides", "config_from_dict", "config_to_dict", "check_values",
-    "save_config", "RUN_ROOT", "as_trained",
+    "save_config", "RUN_ROOT", "as_trained", "configs_dir", "list_configs", "resolve_config",
 ]
 
 RUN_ROOT = "experiments"  # where runs go: <RUN_ROOT>/<config name>/<exp_name>/ (train.output_dir, the ablation's)
@@ -105,7 +104,6 @@ class TrainConfig:
     deterministic: bool = False
     output_dir: str = RUN_ROOT
     progress: bool = True  # tqdm bar on rank 0
-    eval_every: Optional[int] = bounded(None, "[1, inf)")  # deprecated: hooks: [{name: evaluate, every: N}]
     log_every: int = bounded(20, "[1, inf)")  # steps between reads of the loss from the device (logs, progress bar, NaN stop)
     overwrite: bool = False  # start afresh over an existing run instead of refusing
     find_unused_parameters: bool = False  # DDP
@@ -143,18 +141,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ops: Dict[str, str] = field(default_factory=dict)  # op -> backend, see pointmap.ops.set_backend
     hooks: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **args}], see engine.hooks
-
-    def __post_init__(self):
-        every, self.train.eval_every = self.train.eval_every, None
-        if every is None:
-            return
-        warnings.warn(f"train.eval_every is deprecated: write hooks: [{{name: evaluate, every: {every}}}]",
-                      DeprecationWarning)
-        spec = next((h for h in self.hooks if h.get("name") == "evaluate"), None)
-        if spec is None:
-            self.hooks.append({"name": "evaluate", "every": every})
-        elif spec.setdefault("every", every) != every:
-            raise ConfigError(f"train.eval_every={every} and the evaluate hook's every={spec['every']} disagree")
 
 
 # ----------------------------------------------------------------------------- yaml + _base_
@@ -311,8 +297,17 @@ def _suggest(prefix: str, key: str, cls: type) -> str:
     return f"; valid keys here: {', '.join(prefix + n for n in local)}"
 
 
+# Keys removed in 0.2 that every config saved by 0.1 (run folders, checkpoints) lists with these empty values:
+# such a saved config still loads; a value set by a user is an unknown key.
+_SAVED_BY_0_1 = {"train": ("eval_every", None), "objective": ("args", {})}
+
+
 def config_from_dict(data: Dict[str, Any]) -> Config:
     """Validate a plain mapping (merged yaml) into a :class:`Config`: keys, types and values."""
+    data = dict(data)
+    for section, (key, empty) in _SAVED_BY_0_1.items():
+        if isinstance(data.get(section), dict) and key in data[section] and data[section][key] == empty:
+            data[section] = {k: v for k, v in data[section].items() if k != key}
     cfg = _build(Config, data)
     check_values(cfg)
     return cfg
@@ -346,8 +341,45 @@ def config_to_dict(cfg: Config) -> Dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def configs_dir() -> str:
+    """The shipped configs: ``pointmap/cfgs`` in an installed wheel, the checkout's ``cfgs/`` (read in place)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    inside = os.path.join(here, "cfgs")
+    return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(here), "cfgs")
+
+
+def list_configs() -> List[str]:
+    """The shipped configs by name (``map_demo``, ``point_mae/finetune_modelnet``, ...), sorted; ``_base_``
+    parts left out."""
+    root, names = configs_dir(), []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith("_")]
+        names += [os.path.relpath(os.path.join(folder, f), root)[:-5].replace(os.sep, "/") for f in files
+                  if f.endswith(".yaml")]
+    return sorted(names)
+
+
+def resolve_config(spec: str) -> str:
+    """The file ``spec`` names: an existing file, else a shipped config by name (``map_demo``,
+    ``point_mae/finetune_modelnet``, with or without ``.yaml`` or a leading ``cfgs/``)."""
+    if os.path.isfile(spec):
+        return spec
+    name = spec.replace("\\", "/")
+    name = name[len("cfgs/"):] if name.startswith("cfgs/") else name
+    name = name[:-5] if name.endswith(".yaml") else name
+    shipped = os.path.join(configs_dir(), *name.split("/")) + ".yaml"
+    if name and os.path.isfile(shipped):
+        return shipped
+    match = difflib.get_close_matches(name, list_configs(), n=1, cutoff=0.6)
+    hint = f"; did you mean {match[0]!r}?" if match else "; `pointmap configs` lists the shipped ones"
+    raise UserFileNotFoundError(f"config file not found: {os.path.abspath(spec)}, nor a shipped config of that "
+                                f"name{hint}")
+
+
 def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
-    """Load ``path`` (with its ``_base_`` chain), apply ``a.b=value`` overrides, validate."""
+    """Load ``path`` (a file, or a shipped config's name: :func:`resolve_config`; with its ``_base_`` chain),
+    apply ``a.b=value`` overrides, validate."""
+    path = resolve_config(path)
     data = apply_overrides(load_yaml(path), overrides)
     try:
         cfg = config_from_dict(data)

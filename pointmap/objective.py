@@ -6,11 +6,10 @@ keywords) and imports the vocabularies; ``objective_settings()`` lists the names
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional
+from dataclasses import dataclass
+from typing import List, Literal, Optional
 
-from .errors import ConfigError, bounded
+from .errors import bounded
 
 __all__ = ["ObjectiveConfig", "objective_settings", "OBJECTIVES", "MASK_STRATEGIES", "DECODER_ORDERS",
            "DECODER_ROW_ORDERS", "DECODER_TYPES", "DECODER_INITS", "ORDER_DRAWS", "LOSSES"]
@@ -44,23 +43,8 @@ class ObjectiveConfig:
     decoder_drop_path_rate: float = bounded(0.1, "[0, 1)")
     decoder_init: Literal[DECODER_INITS] = "trunc_normal"
     order_draw: Literal[ORDER_DRAWS] = "first"
-    # deprecated: settings above go under their own key, encoder arguments under model.args; what it holds
-    # still reaches the encoder for one release
-    args: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        settings = {k: self.args[k] for k in self.args if k in objective_settings()}
-        if self.args:
-            where = [f"objective.{k}" if k in settings else f"model.args.{k}" for k in self.args]
-            warnings.warn(f"objective.args is deprecated: write {', '.join(where)}", DeprecationWarning)
-        for key, value in settings.items():
-            if getattr(self, key) != getattr(ObjectiveConfig, key) and getattr(self, key) != value:
-                raise ConfigError(f"objective.{key} is set twice: {getattr(self, key)!r} and objective.args.{key}="
-                                  f"{value!r}")
-            setattr(self, key, value)
-        self.args = {k: v for k, v in self.args.items() if k not in settings}
 
 
 def objective_settings() -> List[str]:
-    """The settings of an objective: the fields of :class:`ObjectiveConfig` but ``name`` and ``args``."""
-    return [f.name for f in dataclasses.fields(ObjectiveConfig) if f.name not in ("name", "args")]
+    """The settings of an objective: the fields of :class:`ObjectiveConfig` but ``name``."""
+    return [f.name for f in dataclasses.fields(ObjectiveConfig) if f.name != "name"]

@@ -1,6 +1,9 @@
-"""A file server on 127.0.0.1 laid out as pointmap's download cache (``POINTMAP_MIRROR`` points at it), and
-small weight files in each peer's own layout: the peer's key names (tests/fixtures/peers/*_state_dicts.json)
+"""A file server on 127.0.0.1 laid out as pointmap's download cache (``POINTMAP_MIRROR`` points at it) that
+also answers as a Hugging Face Hub (``HF_ENDPOINT`` points at it: the ``/<repo>/resolve/<revision>/<file>``
+HEAD and GET that ``hf_hub_download`` makes, with the Hub's headers and error codes), and small weight files
+in each peer's own layout: the peer's key names (tests/fixtures/peers/*_state_dicts.json)
 carrying the tensors of a tiny pointmap model, so a load checks every name the way the published file has it."""
+import hashlib
 import io
 import json
 import re
@@ -26,12 +29,14 @@ TINY_DECODER = dict(decoder_depth=1)
 
 
 class Hub:
-    """Serves ``files`` (URL path -> bytes) over HTTP/1.0 with Range support; records every request as
+    """Serves ``files`` (URL path -> bytes) over HTTP/1.0 with Range support; records every GET as
     (path, Range header); ``cut[path] = [n, m, ...]``: the next responses send only n, m, ... bytes of their
-    body (then close the connection)."""
+    body (then close the connection). ``repos[repo_id][revision] = (commit, {file: bytes})``: the Hub's
+    model repositories (:meth:`add_hf`), at ``/<repo_id>/resolve/<revision or commit>/<file>``."""
 
     def __init__(self):
         self.files: Dict[str, bytes] = {}
+        self.repos: Dict[str, Dict[str, Tuple[str, Dict[str, bytes]]]] = {}
         self.requests: List[Tuple[str, Optional[str]]] = []
         self.cut: Dict[str, List[int]] = {}
         hub = self
@@ -40,9 +45,40 @@ class Hub:
             def log_message(self, *args):
                 pass
 
+            def _hf(self) -> Optional[bytes]:
+                """A Hub file's bytes with its headers sent, or None with the Hub's 404 sent."""
+                m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", urlsplit(self.path).path)
+                repo = hub.repos.get(m.group(1)) if m else None
+                revs = dict(repo or {})
+                revs.update({commit: (commit, files) for commit, files in (repo or {}).values()})
+                found = revs.get(m.group(2)) if repo else None
+                data = found[1].get(m.group(3)) if found else None
+                if data is None:
+                    code = "RepoNotFound" if repo is None else "RevisionNotFound" if found is None else "EntryNotFound"
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", code)
+                    self.send_header("X-Error-Message", code)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", found[0])
+                self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return data
+
+            def do_HEAD(self):
+                self._hf()
+
             def do_GET(self):
                 rng = self.headers.get("Range")
                 hub.requests.append((self.path, rng))
+                if "/resolve/" in self.path and not self.path.startswith("/github.com/"):
+                    data = self._hf()
+                    if data is not None:
+                        self.wfile.write(data)
+                    return
                 data = hub.files.get(self.path)
                 if data is None:
                     self.send_error(404, "Not Found")
@@ -67,13 +103,30 @@ class Hub:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @staticmethod
-    def path(url: str) -> str:
-        """Where the mirror layout puts ``url``: ``/<host>/<path>``."""
+    def path(url: str, revision: str = "main") -> str:
+        """Where the mirror layout puts ``url``: ``/<host>/<path>``; an ``hf-hub:repo/file`` URL: the Hub's."""
+        if url.startswith("hf-hub:"):
+            owner, name, file = url[len("hf-hub:"):].split("/", 2)
+            return f"/{owner}/{name}/resolve/{revision}/{file}"
         parts = urlsplit(url)
         return f"/{parts.netloc}{parts.path}"
 
-    def add(self, url: str, data: bytes) -> None:
-        self.files[self.path(url)] = data
+    def add(self, url: str, data: bytes, revision: str = "main") -> None:
+        if url.startswith("hf-hub:"):
+            owner, name, file = url[len("hf-hub:"):].split("/", 2)
+            self.add_hf(f"{owner}/{name}", {file: data}, revision)
+        else:
+            self.files[self.path(url)] = data
+
+    def add_hf(self, repo_id: str, files: Dict[str, bytes], revision: str = "main") -> str:
+        """Put ``files`` in a commit of ``repo_id`` that ``revision`` points at (over what it held); returns the
+        commit's hash."""
+        _, old = self.repos.get(repo_id, {}).get(revision, ("", {}))
+        files = {**old, **files}
+        commit = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
+                              + revision.encode()).hexdigest()
+        self.repos.setdefault(repo_id, {})[revision] = (commit, files)
+        return commit
 
     def gets(self, url: str) -> List[Optional[str]]:
         """The Range headers of the requests made for ``url``."""
@@ -86,11 +139,15 @@ class Hub:
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    """The server, with downloads going to it (``POINTMAP_MIRROR``) and into ``tmp_path/home``, online."""
+    """The server, with downloads going to it (``POINTMAP_MIRROR``, ``HF_ENDPOINT``) and into ``tmp_path/home``
+    (``tmp_path/hf``: the Hub's cache), online."""
     server = Hub()
     monkeypatch.setenv("POINTMAP_MIRROR", server.base)
+    monkeypatch.setenv("HF_ENDPOINT", server.base)
     monkeypatch.setenv("POINTMAP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("POINTMAP_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     yield server
     server.close()
 

@@ -26,6 +26,8 @@ def _offline(monkeypatch, tmp_path_factory):
     unless a test serves them itself (tests/_hub.py)."""
     monkeypatch.setenv("POINTMAP_OFFLINE", "1")
     monkeypatch.setenv("POINTMAP_HOME", str(tmp_path_factory.getbasetemp() / "pointmap_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf_hub_cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: a test that asks fails fast
     monkeypatch.delenv("POINTMAP_MIRROR", raising=False)
 
 

@@ -157,7 +157,8 @@ def test_point_mae_part_seg_checkpoint_loads_completely(tmp_path):
     assert torch.equal(head.mlp[5].bias, state["bns2.bias"]) and torch.equal(head.mlp[7].weight, state["convs3.weight"])
     assert torch.equal(model.encoder.blocks[11].mixer.qkv.weight, state["blocks.blocks.11.attn.qkv.weight"])
     # into pointmap's own part-seg head or a classifier: the encoder loads, Point-MAE's head is set aside
-    for other in (pointmap.create_model("pointmae", num_parts=50, num_group=128), pointmap.create_model("pointmae", num_classes=16)):
+    for other in (pointmap.create_model("pointmae", num_parts=50, num_group=128),
+                  pointmap.create_model("pointmae", num_classes=16)):
         res = load_checkpoint(other, str(tmp_path / "best_model.pth"))
         assert res.unexpected_keys == [] and len(res.ignored_keys) == 36 and all(k.startswith("head.") for k in res.ignored_keys)
 

@@ -16,7 +16,8 @@ def _write(path, text):
 
 
 def test_base_resolved_relative_to_naming_file_and_deep_merged(tmp_path, monkeypatch):
-    _write(tmp_path / "a" / "_base_" / "root.yaml", "optim: {lr: 1.0e-3, epochs: 300}\ndata: {name: shapenet55, batch_size: 128}\n")
+    _write(tmp_path / "a" / "_base_" / "root.yaml",
+           "optim: {lr: 1.0e-3, epochs: 300}\ndata: {name: shapenet55, batch_size: 128}\n")
     _write(tmp_path / "a" / "mid.yaml", "_base_: _base_/root.yaml\noptim: {epochs: 100}\n")
     path = _write(tmp_path / "a" / "leaf.yaml", "_base_: [mid.yaml]\ndata: {batch_size: 64}\n")
     monkeypatch.chdir(tmp_path)  # bases must not resolve from the working directory

@@ -1,7 +1,6 @@
 """tools/demo_numbers.py's scheduling: every command once, and none that starts from the pretraining's
 checkpoint before the pretraining has finished, one or two at a time."""
 import os
-import sys
 import threading
 import time
 

@@ -1,4 +1,4 @@
-"""tools/export.py: a trained demo run -> model.safetensors + card.json + config.yaml -> create_model(...,
+"""tools/export.py: a trained demo run -> model.safetensors + config.json + README.md + config.yaml -> create_model(...,
 pretrained=DIR) with the same logits; --ckpt DIR and --eval DIR in the tools; bad inputs as one line, exit 2,
 nothing written."""
 import json
@@ -32,8 +32,8 @@ def test_export_round_trip_gives_the_same_logits(finetuned, tmp_path, monkeypatc
     code, out, err = _export(finetuned, tmp_path / "share", monkeypatch, capsys)
     assert code == 0, err
     assert out.startswith("hybridnet_s (num_classes=15) | test acc ") and "protocol clean" in out
-    assert sorted(os.listdir(tmp_path / "share")) == ["card.json", "config.yaml", "model.safetensors"]
-    card = json.loads((tmp_path / "share" / "card.json").read_text())
+    assert sorted(os.listdir(tmp_path / "share")) == ["README.md", "config.json", "config.yaml", "model.safetensors"]
+    card = json.loads((tmp_path / "share" / "config.json").read_text())
     metrics = json.loads(open(os.path.join(finetuned, "metrics.json")).read())
     ckpt = load_file(os.path.join(finetuned, "ckpt-best.pth"))
     cfg = ckpt["config"]
@@ -114,7 +114,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(case, finetuned, tmp_path, mo
         (out / "notes.txt").write_text("mine\n")
     if case == "changed":
         assert _export(src, out, monkeypatch, capsys, "--overwrite")[0] == 0
-        assert sorted(os.listdir(out)) == ["card.json", "config.yaml", "model.safetensors"]  # notes.txt replaced
+        assert sorted(os.listdir(out)) == ["README.md", "config.json", "config.yaml", "model.safetensors"]  # notes.txt replaced
         with open(out / "model.safetensors", "r+b") as f:
             f.seek(-4, 2)
             f.write(b"\1\2\3\4")

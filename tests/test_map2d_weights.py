@@ -88,7 +88,7 @@ def test_map2d_entries_are_the_published_files():
             assert c.url is None and c.page.startswith("https://1drv.ms/u/c/12e5c3dbeffd0594/") and c.pretrainer == {}
             assert c.by_hand == f"map2d/{c.preset}.pth" and c.head == {}
         else:
-            assert c.url == f"https://huggingface.co/Wangf3014/Mamba-Reg/resolve/main/{c.preset}.pth"
+            assert c.url == f"hf-hub:Wangf3014/Mamba-Reg/{c.preset}.pth" and c.revision == "main"  # through huggingface_hub
             assert c.head == {"num_classes": 1000} and c.protocol == "peer" and c.pretrainer is None
 
 
@@ -123,7 +123,8 @@ def test_map2d_a_page_entry_is_fetched_by_hand_and_checked(fixture):  # noqa: F8
     kw = dict(**reduced(fixture), decoder_embed_dim=c["decoder_embed_dim"], decoder_num_heads=c["decoder_num_heads"])
     card = pointmap.models.pretrained_card("map2d.tiny")
     path = by_hand_path(card.by_hand)
-    with pytest.raises(DownloadError, match=f"{re.escape(card.page)} shares its file through a web page.*put it at {re.escape(path)}$"):
+    pattern = f"{re.escape(card.page)} shares its file through a web page.*put it at {re.escape(path)}$"
+    with pytest.raises(DownloadError, match=pattern):
         pointmap.create_pretrainer("map_tiny_patch16_224", pretrained="map2d.tiny", **kw)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     buf = io.BytesIO()

@@ -16,8 +16,8 @@ from timm.scheduler import CosineLRScheduler
 import pointmap
 from pointmap.config import load_config
 from pointmap.data.transforms import Sample, build_transforms
-from pointmap.engine import Trainer, TrainState, load_file
-from pointmap.engine.hooks import BestHook, EvaluateHook
+from pointmap.engine import Trainer, TrainState
+from pointmap.engine.hooks import BestHook
 from pointmap.engine.loop import OptimizerStep
 from pointmap.engine.metrics import best_round, mean_std, summarize_seeds
 from pointmap.engine.optim import build_optimizer, lr_per_epoch, param_groups

@@ -55,7 +55,7 @@ READABLE = ["a.ply", "b.pcd", "c.xyz", "d.npy", "e.obj", "sub/f.npy"]
 
 
 def test_predict_tool_on_a_folder(exported, folder, tmp_path, monkeypatch, capsys):
-    classes = json.loads(open(os.path.join(exported, "card.json")).read())["classes"]
+    classes = json.loads(open(os.path.join(exported, "config.json")).read())["classes"]
     code, out, err = run_tool("predict.py", "--model", exported, folder, "--topk", 3, "--out", tmp_path / "p.json",
                               monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
@@ -199,7 +199,7 @@ def test_predict_on_meshes_no_one_here_wrote(exported, tmp_path, monkeypatch, ca
     files = _shipped_meshes()
     if not files:
         pytest.skip("neither pybullet nor pyvista is installed (pip install pybullet pyvista)")
-    classes = json.loads(open(os.path.join(exported, "card.json")).read())["classes"]
+    classes = json.loads(open(os.path.join(exported, "config.json")).read())["classes"]
     code, out, err = run_tool("predict.py", "--model", exported, *files, "--topk", 2, monkeypatch=monkeypatch,
                               capsys=capsys)
     assert code == 0 and not err and [line.split(" | ")[0] for line in out] == files

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pointmap
+from pointmap.hub import parse_hub_spec
 from pointmap.config import load_config
 from pointmap.data import label_space
 from pointmap.engine import build_task, input_transforms
@@ -35,10 +36,18 @@ def _published():
     return rows
 
 
+def _link(card) -> str:
+    """The link a peer's README gives for an entry's file (a Hub-hosted one: its resolve URL at the revision)."""
+    if not card.url.startswith("hf-hub:"):
+        return card.url
+    repo, file, _ = parse_hub_spec(card.url)
+    return f"https://huggingface.co/{repo}/resolve/{card.revision}/{file}"
+
+
 def test_the_table_is_every_published_file():
     rows = _published()
     assert len(rows) == len(ENTRIES) == 17
-    by_url = {pretrained_card(name).url: pretrained_card(name) for name in ENTRIES}
+    by_url = {_link(pretrained_card(name)): pretrained_card(name) for name in ENTRIES}
     assert sorted(by_url) == sorted(url for *_, url in rows)
     for peer, line, number, url in rows:
         card = by_url[url]

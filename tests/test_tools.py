@@ -195,7 +195,8 @@ def test_bad_input_is_one_line_error_exit_2(case, pretrained, tmp_path, monkeypa
         "map3d_blocks_missing": "(map3d format) into Classifier: 21 of 121 encoder tensors are not in the file "
                                 "(encoder.blocks.3.",
         "unknown_ckpt": "unknown format (1 tensors, first keys backbone.fc.weight); pointmap reads",
-        "text_ckpt": "is not a readable torch checkpoint", "incomplete_root": "not found:", "nan_loss": "loss is nan at epoch 1, step",
+        "text_ckpt": "is not a readable torch checkpoint", "incomplete_root": "not found:",
+        "nan_loss": "loss is nan at epoch 1, step",
         "resume_missing": "nothing to resume",
         "model_args_typo": "model.args: unknown argument 'embed_dimm' of hybridnet_s (did you mean 'embed_dim'?)",
         "meshes_options": "data.options: unknown argument 'size' of data set 'meshes'",

@@ -57,35 +57,34 @@ def test_task_args_objective_args_and_transform_options_are_checked():
     assert "did you mean 'label_smoothing'" in str(e)
     e = rejected(["objective.decoder_mlp_ratioo=2"])
     assert "unknown config key 'objective.decoder_mlp_ratioo'; did you mean 'objective.decoder_mlp_ratio'?" in str(e)
-    with pytest.warns(DeprecationWarning):  # what the deprecated objective.args keeps goes to the encoder
-        e = rejected(["objective.args.embed_dimm=16"])
-    assert "objective.args: unknown argument 'embed_dimm'" in str(e) and "'embed_dim'" in str(e)
-    with pytest.warns(DeprecationWarning, match="objective.args is deprecated: write objective.decoder_mlp_ratio, "
-                                                "model.args.embed_dim"):
-        cfg = load_config(DEMO, ["objective.args={decoder_mlp_ratio: 2.0, embed_dim: 16}"])
-    assert cfg.objective.decoder_mlp_ratio == 2.0 and cfg.objective.args == {"embed_dim": 16}
-    build_task(cfg)
-    with pytest.raises(ValueError, match="objective.mask_ratio is set twice"), pytest.warns(DeprecationWarning):
-        load_config(DEMO, ["objective.mask_ratio=0.3", "objective.args.mask_ratio=0.4"])
+    assert "unknown config key 'objective.args'" in str(rejected(["objective.args={embed_dim: 16}"]))  # gone in 0.2
     e = rejected(["data.train_transforms=[{name: sample, num_pointz: 3}]"])
     assert str(e) == ("data.train_transforms[0]: unknown argument 'num_pointz' of transform 'sample' "
                       "(did you mean 'num_points'?)")
 
 
-def test_hook_arguments_are_checked_and_old_spellings_still_read():
+def test_hook_arguments_are_checked_and_the_spellings_removed_in_0_2_are_errors():
     e = rejected(["hooks=[{name: vis, evry: 10}]"])
     assert str(e) == "hooks: unknown argument 'evry' of hook 'vis' (did you mean 'every'?)"
     assert "'every'" in str(rejected(["hooks=[{name: checkpoint, every_n_epochs: 2}]"]))
-    with pytest.warns(DeprecationWarning, match="hook vis: 'every_n_epochs' is now 'every'"):
-        build_task(load_config(DEMO, ["hooks=[{name: vis, every_n_epochs: 3}]"]))
-    with pytest.warns(DeprecationWarning, match=r"train.eval_every is deprecated: write hooks: \[\{name: evaluate, every: 4"):
-        cfg = load_config(DEMO, ["train.eval_every=4"])
-    assert cfg.hooks == [{"name": "evaluate", "every": 4}] and cfg.train.eval_every is None
-    with pytest.warns(DeprecationWarning):
-        assert "hook evaluate: every must be >= 1, got 0" in str(rejected(["train.eval_every=0"]))
+    assert "'every'" in str(rejected(["hooks=[{name: vis, every_n_epochs: 3}]"]))
+    assert "unknown config key 'train.eval_every'" in str(rejected(["train.eval_every=4"]))
+    cfg = load_config(DEMO, ["hooks=[{name: evaluate, every: 4}]"])
     from pointmap.engine.hooks import DEFAULT_HOOKS, build_hooks
 
     assert build_hooks(cfg.hooks, DEFAULT_HOOKS)[0].every == 4
+
+
+def test_a_config_saved_by_0_1_still_loads():
+    """0.1 wrote train.eval_every: null and objective.args: {} into every saved config (runs, checkpoints)."""
+    from pointmap.config import config_from_dict, config_to_dict
+
+    saved = config_to_dict(load_config(DEMO))
+    saved["train"]["eval_every"], saved["objective"]["args"] = None, {}
+    assert config_to_dict(config_from_dict(saved)) == config_to_dict(load_config(DEMO))
+    saved["train"]["eval_every"] = 4
+    with pytest.raises(ConfigError, match="unknown config key 'train.eval_every'"):
+        config_from_dict(saved)
 
 
 def test_a_bad_task_args_value_keeps_its_cause():
@@ -213,8 +212,9 @@ def test_a_user_error_after_the_run_folder_is_said_once_and_kept_in_the_log(tmp_
     the error, the console has it once, from the tool."""
     (tmp_path / "meshes" / "a").mkdir(parents=True)
     (tmp_path / "meshes" / "a" / "x.obj").write_text("this is not a mesh\n")
-    r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg", os.path.join(REPO, "cfgs", "map_meshes.yaml"),
-                        f"data.root={tmp_path / 'meshes'}", f"train.output_dir={tmp_path / 'runs'}", "data.batch_size=1"],
+    r = subprocess.run([sys.executable, os.path.join(TOOLS, "pretrain.py"), "--cfg",
+                        os.path.join(REPO, "cfgs", "map_meshes.yaml"), f"data.root={tmp_path / 'meshes'}",
+                        f"train.output_dir={tmp_path / 'runs'}", "data.batch_size=1"],
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     out = r.stdout + r.stderr

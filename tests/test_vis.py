@@ -13,7 +13,7 @@ import pointmap
 from pointmap.config import config_from_dict, config_to_dict
 from pointmap.models import patchify
 from pointmap.vis import (ROLE_COLORS, image_grid, image_reconstructions, load_input, read_ply, read_points_file,
-                          reconstruction_figure, reconstruction_panels, render_panels, run_pretrainer, unpatchify)
+                          reconstruction_figure, reconstruction_panels, run_pretrainer, unpatchify)
 from pointmap.vis import render as render_mod
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

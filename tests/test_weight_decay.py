@@ -2,7 +2,6 @@
 and their positions, PointMamba's order scale / shift, norms and biases are not decayed; every other
 matrix is."""
 import pytest
-import torch
 
 import pointmap
 from pointmap.engine.optim import param_groups

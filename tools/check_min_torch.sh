@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The oldest torch setup.py admits, checked: a fresh venv with that torch (and its torchvision), this
+# The oldest torch pyproject.toml admits, checked: a fresh venv with that torch (and its torchvision), this
 # checkout on PYTHONPATH (PyTorch paths, POINTMAP_NO_EXT=1), and the tests that import and run every model,
 # op, config and engine path on it. Writes docs/min_torch.json (versions, command, pytest's last line).
 #   bash tools/check_min_torch.sh                  # torch 2.4.0 / torchvision 0.19.0 (~3 GB download)
@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 TORCH=${TORCH:-2.4.0}
 TORCHVISION=${TORCHVISION:-0.19.0}
 VENV=${VENV:-/tmp/pointmap-min-torch}
-declared=$(python3 -c "import re; print(re.search(r'\"torch>=([0-9.]+)\"', open('setup.py').read()).group(1))")
-[ "${TORCH%.*}" = "$declared" ] || { echo "error: setup.py declares torch>=$declared, this checks $TORCH" >&2; exit 2; }
+declared=$(python3 -c "import re; print(re.search(r'\"torch>=([0-9.]+)\"', open('pyproject.toml').read()).group(1))")
+[ "${TORCH%.*}" = "$declared" ] || { echo "error: pyproject.toml declares torch>=$declared, this checks $TORCH" >&2; exit 2; }
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "torch==$TORCH" "torchvision==$TORCHVISION" timm pyyaml h5py numpy tqdm trimesh \
     tensorboard scikit-learn scipy pytest matplotlib

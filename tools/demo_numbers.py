@@ -146,7 +146,8 @@ def _run(args) -> str:
     import torch
 
     env = environment()
-    doc = {"commit": env["git_commit"], "dirty": env["git_dirty"], "python": platform.python_version(), "torch": torch.__version__,
+    doc = {"commit": env["git_commit"], "dirty": env["git_dirty"], "python": platform.python_version(),
+           "torch": torch.__version__,
            "machine": f"{cpu_name()}, {os.cpu_count()} cores", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
            "jobs": args.jobs,
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "runs": runs}

@@ -1,28 +1,7 @@
-"""Few-shot classification: one run per fold, then mean ± std over the folds (per-fold numbers in fewshot.json).
+"""Few-shot classification: `python tools/fewshot.py ARGS` is `pointmap finetune fewshot ARGS` (pointmap/cli/fewshot.py)."""
+from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
 
-    python tools/fewshot.py --cfg cfgs/fewshot_demo.yaml --way 5 --shot 10 --folds 0-2 --ckpt experiments/map_demo/default/ckpt-last.pth
-    python tools/fewshot.py --cfg cfgs/fewshot_modelnet.yaml --way 5 --shot 10 --folds 0-9 --ckpt <pretrained.pth>
-
-ModelNet40's folds are read from data/ModelNetFewshot/{way}way_{shot}shot/{fold}.pkl (Point-BERT's);
---prepare-folds draws missing ones from ModelNet40 as `tools/prepare_data.py fewshot` does.
-"""
-from _common import build_parser, cfg_path, load, main
-
-from pointmap.experiments import parse_folds, run_fewshot
-
-
-def _run():
-    parser = build_parser(__doc__.splitlines()[0], cfg_path("fewshot_demo.yaml"), seeds=False)
-    parser.add_argument("--way", type=int, default=5, help="classes per fold (default 5)")
-    parser.add_argument("--shot", type=int, default=10, help="training shapes per class (default 10)")
-    parser.add_argument("--folds", default="0-9", help="folds to run, e.g. 0-9 (default) or 0,3,5")
-    parser.add_argument("--prepare-folds", action="store_true",
-                        help="write missing ModelNet40 fold files first (a seeded draw, not Point-BERT's folds)")
-    args = parser.parse_intermixed_args()
-    folds = parse_folds(args.folds)
-    return run_fewshot(load(args), args.way, args.shot, folds, device=args.device, resume=args.resume,
-                       force=args.force, prepare=args.prepare_folds)
-
+from pointmap.cli.fewshot import main
 
 if __name__ == "__main__":
-    main(_run)
+    main()

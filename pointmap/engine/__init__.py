@@ -9,7 +9,7 @@ hooks, checkpoints, DDP. Drivers that compose runs (seeds, few-shot folds, the a
 from ..models.linear_probe import LinearProbe
 from .checkpoint import Checkpointer, atomic_save, load_file, unwrap_model
 from .distributed import shutdown
-from .export import export_run, input_transforms
+from .export import export_run, hub_model_card, input_transforms, push_to_hub
 from .hooks import DEFAULT_HOOKS, HOOKS, Decision, Hook, build_hooks, register_hook
 from .metrics import (classification_metrics, confusion_matrix, mean_std, part_iou_sums, part_mask,
                       part_seg_metrics, restricted_argmax)
@@ -28,5 +28,5 @@ __all__ = [
     "build_task", "LinearProbe", "part_mask", "restricted_argmax", "part_iou_sums", "part_seg_metrics",
     "Hook", "HOOKS", "DEFAULT_HOOKS", "register_hook", "build_hooks", "shutdown",
     "atomic_save", "load_file", "unwrap_model", "confusion_matrix", "classification_metrics", "mean_std",
-    "export_run", "input_transforms",
+    "export_run", "hub_model_card", "input_transforms", "push_to_hub",
 ]

@@ -17,7 +17,8 @@ from ..errors import UserError
 
 __all__ = [
     "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
-    "all_reduce_sum", "all_reduce_mean", "gather_sums", "add_sums", "broadcast_buffers", "resolve_device", "ShardSampler", "shutdown",
+    "all_reduce_sum", "all_reduce_mean", "gather_sums", "add_sums", "broadcast_buffers", "resolve_device",
+    "ShardSampler", "shutdown",
 ]
 
 

@@ -1,9 +1,12 @@
-"""A run's weights for sharing: a folder with ``model.safetensors``, ``card.json`` (a
-:class:`~pointmap.models.ModelCard`: preset, arguments, head, classes, input transforms, metrics, protocol,
-versions and commits) and the run's ``config.yaml``, loadable with ``create_model(card.preset,
-pretrained=FOLDER)`` (and ``--ckpt FOLDER``). What ``tools/export.py`` does::
+"""A run's weights for sharing: a folder ready for the Hugging Face Hub with ``model.safetensors``,
+``config.json`` (the card pointmap reads, a :class:`~pointmap.models.ModelCard`: preset, arguments, head,
+classes, input transforms, metrics, protocol, licence, versions and commits), ``README.md`` (the Hub's model
+card: YAML metadata, then how to load it and the card's facts) and the run's ``config.yaml``, loadable with
+``create_model(card.preset, pretrained=FOLDER)`` (and ``--ckpt FOLDER``), and once uploaded with
+``pretrained="hf-hub:owner/repo"``. What ``pointmap export`` does::
 
     card = export_run("experiments/finetune_demo/default", "exports/finetune_demo")
+    push_to_hub("exports/finetune_demo", "me/finetune-demo")
 
 Everything is checked before anything is written (the checkpoint is pointmap's, its config builds a model
 its weights fill whole); the folder is written under a temporary name and renamed into place, so a failed
@@ -19,15 +22,20 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
+import yaml
+
+from ..atomic import atomic_write
 from ..config import Config, config_from_dict, save_config
 from ..errors import UserError, UserFileNotFoundError, one_line
 from ..models import CheckpointError, ModelCard
-from ..models.pretrained import CARD_FILE, WEIGHTS_FILE, named_classes
+from ..models.pretrained import CARD_FILE, WEIGHTS_FILE, named_classes, read_card
 from .checkpoint import load_file
 from .rundir import environment
 from .tasks import build_task, pretrainer_args
 
-__all__ = ["export_run", "input_transforms", "AUGMENTATIONS"]
+__all__ = ["export_run", "hub_model_card", "push_to_hub", "input_transforms", "AUGMENTATIONS", "LICENCE"]
+
+LICENCE = "apache-2.0"  # an export's default licence: pointmap's (SPDX id, as the Hub's metadata spells it)
 
 AUGMENTATIONS = ("scale_translate", "rotate", "jitter", "dropout")  # random, training only
 _METRICS = ("test", "test_vote", "best", "selection", "tested_epoch", "epochs_done", "protocol_note")
@@ -94,7 +102,7 @@ def _read_json(path: str) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _card(ckpt: str, cfg: Config, task, model: nn.Module) -> ModelCard:
+def _card(ckpt: str, cfg: Config, task, model: nn.Module, licence: str) -> ModelCard:
     folder = os.path.dirname(ckpt)
     metrics = _read_json(os.path.join(folder, "metrics.json"))
     scored = os.path.basename(ckpt) == "ckpt-best.pth" or not os.path.isfile(os.path.join(folder, "ckpt-best.pth"))
@@ -110,14 +118,64 @@ def _card(ckpt: str, cfg: Config, task, model: nn.Module) -> ModelCard:
         classes=_classes(task, cfg), num_points=points, transforms=transforms,
         metrics={k: metrics[k] for k in _METRICS if k in metrics} if scored else {},
         protocol=metrics.get("protocol", cfg.eval.protocol) if cfg.task != "pretrain" else None, notes=notes,
+        licence=licence,
         provenance={"trained": {k: trained.get(k) for k in _PROVENANCE},
                     "exported": {k: here.get(k) for k in _PROVENANCE}})
 
 
-def export_run(source: str, out: str, overwrite: bool = False) -> ModelCard:
+def hub_model_card(card: ModelCard, repo_id: Optional[str] = None) -> str:
+    """The ``README.md`` of an export: the Hub's YAML metadata (library, licence, tags, data sets, metrics),
+    then how to load it and the card's facts (``config.json`` holds them all)."""
+    task = "part-segmentation" if "num_parts" in card.head else "classification" if card.head else "pretraining"
+    metrics = sorted({k for split in ("test", "test_vote") for k in card.metrics.get(split, {})
+                      if k in ("acc", "macc", "ins_miou", "cls_miou")})
+    meta = {"library_name": "pointmap", "license": card.licence,
+            "tags": ["pointmap", "point-cloud", "3d", card.preset, task],
+            "datasets": [card.data.get("name")] if card.data.get("name") else [],
+            "metrics": metrics}
+    name = f"hf-hub:{repo_id}" if repo_id else "FOLDER"
+    rows = [("preset", f"`{card.preset}` {card.args}"), ("head", card.head or "none (the encoder and its decoder)"),
+            ("trained", f"{card.what}, config `{card.config}`"), ("input", f"{card.num_points} points, transforms "
+                                                                           f"{card.transforms}"),
+            ("selection protocol", card.protocol or "-"), ("licence", card.licence)]
+    rows += [(f"{split} {k}", f"{v:.2f}") for split in ("test", "test_vote") for k, v in card.metrics.get(split, {}).items()
+             if k in metrics]
+    load = f'model = pointmap.create_model("{card.preset}", pretrained="{name}")' + (
+        "  # the encoder (the whole pretrainer: pointmap.models.load_pretrained(..., whole=True))"
+        if card.pretrainer is not None else "  # points (B, N, 3) -> logits")
+    return "\n".join([
+        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {card.name}", "",
+        f"A [pointmap](https://arxiv.org/abs/2410.00871) model: {card.what}.", "", "```python", "import pointmap",
+        "", load, "```", "", "| | |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], "",
+        "`config.json` is the card pointmap reads (preset, arguments, classes, input transforms, metrics, "
+        "provenance); `config.yaml` the run's training config.", ""])
+
+
+def push_to_hub(folder: str, repo_id: str, private: bool = False, revision: Optional[str] = None) -> str:
+    """Upload an export ``folder`` to the model repository ``repo_id`` (created when absent) with
+    ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_TOKEN`` or ``hf auth login``); returns the commit's URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from ..hub import hub_endpoint
+
+    card = read_card(folder)
+    atomic_write(os.path.join(os.path.abspath(folder), "README.md"), lambda f: f.write(hub_model_card(card, repo_id)),
+                 binary=False)  # the card's loading line names the repository
+    api = HfApi(endpoint=hub_endpoint())
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model", revision=revision,
+                                 commit_message=f"pointmap export of {card.name}")
+    except (HfHubHTTPError, OSError) as e:
+        raise UserError(f"--push-to-hub {repo_id}: the upload to {hub_endpoint()} failed: {one_line(e, 300)}") from e
+    return str(getattr(info, "commit_url", info))
+
+
+def export_run(source: str, out: str, overwrite: bool = False, licence: str = LICENCE) -> ModelCard:
     """Export ``source`` (a run folder or one of its ``ckpt-*.pth``) to the folder ``out``; returns the card.
-    ``out`` must not hold files unless ``overwrite``. One-line :class:`~pointmap.errors.UserError` on a bad
-    input, with nothing written."""
+    ``out`` must not hold files unless ``overwrite``; ``licence``: the weights' (the Hub's id, e.g. ``mit``).
+    One-line :class:`~pointmap.errors.UserError` on a bad input, with nothing written."""
     from safetensors.torch import save_file
 
     from ..download import sha256_of
@@ -134,7 +192,7 @@ def export_run(source: str, out: str, overwrite: bool = False) -> ModelCard:
         model.load_state_dict(raw["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt} does not fit the {cfg.model.name} its config builds: {one_line(e, 300)}") from e
-    card = _card(ckpt, cfg, task, model)
+    card = _card(ckpt, cfg, task, model, licence)
     out = os.path.abspath(out)
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise UserError(f"{out} already holds files: pass --overwrite to replace them")
@@ -153,6 +211,8 @@ def export_run(source: str, out: str, overwrite: bool = False) -> ModelCard:
         card.sha256 = sha256_of(weights)
         with open(os.path.join(tmp, CARD_FILE), "w", encoding="utf-8") as f:
             json.dump(card.to_dict(), f, indent=2)
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(hub_model_card(card))
         save_config(cfg, os.path.join(tmp, "config.yaml"))
         if os.path.isdir(out) and os.listdir(out):  # --overwrite: the old folder goes only once the new is whole
             old = tempfile.mkdtemp(prefix=".tmp-old-export-", dir=os.path.dirname(out))

@@ -29,7 +29,6 @@ run first, then the others in order.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
@@ -55,7 +54,6 @@ class Decision:
 
 class Hook:
     main_process_only = False
-    renamed: Dict[str, str] = {}  # old argument name -> its name now: accepted from a config with a DeprecationWarning
 
     def before_train(self, trainer) -> Optional[Decision]:
         """After setup (and resume), before the first epoch runs."""
@@ -86,9 +84,9 @@ def register_hook(name: str, override: bool = False) -> Callable[[Type[Hook]], T
     return HOOKS.register(name, override=override)
 
 
-# Modules above the engine whose hooks register themselves on import (vis -> "vis"); imported only when
+# Modules whose hooks register themselves on import (vis -> "vis", tracking -> "wandb"); imported only when
 # a config names a hook that is not registered yet, so the engine does not depend on them.
-_BUILTIN_HOOK_MODULES = ("pointmap.vis.hook",)
+_BUILTIN_HOOK_MODULES = ("pointmap.vis.hook", "pointmap.engine.tracking")
 
 
 def _register_builtin_hooks() -> None:
@@ -119,10 +117,6 @@ def build_hooks(specs: List[Dict[str, Any]], defaults: Sequence[str] = ()) -> Li
         if name not in HOOKS:
             raise ConfigError(f"unknown hook {name!r} in config 'hooks'; valid names: {', '.join(HOOKS) or 'none'}")
         cls = HOOKS[name]
-        for old, new in cls.renamed.items():
-            if old in spec:
-                warnings.warn(f"hook {name}: '{old}' is now '{new}'", DeprecationWarning)
-                spec[new] = spec.pop(old)
         check_kwargs("hooks", f"hook {name!r}", spec, accepted_kwargs(cls))
         hooks.append(cls(**spec))
     return hooks

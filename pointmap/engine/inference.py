@@ -26,7 +26,8 @@ from ..data.io import read_points
 from ..data.transforms import ScaleTranslate, create_transform
 from ..errors import UserError, UserFileNotFoundError
 from ..models import HEAD_DEFAULTS, TokenEncoder, create_model, pool_tokens, pooled_features
-from ..models.pretrained import CARD_FILE, list_pretrained, pretrained_card, read_card
+from ..hub import is_hub_spec
+from ..models.pretrained import CARD_FILE, OLD_CARD_FILE, list_pretrained, pretrained_card, read_card, resolve_pretrained
 
 __all__ = ["load_model", "predict", "embed", "segment", "prepare_cloud", "is_segmenter", "input_name"]
 
@@ -35,12 +36,15 @@ Input = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 def load_model(spec: str, device: Union[str, torch.device, None] = "cpu") -> nn.Module:
     """The model ``spec`` names, in eval mode, with its card as ``pretrained_cfg``: a published entry
-    (:func:`~pointmap.list_pretrained`), a folder written by ``tools/export.py``, a pointmap run folder or one
+    (:func:`~pointmap.list_pretrained`), a folder written by ``tools/export.py`` (or on the Hugging Face Hub:
+    ``hf-hub:owner/repo[@revision]``), a pointmap run folder or one
     of its checkpoints (exported on the fly, so the card is the one ``tools/export.py`` would write)."""
     spec = str(spec)
     if spec in list_pretrained():
         model = create_model(pretrained_card(spec).preset, pretrained=spec)
-    elif os.path.isdir(spec) and os.path.isfile(os.path.join(spec, CARD_FILE)):
+    elif is_hub_spec(spec):
+        model = create_model(resolve_pretrained(spec)[0].preset, pretrained=spec)
+    elif os.path.isdir(spec) and any(os.path.isfile(os.path.join(spec, f)) for f in (CARD_FILE, OLD_CARD_FILE)):
         model = create_model(read_card(spec).preset, pretrained=spec)
     elif os.path.exists(spec):
         from .export import export_run

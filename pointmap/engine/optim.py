@@ -81,7 +81,8 @@ def scaled_lr(cfg: OptimConfig, batch_size: Optional[int]) -> float:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: Optional[int] = None) -> torch.optim.Optimizer:
     """AdamW at :func:`scaled_lr` (``batch_size``: the total batch, needed when ``cfg.lr_base_size`` is set), fused
-    where torch has a fused kernel for the parameters' device (CUDA; CPU from torch 2.4): one kernel per step, and it can skip a step on the device (``found_inf``), so the trainer never waits
+    where torch has a fused kernel for the parameters' device (CUDA; CPU from torch 2.4): one kernel per step, and it
+    can skip a step on the device (``found_inf``), so the trainer never waits
     to decide whether a loss was finite. Elsewhere plain AdamW."""
     params = list(model.parameters())
     groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_rule)

@@ -71,10 +71,10 @@ def build_task(cfg: Config) -> "Task":
 
 def pretrainer_args(cfg: Config) -> Dict[str, Any]:
     """``create_pretrainer``'s keywords for the config's objective: its name (as ``objective``), every setting of
-    :class:`~pointmap.config.ObjectiveConfig`, and what the deprecated ``objective.args`` still holds (the
-    encoder's are ``model.args``): what a pretraining run builds, and what an exported card records."""
+    :class:`~pointmap.config.ObjectiveConfig` (the encoder's are ``model.args``): what a pretraining run builds,
+    and what an exported card records."""
     o = cfg.objective
-    return {"objective": o.name, **{k: getattr(o, k) for k in objective_settings()}, **o.args}
+    return {"objective": o.name, **{k: getattr(o, k) for k in objective_settings()}}
 
 
 def model_inputs(batch: Dict[str, Any]) -> torch.Tensor:
@@ -215,13 +215,9 @@ class PretrainTask(Task):
 
     def validate(self) -> None:
         super().validate()
-        from ..models import check_model_args
         from .mixup import check_mixup
 
         check_mixup(self.mixup_args, self.cfg.data.batch_size)
-
-        # what is left in the deprecated objective.args goes to the encoder, as model.args does
-        check_model_args(self.cfg.model.name, self.cfg.objective.args, section="objective.args")
 
     def build_datasets(self) -> Dict[str, Dataset]:
         d = self.cfg.data

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..config import RUN_ROOT, Config, apply_overrides, config_from_dict, deep_merge, load_yaml
+from ..config import RUN_ROOT, Config, apply_overrides, config_from_dict, deep_merge, load_yaml, resolve_config
 from ..objective import DECODER_ORDERS, DECODER_ROW_ORDERS, MASK_STRATEGIES, OBJECTIVES
 from ..errors import ConfigError, UserError
 
@@ -99,6 +99,7 @@ def _check_section(path: str, key: str, data: Optional[Dict[str, Any]], types: D
 
 def load_ablation_config(path: str, overrides=()) -> AblationConfig:
     """Read an ablation yaml (``_base_`` allowed), apply ``key=value`` overrides, check every key."""
+    path = resolve_config(path)
     data = apply_overrides(load_yaml(path), list(overrides))
     for key, value in data.items():
         if key not in _TYPES:

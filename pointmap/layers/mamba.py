@@ -16,7 +16,7 @@ Bidirectional modes keep ``in_proj`` and ``out_proj`` shared and give the second
   summed (Mamba3D's "bimamba v4", used by the released MAP 3D code).
 """
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F

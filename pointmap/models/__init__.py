@@ -20,8 +20,13 @@ from .map2d_decoder import MAP2DPretrainer
 from .mambar import RegisterClassifier
 
 __all__ = [
-    "CheckpointError", "Classifier", "MAP2DEncoder", "MAP2DPretrainer", "RegisterClassifier", "EncoderOutput", "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
-    "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens", "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "HEAD_DEFAULTS", "POOLS", "build_model",
-    "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format", "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap", "mlp_head", "model_arguments", "no_weight_decay", "patchify",
-    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pooled_features", "pretrained_card", "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
+    "CheckpointError", "Classifier", "MAP2DEncoder", "MAP2DPretrainer", "RegisterClassifier", "EncoderOutput",
+    "HybridEncoder", "ImageEncoder", "LoadResult", "MAPDecoder",
+    "ModelCard", "absolute_spec", "check_pretrained", "MAPPretrainer", "PartSegmenter", "PatchTokens",
+    "PointMAEPartSegmenter", "PretrainOutput", "TokenEncoder", "HEAD_DEFAULTS", "POOLS", "build_model",
+    "check_model_args", "checkpoint_state", "create_model", "create_pretrainer", "objective_config", "detect_format",
+    "list_models", "list_pretrained", "load_checkpoint", "load_pretrained", "load_state", "map3d_to_pointmap",
+    "mlp_head", "model_arguments", "no_weight_decay", "patchify",
+    "point_mae_to_pointmap", "pointmamba_to_pointmap", "pool_tokens", "pooled_features", "pretrained_card",
+    "read_card", "read_checkpoint", "resolve_pretrained", "random_mask", "register_model", "row_attention_mask",
 ]

@@ -16,7 +16,7 @@ so that it surfaces as an unexpected key. :func:`detect_format` tells the format
 The ``map3d`` format covers both Mamba3D classes: MAP's file is Mamba3D's plus the attention blocks
 (``blocks.blocks_vit.*``), so a Mamba3D checkpoint is a MAP 3D checkpoint without them, and it loads whole
 into ``mamba3d`` (layout ``"M" * 12``; the blocks are placed by the target's layout).
-"""
+"""  # noqa: E501  (the table of formats: one row a line)
 import re
 from typing import Callable, Dict, List, Optional, Tuple, Union
 

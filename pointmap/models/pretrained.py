@@ -5,11 +5,13 @@ described by one :class:`ModelCard`, downloaded once (:mod:`pointmap.download`) 
     model = pointmap.create_model("pointmae", pretrained="pointmae.scan_hardest")   # Point-MAE's 15-class model
     model = pointmap.create_model("pointmamba", num_classes=40, pretrained=True)    # its ShapeNet encoder, new head
     model = pointmap.create_model("hybridnet_s", pretrained="exports/finetune_demo")  # an exported run
+    model = pointmap.create_model("hybridnet_s", pretrained="hf-hub:me/map-demo@v1")   # an export on the Hub
     load_pretrained(pretrainer, "pointmae.shapenet55")                 # into any model, as --ckpt does
 
 What ``pretrained`` may be (:func:`resolve_pretrained`): ``True`` (the preset's default entry), an entry name
-of :func:`list_pretrained`, a folder with ``card.json`` and ``model.safetensors`` (an export), or a checkpoint
-file (format detected from its keys). An entry name wins over a file of the same name (``./name`` for the file).
+of :func:`list_pretrained`, a folder with ``config.json`` (the card) and ``model.safetensors`` (an export), the
+same on the Hugging Face Hub (``hf-hub:owner/repo[@revision]``, :mod:`pointmap.hub`), or a checkpoint file
+(format detected from its keys). An entry name wins over a file of the same name (``./name`` for the file).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import difflib
 import fnmatch
 import functools
 import json
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -25,12 +28,17 @@ from torch import nn
 
 from ..download import fetch, fetch_by_hand, sha256_of
 from ..errors import ConfigError, UserError, UserFileNotFoundError, one_line
+from ..hub import hub_file, is_hub_spec, parse_hub_spec
 from .checkpoint import LoadResult, load_checkpoint
 
-__all__ = ["ModelCard", "absolute_spec", "check_pretrained", "list_pretrained", "pretrained_card", "resolve_pretrained", "load_pretrained",
-           "read_card", "named_classes", "pretrained_cfg", "CARD_FILE", "WEIGHTS_FILE", "DEFAULT_NUM_POINTS"]
+__all__ = ["ModelCard", "absolute_spec", "check_pretrained", "list_pretrained", "pretrained_card", "resolve_pretrained",
+           "load_pretrained", "read_card", "named_classes", "pretrained_cfg", "CARD_FILE", "WEIGHTS_FILE",
+           "DEFAULT_NUM_POINTS"]
 
-CARD_FILE, WEIGHTS_FILE = "card.json", "model.safetensors"
+logger = logging.getLogger(__name__)
+
+CARD_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+OLD_CARD_FILE = "card.json"  # what exports of pointmap 0.1 named the card
 DEFAULT_NUM_POINTS = 1024  # a preset's input without a card: ModelNet40's and ShapeNet's 1024 points
 TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained.yaml")
 
@@ -38,7 +46,7 @@ TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained.yam
 @dataclasses.dataclass
 class ModelCard:
     """What a weight file is and how to use it: a peer's published file (an entry of ``pretrained.yaml``) or
-    a pointmap run exported with ``tools/export.py`` (its ``card.json``). ``preset``, ``args`` and ``head``
+    a pointmap run exported with ``pointmap export`` (its ``config.json``). ``preset``, ``args`` and ``head``
     build the model the file fills whole: ``create_model(preset, **args, **head)``; ``pretrainer``, for a
     pretraining file, the objective arguments of ``create_pretrainer`` (its decoder). ``num_points`` points
     of a ``data`` cloud after ``transforms`` (config vocabulary: ``data.test_transforms``) are the input.
@@ -52,7 +60,8 @@ class ModelCard:
     head: Dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrainer: Optional[Dict[str, Any]] = None
     format: str = "pointmap"
-    url: Optional[str] = None  # a published file
+    url: Optional[str] = None  # a published file: https://..., or hf-hub:owner/repo/path on the Hugging Face Hub
+    revision: Optional[str] = None  # a Hub-hosted file: the revision (branch, tag or commit) it is read at
     page: Optional[str] = None  # a published file shared through a web page only (OneDrive): fetched by hand,
     by_hand: Optional[str] = None  # to $POINTMAP_HOME/by_hand/<by_hand> (pointmap.download.fetch_by_hand)
     weights: Optional[str] = None  # an export: the file beside the card
@@ -172,12 +181,14 @@ def default_card(preset: str) -> ModelCard:
 
 def absolute_spec(spec: str) -> str:
     """``spec`` as a config records it: an entry name as it is, a path made absolute."""
-    return spec if spec in _table() else os.path.abspath(spec)
+    return spec if spec in _table() or is_hub_spec(spec) else os.path.abspath(spec)
 
 
 def read_card(folder: str) -> ModelCard:
-    """The card of an exported folder (``card.json``)."""
+    """The card of an exported folder (``config.json``; ``card.json`` in an export of pointmap 0.1)."""
     path = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, OLD_CARD_FILE)):
+        path = os.path.join(folder, OLD_CARD_FILE)
     if not os.path.isfile(path):
         raise UserFileNotFoundError(f"{os.path.abspath(folder)} is a folder without {CARD_FILE}: not an export of "
                                     f"tools/export.py")
@@ -204,30 +215,58 @@ def resolve_pretrained(spec: Union[bool, str], preset: Optional[str] = None,
         raise UserError(f"pretrained must be True, an entry name, a folder or a file; got {spec!r}")
     elif str(spec) in _table():
         card = _table()[str(spec)]
+    elif is_hub_spec(spec):
+        return _from_hub(str(spec), preset)
     elif os.path.isdir(spec):
         card = read_card(str(spec))
         path = os.path.join(str(spec), card.weights or WEIGHTS_FILE)
         if not os.path.isfile(path):
             raise UserFileNotFoundError(f"{os.path.abspath(spec)}: the card names {card.weights}, which is not there")
-        if card.sha256 and sha256_of(path) != card.sha256:
-            raise UserError(f"{path}: its sha256 is not the {card.sha256} its {CARD_FILE} recorded (the file changed "
-                            f"after the export); export the run again")
-        _check_preset(card, preset, spec)
+        _check_export(card, path, spec, preset)
         return card, path
     elif os.path.isfile(spec):
         return None, str(spec)
     else:
         check_pretrained(spec)
     _check_preset(card, preset, card.name)
+    if is_hub_spec(card.url):
+        repo, file, _ = parse_hub_spec(card.url)
+        return card, hub_file(repo, file, card.revision)
     if card.page:
         return card, fetch_by_hand(card.page, card.by_hand)
     return card, fetch(card.url, progress=progress)
+
+
+def _check_export(card: ModelCard, path: str, spec, preset: Optional[str]) -> None:
+    if card.sha256 and sha256_of(path) != card.sha256:
+        raise UserError(f"{path}: its sha256 is not the {card.sha256} its card recorded (the file changed after the "
+                        f"export); export the run again")
+    _check_preset(card, preset, spec)
+
+
+def _from_hub(spec: str, preset: Optional[str]) -> Tuple[ModelCard, str]:
+    """(card, local weights) of an export on the Hub, ``hf-hub:owner/repo[@revision]``."""
+    repo, file, revision = parse_hub_spec(spec)
+    if file:
+        raise UserError(f"{spec!r}: name the repository of an export (hf-hub:owner/repo[@revision]), not a file in it")
+    card_path = hub_file(repo, CARD_FILE, revision)
+    card = read_card(os.path.dirname(card_path))
+    path = hub_file(repo, card.weights or WEIGHTS_FILE, revision)
+    _check_export(card, path, spec, preset)
+    try:  # the run's config too, beside the card in the same snapshot (what pointmap visualize builds from)
+        hub_file(repo, "config.yaml", revision)
+    except UserError as e:
+        logger.debug("%s: no config.yaml (%s)", spec, e)
+    return card, path
 
 
 def check_pretrained(spec) -> None:
     """A one-line error for weights that are neither a file, a folder nor an entry of :func:`list_pretrained`,
     before anything is downloaded, built or written (``True`` names the preset's default entry)."""
     if spec is True or str(spec) in _table() or os.path.exists(str(spec)):
+        return
+    if is_hub_spec(spec):
+        parse_hub_spec(spec)  # its form only: the Hub is asked when the weights are read
         return
     raise UserFileNotFoundError(f"pretrained weights {spec}: no such file or folder, and not an entry of "
                                 f"pointmap.list_pretrained(){_did_you_mean(str(spec))}")

@@ -4,8 +4,8 @@
 computed as dx*dx + dy*dy + dz*dz) from the chosen set, ties to the lowest index. These are the indices
 of pointnet2_ops' furthest_point_sampling, without its quirk of never choosing a point near the origin
 (x²+y²+z² ≤ 1e-3) after the first; ``skip_near_origin=True`` reproduces that quirk (the peer presets use
-it, so peer checkpoints see the centers they were trained with). With duplicate points and n close to N the running distances reach 0 and the
-lowest index with distance 0 (an index already chosen) is picked again, as in pointnet2_ops.
+it, so peer checkpoints see the centers they were trained with). With duplicate points and n close to N the
+running distances reach 0 and the lowest index with distance 0 (an index already chosen) is picked again, as in pointnet2_ops.
 
 Backends: ``cuda`` (pointmap's kernel; until a GPU run verifies it, checked against ``torch`` on first use,
 see :func:`selfcheck`), ``pointnet2_ops`` (when importable; it always skips points near the origin, so it

@@ -102,7 +102,8 @@ def _chunk_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torc
     pad = nc * T - L
     if pad:
         a = torch.cat([a, a.new_ones((pad,) + a.shape[1:])]) if not reverse else torch.cat([a.new_ones((pad,) + a.shape[1:]), a])
-        b = torch.cat([b, b.new_zeros((pad,) + b.shape[1:])]) if not reverse else torch.cat([b.new_zeros((pad,) + b.shape[1:]), b])
+        zeros = b.new_zeros((pad,) + b.shape[1:])
+        b = torch.cat([b, zeros]) if not reverse else torch.cat([zeros, b])
     rest = a.shape[1:]
     a = a.reshape(nc, T, *rest)
     h = b.reshape(nc, T, *rest)

@@ -53,7 +53,6 @@ class VisHook(Hook):
     """See the module docstring. ``every``: draw after epochs N, 2N, ... and the last one."""
 
     main_process_only = True
-    renamed = {"every_n_epochs": "every"}
 
     def __init__(self, every: int = 10, index: int = 0, seed: int = 0, size: Sequence[int] = (1600, 440),
                  backend: str = "auto", color_by: str = "role", num_images: int = 4, point_size: float = 4.0):

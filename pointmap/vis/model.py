@@ -27,7 +27,8 @@ def load_pretrainer(ckpt: str, cfg: Optional[Config] = None, device: str = "cpu"
     from pointmap.models import load_checkpoint, resolve_pretrained
 
     card, path = resolve_pretrained(ckpt)
-    exported = os.path.join(ckpt, "config.yaml") if os.path.isdir(ckpt) else None  # tools/export.py's folder
+    # an export (a folder, or its snapshot from the Hub) keeps the run's config beside its weights
+    exported = os.path.join(os.path.dirname(path), "config.yaml") if card is not None and card.weights else None
     if cfg is None and exported and os.path.isfile(exported):
         cfg = load_config(exported)
     elif cfg is None:

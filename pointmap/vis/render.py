@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
