@@ -27,6 +27,8 @@ COMMANDS: Dict[str, Union[Entry, Dict[str, Entry]]] = {
         "partseg": ("pointmap.cli.finetune:partseg", "part segmentation on ShapeNetPart (demo: synthetic)"),
         "fewshot": ("pointmap.cli.fewshot:main", "few-shot classification over folds, mean ± std"),
     },
+    "predict": ("pointmap.cli.predict:main", "classify (or part-segment) your own point files and meshes"),
+    "embed": ("pointmap.cli.embed:main", "features of your own point files and meshes, one row per file"),
     "export": ("pointmap.cli.export:main", "a run as a folder to share: safetensors, config, model card"),
     "visualize": ("pointmap.cli.visualize:main", "a pretrained model's reconstruction as a picture"),
     "recipe": ("pointmap.cli.recipe:main", "what a config will train, without data"),

@@ -1,21 +1,20 @@
-"""What tools/predict.py and tools/embed.py share: the model and input flags, the file list, the progress bar,
-per-file errors (one ``error:`` line each, the other files still done, exit 2 at the end)."""
+"""What ``pointmap predict`` and ``pointmap embed`` share: the model and input flags, the file list, the progress
+bar, per-file errors (one ``error:`` line each, the other files still done, exit 2 at the end)."""
 import argparse
 import sys
 
 from tqdm import tqdm
 
-from _common import REPO  # noqa: F401  (puts the checkout on sys.path when pointmap is not installed)
+from ..data.io import READ_EXTENSIONS, find_point_files
+from ..errors import UserError, add_debug_flag, one_line
 
-from pointmap.data.io import READ_EXTENSIONS, find_point_files
-from pointmap.errors import UserError, add_debug_flag, one_line
-
-MODEL_HELP = ("a published entry (python -c 'import pointmap; print(pointmap.list_pretrained())'), a folder written "
-              "by tools/export.py, a pointmap run folder or one of its checkpoints")
+MODEL_HELP = ("hf-hub:owner/repo[@revision], a published entry (python -c 'import pointmap; "
+              "print(pointmap.list_pretrained())'), a folder written by pointmap export, a pointmap run folder or one "
+              "of its checkpoints")
 
 
-def parser(description: str, epilog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, epilog=epilog,
+def parser(description: str, epilog: str, prog=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("paths", nargs="+", metavar="PATH",
