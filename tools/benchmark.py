@@ -4,6 +4,7 @@
     python tools/benchmark.py --step [--cfg cfgs/map_demo.yaml] [--batch B] [--points N] [--json FILE]
                                      [--device cpu] [--amp bf16] [--compile] [--threads 1 2] [--busy]
     python tools/benchmark.py --scan [--json FILE]     # selective_scan backends, fp32 and bf16 inputs
+    python tools/benchmark.py --onnx [--presets hybridnet_s pointmae pointmamba] [--json FILE]
     python tools/benchmark.py --env
 
 Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
@@ -11,6 +12,9 @@ synchronized. Ratios are "reference time / backend time" from the same process.
 
 ``--threads 1 2`` repeats ``--step`` with each CPU thread count; ``--busy`` repeats each with another
 process spinning on one core beside it (a machine where other jobs run).
+
+``--onnx`` exports each preset (40 classes) with ``tools/export.py --onnx``'s exporter and times one cloud of
+1024 points through it on one CPU thread: eager PyTorch (the backends ``auto`` picks) against onnxruntime.
 
 ``--step`` times the float32 step and, in the same process, the ``--amp`` one (autocast to bf16 or fp16)
 and the ``torch.compile``d ones (``--compile``: inductor, on the CPU too); on CUDA both are on by default
@@ -259,6 +263,50 @@ def bench_step(device, cfg_path=None, batch=128, points=1024, steps=10, include_
     return rows
 
 
+ONNX_PRESETS = ("hybridnet_s", "pointmae", "pointmamba")
+
+
+def bench_onnx(presets=ONNX_PRESETS, points=1024, repeat=20, folder=None, **preset_args):
+    """One cloud through each preset on one CPU thread: eager PyTorch vs onnxruntime (``onnx_x_vs_eager``: eager
+    time / onnxruntime time), with the export's seconds and its checked logit difference. ``preset_args``:
+    overrides for every preset (a smaller model in the tests)."""
+    import tempfile
+
+    from pointmap import create_model
+    from pointmap.engine.onnx_export import export_onnx, onnx_session
+
+    device, rows = torch.device("cpu"), []
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        for name in presets:
+            model = create_model(name, num_classes=40, **preset_args).eval()
+            path = os.path.join(tmp, f"{name}.onnx")
+            report = export_onnx(model, path, num_points=points)
+            cloud = random_cloud(1, points, seed=5)
+            session = onnx_session(path, threads=1)
+            torch.set_num_threads(1)
+            try:
+                with torch.no_grad():
+                    eager = timeit(lambda: model(cloud), device, repeat=repeat, warmup=2)
+                ort = timeit(lambda: session.run(["logits"], {"points": cloud.numpy()}), device, repeat=repeat,
+                             warmup=2)
+            finally:
+                torch.set_num_threads(threads)
+            rows.append({"preset": name, "points": points, "threads": 1, "eager_ms": round(eager * 1e3, 2),
+                         "onnxruntime_ms": round(ort * 1e3, 2), "onnx_x_vs_eager": round(eager / ort, 2),
+                         "export_s": round(report.seconds, 1), "max_abs_diff": report.max_abs_diff})
+    return rows
+
+
+def print_onnx_rows(rows):
+    import onnxruntime
+
+    print(f"# one cloud, one CPU thread: eager torch {torch.__version__} vs onnxruntime {onnxruntime.__version__}")
+    for r in rows:
+        print(f"{r['preset']:14s} N={r['points']} eager {r['eager_ms']:9.2f} ms  onnxruntime {r['onnxruntime_ms']:9.2f} ms"
+              f"  x{r['onnx_x_vs_eager']:.2f}  (export {r['export_s']} s, max |diff| {r['max_abs_diff']:.1e})")
+
+
 @contextlib.contextmanager
 def _busy_core(on: bool):
     """With ``on``: another process spinning on one core for the block (a machine where other jobs run)."""
@@ -305,6 +353,9 @@ def main(argv=None):
     ap.add_argument("--scan", action="store_true",
                     help="time selective_scan on every backend (Triton, mamba-ssm, PyTorch), fp32 and bf16 inputs")
     ap.add_argument("--step", action="store_true", help="time the MAP pretraining step against the baseline step")
+    ap.add_argument("--onnx", action="store_true",
+                    help="one cloud on one CPU thread: eager PyTorch vs onnxruntime, per preset")
+    ap.add_argument("--presets", nargs="+", default=list(ONNX_PRESETS), help="--onnx: the presets to time")
     ap.add_argument("--cfg", help="--step: build the pretrainer from this config (default: hybridnet_s)")
     ap.add_argument("--batch", type=int, default=None, help="--step batch size (default 128, or the config's)")
     ap.add_argument("--points", type=int, default=None, help="--step points per cloud (default 1024, or the config's)")
@@ -322,8 +373,8 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     add_debug_flag(ap)
     args = ap.parse_args(argv)
-    if not (args.ops or args.env or args.step or args.scan):
-        ap.error("choose --ops, --scan, --step and/or --env")
+    if not (args.ops or args.env or args.step or args.scan or args.onnx):
+        ap.error("choose --ops, --scan, --step, --onnx and/or --env")
     with user_errors_exit(args.debug):
         run(args)
 
@@ -361,6 +412,10 @@ def run(args) -> None:
                                       include_baseline=not args.no_baseline, amp=args.amp, compile=args.compile)
                 out["step"] += [{**r, "threads": threads, "busy": busy} for r in rows]
                 print_step_rows(rows, device, busy)
+    if args.onnx:
+        out["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:])
+        out["onnx"] = bench_onnx(args.presets, repeat=args.repeat)
+        print_onnx_rows(out["onnx"])
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
