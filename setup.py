@@ -106,11 +106,14 @@ setup(
         # mamba-ssm compiles against the installed torch: install it with
         #   pip install --no-build-isolation "pointmap[cuda]"
         "cuda": ["mamba-ssm>=2.0", "ninja"],
+        # tools/export.py --onnx: torch.onnx's dynamo exporter needs onnxscript; onnxruntime checks the file
+        # (tested with onnx 1.23, onnxruntime 1.32, onnxscript 0.7)
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
         # fpsample 1.x is published as an sdist only, whose build needs scikit-build-core: the README's
         # --no-build-isolation install cannot build it on a fresh machine, so dev takes the 0.3 wheels.
         # dev: the tests, and the documentation site (mkdocs build --strict, which .ci/run runs)
         "dev": ["pytest", "scipy", "rtree", "fpsample>=0.3,<1.0", "matplotlib", "scikit-learn", "ninja", "Pillow",
-                "mkdocs-material", "mkdocstrings[python]"],
+                "mkdocs-material", "mkdocstrings[python]", "onnx", "onnxruntime", "onnxscript"],
     },
     # Declared so that setuptools runs build_ext; the command above decides what it really builds.
     ext_modules=[Extension("pointmap._C", sources=_sources(False))],

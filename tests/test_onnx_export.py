@@ -119,3 +119,14 @@ def test_full_size_presets_export_with_pytorch_s_logits(preset, tmp_path):
     report = export_onnx(model, str(tmp_path / "model.onnx"), num_points=1024)
     assert report.max_abs_diff <= report.bound
     _logits_match(str(tmp_path / "model.onnx"), model, _near_origin(random_cloud(2, 1024, seed=9)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["mamba3d", "map3d_official"])
+def test_mamba3d_blocks_export_with_pytorch_s_logits(preset, tmp_path):
+    """Mamba3D's blocks (LNP over the nearest centers, the channel-flipped bi-SSM), in a small model."""
+    model = pointmap.create_model(preset, num_classes=15, embed_dim=16, layout="MT", num_heads=2, num_group=8,
+                                  group_size=8).eval()
+    report = export_onnx(model, str(tmp_path / "model.onnx"), num_points=64)
+    assert report.max_abs_diff <= report.bound
+    _logits_match(str(tmp_path / "model.onnx"), model, _near_origin(random_cloud(2, 64, seed=10)))
