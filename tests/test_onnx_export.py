@@ -99,7 +99,7 @@ def test_exported_grouping_picks_the_reference_s_indices(tmp_path):
     """FPS (its loop, unrolled) and KNN (a stable sort as TopK) in the graph: the indices of fps_ref and
     knn_ref, on random clouds with near-origin points and on clouds with exact ties."""
     with torch_ops():
-        program = torch.onnx.export(_Grouping(), (random_cloud(2, 64),), input_names=["points"], output_names=["idx"],
+        program = torch.onnx.export(_Grouping().eval(), (random_cloud(2, 64),), input_names=["points"], output_names=["idx"],
                                     opset_version=onnx_export.OPSET, dynamo=True, verbose=False,
                                     dynamic_shapes={"xyz": {0: torch.export.Dim("batch", min=1)}},
                                     custom_translation_table={torch.ops.aten.sort.stable: onnx_export._sort_stable})
