@@ -125,8 +125,8 @@ def encode(center: torch.Tensor, order: str, bits: int = 10, grid_size: Optional
     q = quantize_grid(center, grid_size)
     depths = grid_depths(q, grid_depth)
     if exporting():
-        # the depths are data: one curve of the largest depth allowed, each cloud's deeper levels skipped,
-        # orders the tokens as the curve of its own depth does (a cloud deeper than that, which the eager
+        # the depths are data: one curve of the largest depth allowed, the levels above each cloud's own
+        # depth skipped, orders the tokens as the curve of its own depth does (a cloud deeper than that, which the eager
         # path refuses, is ordered by its coordinates' low _MAX_DEPTH bits)
         return _curve(q, order, _MAX_DEPTH, depths[:, None])
     top = int(depths.max())
