@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from pointmap.cli import benchmark
@@ -64,3 +65,15 @@ def test_busy_core_spins_another_process_only_inside_the_block(monkeypatch):
     assert started[0].poll() is not None  # killed and reaped at the end of the block
     with benchmark._busy_core(False):
         assert len(started) == 1
+
+
+@pytest.mark.slow
+def test_onnx_benchmark_times_eager_and_onnxruntime_on_one_thread():
+    threads = torch.get_num_threads()
+    rows = benchmark.bench_onnx(("pointmae",), points=64, repeat=1, embed_dim=16, layout="T", num_heads=2,
+                                num_group=4, group_size=8)
+    assert [(r["preset"], r["points"], r["threads"]) for r in rows] == [("pointmae", 64, 1)]
+    r = rows[0]
+    assert r["eager_ms"] > 0 and r["onnxruntime_ms"] > 0 and r["export_s"] > 0 and 0 <= r["max_abs_diff"] <= 1e-4
+    assert abs(r["onnx_x_vs_eager"] - r["eager_ms"] / r["onnxruntime_ms"]) < 0.05 * r["onnx_x_vs_eager"] + 0.01
+    assert torch.get_num_threads() == threads  # one thread only while timing

@@ -171,3 +171,31 @@ def test_grid_errors():
         serialize(center, grid_size=0.02, grid_depth="global")
     with pytest.raises(ValueError, match="use a coarser grid"):
         serialize(center * 1e6, grid_size=1e-3)
+
+
+def test_hilbert_with_per_point_depths_is_each_depth_s_own_curve():
+    """hilbert_encode(q, 20, depth): the curve of each point's own depth (what the exported graph computes),
+    against the independent encoder at that depth."""
+    g = torch.Generator().manual_seed(15)
+    depth = torch.randint(1, 8, (200,), generator=g)
+    q = (torch.rand(200, 3, generator=g) * (1 << depth)[:, None]).long()
+    got = hilbert_encode(q, 20, depth).tolist()
+    assert got == [hilbert_python(*c, d) for c, d in zip(q.tolist(), depth.tolist())]
+
+
+@pytest.mark.parametrize("order", ["hilbert", "hilbert-trans", "z", "z-trans", "xyz"])
+@pytest.mark.parametrize("grid_depth", ["cloud", "batch"])
+def test_grid_serialization_while_exporting_orders_as_the_eager_path(order, grid_depth, monkeypatch):
+    """Under torch.export the grid path takes no host-side decision (no per-depth loop): the same permutations."""
+    import sys
+
+    center = random_cloud(4, 64, seed=16)
+    center[1] *= 0.3
+    center[2] *= 0.05                                    # three different depths in one batch
+    center[3, :8] = center[3, :1]                        # ties: FPS order among equal codes
+    expected = serialize_python(center.double(), order, grid_size=0.02, grid_depth=grid_depth)
+    module = sys.modules["pointmap.ops.serialize"]
+    monkeypatch.setattr(module, "exporting", lambda: True)
+    monkeypatch.setattr(module, "_curve", lambda *a, _c=module._curve: _c(*a) if len(a) == 4 else pytest.fail(
+        "the eager per-depth path ran"))
+    assert serialize(center, order, grid_size=0.02, grid_depth=grid_depth).tolist() == expected

@@ -175,3 +175,21 @@ def test_declared_minimum_torch_was_checked():
     text = _page("development.md")
     assert f"torch {record['torch'].split('+')[0]}" in text
     assert f"(last run: {record['pytest'].split(' in ')[0]})" in text
+
+
+ONNX_PRESETS = ("hybridnet_s", "pointmae", "pointmamba")
+
+
+def onnx_rows(bench: dict) -> list:
+    """The ops page's ONNX table rows, as they must read, from docs/benchmarks/onnx_cpu_<preset>.json
+    (python tools/benchmark.py --onnx --presets <preset> --json docs/benchmarks/onnx_cpu_<preset>.json)."""
+    return [f"| `{r['preset']}` | {r['points']} | {r['eager_ms']:.1f} ms | {r['onnxruntime_ms']:.1f} ms | "
+            f"{r['onnx_x_vs_eager']:.2f}x | {r['export_s']:.0f} s | {r['max_abs_diff']:.1e} |" for r in bench["onnx"]]
+
+
+@pytest.mark.parametrize("preset", ONNX_PRESETS)
+def test_onnx_table_is_the_benchmark_s(preset):
+    bench = _json("benchmarks", f"onnx_cpu_{preset}.json")
+    text = _page("ops.md")
+    assert [r["preset"] for r in bench["onnx"]] == [preset]
+    assert [r for r in onnx_rows(bench) if r not in text] == [] and f"`{bench['command']}`" in text

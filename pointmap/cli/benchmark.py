@@ -4,6 +4,7 @@
     pointmap benchmark --step [--cfg map_demo] [--batch B] [--points N] [--json FILE]
                               [--device cpu] [--amp bf16] [--compile] [--threads 1 2] [--busy]
     pointmap benchmark --scan [--json FILE]     # selective_scan backends, fp32 and bf16 inputs
+    pointmap benchmark --onnx [--presets hybridnet_s pointmae pointmamba] [--json FILE]
     pointmap benchmark --env
 
 Each row times forward (and backward where the op has one) with warm-up, median of repeats, CUDA
@@ -11,6 +12,10 @@ synchronized. Ratios are "reference time / backend time" from the same process.
 
 ``--threads 1 2`` repeats ``--step`` with each CPU thread count; ``--busy`` repeats each with another
 process spinning on one core beside it (a machine where other jobs run).
+
+``--onnx`` exports each preset (40 classes) with ``pointmap export --onnx``'s exporter and times one cloud of
+1024 points through it on one CPU thread: eager PyTorch (the backends ``auto`` picks) against onnxruntime
+(:mod:`pointmap.cli.benchmark_onnx`).
 
 ``--step`` times the float32 step and, in the same process, the ``--amp`` one (autocast to bf16 or fp16)
 and the ``torch.compile``d ones (``--compile``: inductor, on the CPU too); on CUDA both are on by default
@@ -32,6 +37,7 @@ from ..errors import add_debug_flag, user_errors_exit
 from ..ops import (available_backends, chamfer, chamfer_ref, fps, fps_ref, group, group_ref,
                           knn, knn_ref, selective_scan, selective_scan_ref, serialize, serialize_ref)
 from ..ops.testing import random_cloud, scan_inputs
+from .benchmark_onnx import ONNX_PRESETS, bench_onnx, print_onnx_rows  # noqa: F401 (bench_onnx: also from here)
 
 
 def timeit(fn, device, repeat=5, warmup=1, budget_s=20.0):
@@ -305,6 +311,9 @@ def main(argv=None, prog=None):
     ap.add_argument("--scan", action="store_true",
                     help="time selective_scan on every backend (Triton, mamba-ssm, PyTorch), fp32 and bf16 inputs")
     ap.add_argument("--step", action="store_true", help="time the MAP pretraining step against the baseline step")
+    ap.add_argument("--onnx", action="store_true",
+                    help="one cloud on one CPU thread: eager PyTorch vs onnxruntime, per preset")
+    ap.add_argument("--presets", nargs="+", default=list(ONNX_PRESETS), help="--onnx: the presets to time")
     ap.add_argument("--cfg", help="--step: build the pretrainer from this config (default: hybridnet_s)")
     ap.add_argument("--batch", type=int, default=None, help="--step batch size (default 128, or the config's)")
     ap.add_argument("--points", type=int, default=None, help="--step points per cloud (default 1024, or the config's)")
@@ -322,8 +331,8 @@ def main(argv=None, prog=None):
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     add_debug_flag(ap)
     args = ap.parse_args(argv)
-    if not (args.ops or args.env or args.step or args.scan):
-        ap.error("choose --ops, --scan, --step and/or --env")
+    if not (args.ops or args.env or args.step or args.scan or args.onnx):
+        ap.error("choose --ops, --scan, --step, --onnx and/or --env")
     with user_errors_exit(args.debug):
         run(args)
 
@@ -361,6 +370,10 @@ def run(args) -> None:
                                       include_baseline=not args.no_baseline, amp=args.amp, compile=args.compile)
                 out["step"] += [{**r, "threads": threads, "busy": busy} for r in rows]
                 print_step_rows(rows, device, busy)
+    if args.onnx:
+        out["command"] = "python tools/benchmark.py " + " ".join(sys.argv[1:])
+        out["onnx"] = bench_onnx(args.presets, repeat=args.repeat)
+        print_onnx_rows(out["onnx"])
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

@@ -8,6 +8,10 @@ card: YAML metadata, then how to load it and the card's facts) and the run's ``c
     card = export_run("experiments/finetune_demo/default", "exports/finetune_demo")
     push_to_hub("exports/finetune_demo", "me/finetune-demo")
 
+With ``onnx=True`` the folder also holds ``model.onnx`` (:mod:`pointmap.engine.onnx_export`: the whole
+classifier, grouping included; onnxruntime's logits checked against PyTorch's before the folder is kept) and
+the card's ``provenance["onnx"]`` says what the check found.
+
 Everything is checked before anything is written (the checkpoint is pointmap's, its config builds a model
 its weights fill whole); the folder is written under a temporary name and renamed into place, so a failed
 export leaves nothing behind.
@@ -172,9 +176,11 @@ def push_to_hub(folder: str, repo_id: str, private: bool = False, revision: Opti
     return str(getattr(info, "commit_url", info))
 
 
-def export_run(source: str, out: str, overwrite: bool = False, licence: str = LICENCE) -> ModelCard:
+def export_run(source: str, out: str, overwrite: bool = False, licence: str = LICENCE,
+               onnx: bool = False) -> ModelCard:
     """Export ``source`` (a run folder or one of its ``ckpt-*.pth``) to the folder ``out``; returns the card.
-    ``out`` must not hold files unless ``overwrite``; ``licence``: the weights' (the Hub's id, e.g. ``mit``).
+    ``out`` must not hold files unless ``overwrite``; ``licence``: the weights' (the Hub's id, e.g. ``mit``);
+    ``onnx``: add ``model.onnx`` (see the module docstring).
     One-line :class:`~pointmap.errors.UserError` on a bad input, with nothing written."""
     from safetensors.torch import save_file
 
@@ -198,6 +204,10 @@ def export_run(source: str, out: str, overwrite: bool = False, licence: str = LI
         raise UserError(f"{out} already holds files: pass --overwrite to replace them")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"{out} is a file, not a folder")
+    if onnx:
+        from .onnx_export import check_exportable
+
+        check_exportable(model)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(out))
     umask = os.umask(0)
@@ -209,6 +219,8 @@ def export_run(source: str, out: str, overwrite: bool = False, licence: str = LI
         os.chmod(tmp, 0o777 & ~umask)  # a folder to share: the usual permissions, not mkdtemp's private ones
         os.chmod(weights, 0o666 & ~umask)
         card.sha256 = sha256_of(weights)
+        if onnx:
+            _add_onnx(model, card, tmp, umask)
         with open(os.path.join(tmp, CARD_FILE), "w", encoding="utf-8") as f:
             json.dump(card.to_dict(), f, indent=2)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
@@ -225,3 +237,15 @@ def export_run(source: str, out: str, overwrite: bool = False, licence: str = LI
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return card
+
+
+def _add_onnx(model: nn.Module, card: ModelCard, folder: str, umask: int) -> None:
+    """``model.onnx`` in ``folder``, checked, and what the check found in ``card``."""
+    from .onnx_export import ONNX_FILE, export_onnx
+
+    path = os.path.join(folder, ONNX_FILE)
+    report = export_onnx(model, path, num_points=card.num_points or 1024)
+    os.chmod(path, 0o666 & ~umask)
+    card.provenance["onnx"] = {"file": ONNX_FILE, "opset": report.opset, "input": f"points (B, {report.num_points}, 3)",
+                               "checked_on": f"{report.batch} random clouds",
+                               "max_abs_diff": report.max_abs_diff, "bound": report.bound}

@@ -184,5 +184,14 @@ def backend_scope() -> Iterator[None]:
             _USED.setdefault(op, []).extend(n for n in names if n not in _USED[op])
 
 
+def exporting() -> bool:
+    """Whether ``torch.export`` (what ``torch.onnx.export`` runs) is tracing this call: an op then takes a path
+    with no host-side decision on tensor values and no shape-dependent Python arithmetic on the batch size."""
+    import torch
+
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting and is_exporting())
+
+
 def ops() -> List[str]:
     return sorted(_REGISTRY)

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ._backend import Backend, module_present, register_backend, resolve
+from ._backend import Backend, exporting, module_present, register_backend, resolve
 from ._precision import no_autocast
 from .testing import scan_inputs
 
@@ -132,8 +132,9 @@ def _chunk_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torc
 
 
 def _block_size(Bsz: int, dim: int, L: int, N: int, device: torch.device) -> int:
-    """Channels per block: on the CPU, (L, B, Db, N) blocks of ~1M elements stay in cache."""
-    if device.type != "cpu":
+    """Channels per block: on the CPU, (L, B, Db, N) blocks of ~1M elements stay in cache. One block when
+    exported: the batch size is symbolic there, and a block count derived from it would fix it."""
+    if device.type != "cpu" or exporting():
         return dim
     return max(1, min(dim, (1 << 20) // max(1, Bsz * L * N)))
 

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from ..errors import UserError
+from ._backend import exporting
 from ._check import check_points
 
 ORDERS = ("hilbert", "hilbert-trans", "z", "z-trans", "xyz", "none")
@@ -48,7 +49,7 @@ def grid_depths(q: torch.Tensor, grid_depth: str = "cloud") -> torch.Tensor:
     of each cloud (``cloud``) or of the whole batch (``batch``), at least 1."""
     top = q.flatten(1).amax(dim=1)
     if grid_depth == "batch":
-        top = top.amax().expand_as(top)
+        top = top.amax(dim=0, keepdim=True).expand_as(top)
     depth = torch.zeros_like(top)
     for _ in range(_MAX_DEPTH + 1):  # bit length without a float log2: count the shifts to reach 0
         depth += (top > 0).long()
@@ -64,10 +65,13 @@ def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, bits: int) ->
     return code
 
 
-def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
+def hilbert_encode(q: torch.Tensor, bits: int, depth: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Hilbert index of integer coordinates (..., 3) in [0, 2^bits) (Skilling's transpose algorithm).
 
-    Consecutive indices are neighbouring grid cells (one step along one axis).
+    Consecutive indices are neighbouring grid cells (one step along one axis). ``depth``: a long tensor
+    broadcastable to q[..., 0], each coordinate's own curve depth (its coordinates < 2^depth ≤ 2^bits): the
+    levels above it are skipped, which gives the index the curve of that depth gives (with 3·(bits - depth)
+    leading zero bits), in one pass over the deepest depth.
     """
     x = [q[..., 0].clone(), q[..., 1].clone(), q[..., 2].clone()]
     m = 1 << (bits - 1)
@@ -75,6 +79,7 @@ def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
     qbit = m
     while qbit > 1:
         p = qbit - 1
+        before = list(x)
         for i in range(3):
             hit = (x[i] & qbit) != 0
             t = (x[0] ^ x[i]) & p
@@ -83,8 +88,11 @@ def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
             if i != 0:
                 x[i] = torch.where(hit, x[i], x[i] ^ t)
             x[0] = new_x0
+        if depth is not None:  # level log2(qbit) is above a shallower curve: it leaves its coordinates alone
+            on = depth > qbit.bit_length() - 1
+            x = [torch.where(on, new, old) for new, old in zip(x, before)]
         qbit >>= 1
-    # Gray encode.
+    # Gray encode (a no-op on levels above a coordinate's depth: its bits there are 0).
     x[1] = x[1] ^ x[0]
     x[2] = x[2] ^ x[1]
     t = torch.zeros_like(x[0])
@@ -96,13 +104,15 @@ def hilbert_encode(q: torch.Tensor, bits: int) -> torch.Tensor:
     return _interleave(x[0], x[1], x[2], bits)
 
 
-def _curve(q: torch.Tensor, order: str, bits: int) -> torch.Tensor:
+def _curve(q: torch.Tensor, order: str, bits: int, depth: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Curve codes of grid coordinates (..., 3) < 2^bits; ``depth``: see :func:`hilbert_encode` (the other
+    curves need none: their codes at a larger ``bits`` sort the same)."""
     if order == "xyz":
         return (q[..., 0] << 2 * bits) | (q[..., 1] << bits) | q[..., 2]
     if order.endswith("-trans"):
         q = q[..., list(_TRANS)]
     if order.startswith("hilbert"):
-        return hilbert_encode(q, bits)
+        return hilbert_encode(q, bits, depth)
     return _interleave(q[..., 0], q[..., 1], q[..., 2], bits)
 
 
@@ -114,6 +124,11 @@ def encode(center: torch.Tensor, order: str, bits: int = 10, grid_size: Optional
         return _curve(quantize(center, bits), order, bits)
     q = quantize_grid(center, grid_size)
     depths = grid_depths(q, grid_depth)
+    if exporting():
+        # the depths are data: one curve of the largest depth allowed, the levels above each cloud's own
+        # depth skipped, orders the tokens as the curve of its own depth does (a cloud deeper than that, which the eager
+        # path refuses, is ordered by its coordinates' low _MAX_DEPTH bits)
+        return _curve(q, order, _MAX_DEPTH, depths[:, None])
     top = int(depths.max())
     if top > _MAX_DEPTH:
         raise UserError(f"grid_size={grid_size} puts {1 << top} cells along one axis of a cloud "
