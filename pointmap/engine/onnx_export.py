@@ -30,7 +30,8 @@ from ..errors import UserError
 from ..ops import backend_scope, set_backend
 from ..ops.testing import random_cloud
 
-__all__ = ["export_onnx", "check_exportable", "OnnxReport", "onnx_missing", "onnx_session", "run_onnx", "OPSET", "TOLERANCE", "ONNX_FILE", "TORCH_OPS"]
+__all__ = ["export_onnx", "check_exportable", "OnnxReport", "onnx_missing",
+           "onnx_session", "run_onnx", "OPSET", "TOLERANCE", "ONNX_FILE", "TORCH_OPS"]
 
 ONNX_FILE = "model.onnx"
 OPSET = 18
