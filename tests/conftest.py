@@ -43,3 +43,24 @@ def _default_signals():
     yield
     for sig, handler in found.items():
         signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def _pointmap_logger():
+    """Each test gives back the ``pointmap`` logger as it found it: a test that builds a run piece by piece
+    (``Trainer.setup()``, ``RunDir.open()`` without ``fit()``'s scope) leaves no console or file handler for
+    the next test's stdout (the library's own sessions restore it themselves: tests/test_process_scope.py)."""
+    import logging
+
+    log = logging.getLogger("pointmap")
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    yield
+    for h in list(log.handlers):
+        if h not in handlers:
+            log.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in log.handlers:
+            log.addHandler(h)
+    log.setLevel(level)
+    log.propagate = propagate

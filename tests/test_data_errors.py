@@ -1,8 +1,6 @@
 """Bad input: missing, corrupted, mis-shaped and non-finite files give one-line errors naming the file;
 nothing is written when a check fails; prepare_data check reports missing files and exits 1."""
-import importlib.util
 import pickle
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,14 +9,11 @@ import pytest
 from pointmap.data import build_dataset, build_transforms, write_modelnet_cache, write_modelnet_fewshot
 from tests import _data_fixtures as fx
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "prepare_data.py"
-
-
 def _tool():
-    spec = importlib.util.spec_from_file_location("prepare_data", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """tools/prepare_data.py's code (the script is a shim over pointmap.cli.prepare_data)."""
+    from pointmap.cli import prepare_data
+
+    return prepare_data
 
 
 def test_missing_root_names_full_path(tmp_path):
@@ -141,7 +136,7 @@ def test_unknown_names_list_valid_ones(tmp_path):
     fx.write_scanobjectnn(tmp_path)
     with pytest.raises(ValueError, match="valid: objbg, objonly, hardest"):
         build_dataset("scanobjectnn", tmp_path, "train", variant="pb_t25")
-    with pytest.raises(ValueError, match="valid names: dropout, jitter, normalize, rotate, sample, scale_translate"):
+    with pytest.raises(ValueError, match="valid names: dropout, image, jitter, normalize, rotate, sample, scale_translate"):
         build_transforms([{"name": "shear"}])
     with pytest.raises(ValueError, match="unknown argument 'sigmaa' of transform 'jitter' \\(did you mean 'sigma'\\?\\)"):
         build_transforms([{"name": "jitter", "sigmaa": 0.1}])

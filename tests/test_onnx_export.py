@@ -46,8 +46,9 @@ def test_export_onnx_of_the_demo_run_gives_pytorch_s_logits_for_any_batch(finetu
                                                                          capsys):
     code, out, err = _export(finetuned, tmp_path / "share", monkeypatch, capsys, "--onnx")
     assert code == 0, err
-    assert sorted(os.listdir(tmp_path / "share")) == ["card.json", "config.yaml", "model.onnx", "model.safetensors"]
-    card = json.loads((tmp_path / "share" / "card.json").read_text())
+    assert sorted(os.listdir(tmp_path / "share")) == ["README.md", "config.json", "config.yaml", "model.onnx",
+                                                     "model.safetensors"]
+    card = json.loads((tmp_path / "share" / "config.json").read_text())
     onnx = card["provenance"]["onnx"]
     assert onnx["file"] == "model.onnx" and onnx["opset"] >= 17 and onnx["input"] == "points (B, 64, 3)"
     assert 0 <= onnx["max_abs_diff"] <= onnx["bound"] and "model.onnx: max |onnx - torch| " in out

@@ -109,6 +109,27 @@ def test_the_front_page_says_what_docs_demo_holds():
     assert "--out docs/" not in text  # the documented commands write to experiments/, not over tracked files
 
 
+def test_the_front_page_says_which_figures_repeat_where():
+    """Same machine: seed 0 of the --seeds runs is the single run, to every digit (docs/demo/numbers.json); another
+    CPU: the same commands at one commit on two CPU models (docs/demo/cpus/*.json, python tools/demo_numbers.py)."""
+    r = _json("demo", "numbers.json")["runs"]
+    assert r["finetune_seeds"]["acc_values"][0] == r["finetune"]["test_acc"]
+    assert r["scratch_seeds"]["acc_values"][0] == r["scratch"]["test_acc"]
+    text = " ".join(_readme().split())
+    assert (f"seed 0 of `--seeds 0 1 2` is the single run, {r['finetune']['test_acc']:.2f} % from the checkpoint and "
+            f"{r['scratch']['test_acc']:.2f} % from scratch") in text
+    runs = {}
+    for cpu in ("amd", "intel"):
+        doc = _json("demo", "cpus", f"ba84e94_{cpu}.json")
+        assert doc["commit"].startswith("ba84e94") and not doc["dirty"] and cpu in doc["machine"].lower()
+        runs[cpu] = doc["runs"]
+    assert [runs["amd"][k]["command"] for k in ("pretrain", "finetune", "linear_probe")] == \
+        [runs["intel"][k]["command"] for k in ("pretrain", "finetune", "linear_probe")]
+    amd, intel = (f"{x['pretrain']['train_loss']:.5f}, {x['finetune']['test_acc']:.2f} % and "
+                  f"{x['linear_probe']['test_acc']:.2f} %" for x in (runs["amd"], runs["intel"]))
+    assert f"gave {amd} on an AMD EPYC and {intel} on an Intel Xeon" in text
+
+
 def _table_rows(text: str) -> list:
     return [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("|---")]
 

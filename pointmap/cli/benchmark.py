@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -36,27 +35,8 @@ from .. import env as pm_env
 from ..errors import add_debug_flag, user_errors_exit
 from ..ops import (available_backends, chamfer, chamfer_ref, fps, fps_ref, group, group_ref,
                           knn, knn_ref, selective_scan, selective_scan_ref, serialize, serialize_ref)
-from ..ops.testing import random_cloud, scan_inputs
+from ..ops.testing import random_cloud, scan_inputs, timeit
 from .benchmark_onnx import ONNX_PRESETS, bench_onnx, print_onnx_rows  # noqa: F401 (bench_onnx: also from here)
-
-
-def timeit(fn, device, repeat=5, warmup=1, budget_s=20.0):
-    """Median seconds of fn() over up to ``repeat`` runs (fewer if one run takes long)."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    sync()
-    times, start = [], time.perf_counter()
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s:
-            break
-    return statistics.median(times)
 
 
 def _rows(op, shape, candidates, ref_name, device, repeat):

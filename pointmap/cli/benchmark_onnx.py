@@ -5,7 +5,7 @@ import tempfile
 
 import torch
 
-from ..ops.testing import random_cloud
+from ..ops.testing import random_cloud, timeit
 
 ONNX_PRESETS = ("hybridnet_s", "pointmae", "pointmamba")
 
@@ -16,7 +16,6 @@ def bench_onnx(presets=ONNX_PRESETS, points=1024, repeat=20, folder=None, **pres
     overrides for every preset (a smaller model in the tests)."""
     from ..engine.onnx_export import export_onnx, onnx_session
     from ..models import create_model
-    from .benchmark import timeit
 
     device, rows = torch.device("cpu"), []
     threads = torch.get_num_threads()

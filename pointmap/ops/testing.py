@@ -1,9 +1,12 @@
 """Inputs for the ops' tests, benchmarks and kernel self-checks: random clouds, clouds with ties, the
-arguments of a Mamba layer's selective scan. Each draws from its own seeded generator, never from the
-global RNG, so calling one changes no other draw."""
+arguments of a Mamba layer's selective scan; and the benchmarks' timer. Each input draws from its own seeded
+generator, never from the global RNG, so calling one changes no other draw."""
+import statistics
+import time
+
 import torch
 
-__all__ = ["random_cloud", "cloud_with_duplicates", "scan_inputs"]
+__all__ = ["random_cloud", "cloud_with_duplicates", "scan_inputs", "timeit"]
 
 
 def random_cloud(B, N, dtype=torch.float32, device="cpu", seed=0):
@@ -38,3 +41,22 @@ def scan_inputs(Bsz, D, L, N, dtype=torch.float32, device="cpu", bc="variable", 
         for t in tensors.values():
             t.requires_grad_(True)
     return tensors
+
+
+def timeit(fn, device, repeat=5, warmup=1, budget_s=20.0):
+    """Median seconds of fn() over up to ``repeat`` runs (fewer if one run takes long)."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, start = [], time.perf_counter()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s:
+            break
+    return statistics.median(times)
