@@ -52,15 +52,9 @@ def _pointmap_logger():
     the next test's stdout (the library's own sessions restore it themselves: tests/test_process_scope.py)."""
     import logging
 
+    from pointmap.engine.scope import _restore_logger  # what a ProcessScope does on exit
+
     log = logging.getLogger("pointmap")
-    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    saved = (list(log.handlers), log.level, log.propagate)
     yield
-    for h in list(log.handlers):
-        if h not in handlers:
-            log.removeHandler(h)
-            h.close()
-    for h in handlers:
-        if h not in log.handlers:
-            log.addHandler(h)
-    log.setLevel(level)
-    log.propagate = propagate
+    _restore_logger(log, *saved)
