@@ -114,7 +114,10 @@ def test_exported_grouping_picks_the_reference_s_indices(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["hybridnet_s", "pointmae", "pointmamba"])
+# hybridnet_s's full-size export (its same blocks as the demo model's, checked in the fast tests) takes about 7
+# minutes on 2 cores: it is checked by `python tools/benchmark.py --onnx --presets hybridnet_s` instead
+# (docs/benchmarks/onnx_cpu_hybridnet_s.json records the difference the export check found)
+@pytest.mark.parametrize("preset", ["pointmae", "pointmamba"])
 def test_full_size_presets_export_with_pytorch_s_logits(preset, tmp_path):
     model = pointmap.create_model(preset, num_classes=40).eval()
     report = export_onnx(model, str(tmp_path / "model.onnx"), num_points=1024)
